@@ -1,0 +1,246 @@
+"""Typed schemas for the Hydra configs and their validation.
+
+Hydra composes plain YAML from ``conf/``; :func:`validate` then merges each
+section onto its dataclass schema, so an unknown key, a wrong type or an
+impossible value fails before anything is built, with a message that names
+the key (``method.lambd: ...``).  Methods register their own schema in
+:data:`METHOD_SCHEMAS` (see ``jepa_zoo/methods/__init__.py``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, mistyped or impossible."""
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def _check_range(pair: List[float], key: str, lo: float, hi: float) -> None:
+    _check(len(pair) == 2, key, f"expected [min, max], got {list(pair)}")
+    _check(lo <= pair[0] <= pair[1] <= hi, key, f"expected {lo} <= min <= max <= {hi}, got {list(pair)}")
+
+
+@dataclass
+class BackboneConfig:
+    """Encoder.  ``kind=vit``: jepa_zoo's maskable ViT built from timm blocks;
+    ``kind=timm``: any timm model name, pooled features (``cifar_stem`` swaps a
+    ResNet stem for a 3x3 stride-1 conv without max-pool)."""
+
+    kind: str = "vit"
+    name: str = "vit_tiny_patch16_224"
+    img_size: int = 224
+    patch_size: int = 16
+    cifar_stem: bool = False
+    drop_path_rate: float = 0.0
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("vit", "timm"), "backbone.kind", f"must be 'vit' or 'timm', got {self.kind!r}")
+        _check(self.img_size > 0, "backbone.img_size", f"must be > 0, got {self.img_size}")
+        _check(self.patch_size > 0, "backbone.patch_size", f"must be > 0, got {self.patch_size}")
+        if self.kind == "vit":
+            _check(
+                self.img_size % self.patch_size == 0,
+                "backbone.patch_size",
+                f"patch size {self.patch_size} does not divide image size {self.img_size}",
+            )
+        _check(0.0 <= self.drop_path_rate < 1.0, "backbone.drop_path_rate", "must be in [0, 1)")
+
+
+@dataclass
+class DataConfig:
+    """Dataset and loader.  ``name``: folder | cifar10 | imagenet | fake."""
+
+    name: str = "fake"
+    root: Optional[str] = None
+    cache_dir: Optional[str] = None
+    train_split: str = "train"
+    val_split: Optional[str] = "val"
+    img_size: int = 224
+    local_img_size: int = 96
+    eval_crop_ratio: float = 0.875
+    batch_size: int = 64
+    val_batch_size: Optional[int] = None
+    num_workers: int = 4
+    pin_memory: bool = True
+    num_classes: Optional[int] = None
+    fake_size: int = 256
+    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+    def __post_init__(self) -> None:
+        _check(self.name in ("folder", "cifar10", "imagenet", "fake"), "data.name",
+               f"must be one of folder, cifar10, imagenet, fake; got {self.name!r}")
+        _check(self.name == "fake" or bool(self.root), "data.root",
+               f"is required for data={self.name} (a directory, or a .tar/.tar.gz archive)")
+        _check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+        _check(self.img_size > 0 and self.local_img_size > 0, "data.img_size", "sizes must be > 0")
+        _check(0 < self.eval_crop_ratio <= 1, "data.eval_crop_ratio", f"must be in (0, 1], got {self.eval_crop_ratio}")
+        _check(len(self.mean) == 3 and len(self.std) == 3, "data.mean", "mean and std need 3 values")
+
+
+@dataclass
+class ViewsConfig:
+    """LeJEPA multi-crop: ``num_global`` large and ``num_local`` small views."""
+
+    num_global: int = 2
+    global_size: int = 224
+    global_scale: List[float] = field(default_factory=lambda: [0.3, 1.0])
+    num_local: int = 6
+    local_size: int = 96
+    local_scale: List[float] = field(default_factory=lambda: [0.05, 0.3])
+    flip_p: float = 0.5
+    jitter: List[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    solarize_p: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check(self.num_global >= 1, "method.views.num_global", f"must be >= 1, got {self.num_global}")
+        _check(self.num_local >= 0, "method.views.num_local", f"must be >= 0, got {self.num_local}")
+        _check_range(self.global_scale, "method.views.global_scale", 0.0, 1.0)
+        _check_range(self.local_scale, "method.views.local_scale", 0.0, 1.0)
+        _check(len(self.jitter) == 4, "method.views.jitter", "expected [brightness, contrast, saturation, hue]")
+        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+            v = getattr(self, name)
+            _check(0.0 <= v <= 1.0, f"method.views.{name}", f"probability must be in [0, 1], got {v}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay to ``lr * final_lr_ratio``."""
+
+    lr: float = 5e-4
+    final_lr_ratio: float = 1e-3
+    weight_decay: float = 0.05
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_epochs: float = 10.0
+    warmup_steps: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _check(self.lr >= 0, "method.optim.lr", f"must be >= 0, got {self.lr}")
+        _check(0 <= self.final_lr_ratio <= 1, "method.optim.final_lr_ratio", "must be in [0, 1]")
+        _check(self.weight_decay >= 0, "method.optim.weight_decay", "must be >= 0")
+        _check(self.warmup_epochs >= 0, "method.optim.warmup_epochs", "must be >= 0")
+        _check(self.warmup_steps is None or self.warmup_steps >= 0, "method.optim.warmup_steps", "must be >= 0")
+
+
+@dataclass
+class ProbeConfig:
+    """Online linear probe on detached features (own optimiser group)."""
+
+    enabled: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+
+
+@dataclass
+class MethodConfig:
+    name: str = "?"
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+
+@dataclass
+class LeJEPAConfig(MethodConfig):
+    """LeJEPA: total = (1 − λ)·pred + λ·SIGReg."""
+
+    name: str = "lejepa"
+    lambd: float = 0.05
+    proj_hidden_dim: int = 2048
+    proj_dim: int = 64
+    proj_layers: int = 3
+    num_slices: int = 1024
+    t_max: float = 3.0
+    num_points: int = 17
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.lambd <= 1.0, "method.lambd", f"must be in [0, 1], got {self.lambd}")
+        _check(self.proj_layers >= 1, "method.proj_layers", "must be >= 1")
+        _check(self.proj_dim >= 1, "method.proj_dim", "must be >= 1")
+        _check(self.num_slices >= 1, "method.num_slices", "must be >= 1")
+        _check(self.num_points >= 3 and self.num_points % 2 == 1, "method.num_points", "must be odd and >= 3")
+        _check(self.t_max > 0, "method.t_max", "must be > 0")
+
+
+@dataclass
+class MaskingConfig:
+    name: str = "none"
+
+
+@dataclass
+class CheckpointConfig:
+    every_n_train_steps: Optional[int] = None
+    save_top_k: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.every_n_train_steps is None or self.every_n_train_steps > 0,
+               "checkpoint.every_n_train_steps", "must be > 0")
+
+
+@dataclass
+class TrainConfig:
+    method: Any = None
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: Dict[str, Any] = field(default_factory=dict)
+    logger: Dict[str, Any] = field(default_factory=dict)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    seed: int = 0
+    compile: bool = False
+    run_dir: str = "."
+
+
+METHOD_SCHEMAS: Dict[str, type] = {"lejepa": LeJEPAConfig}
+
+
+def _trainer_keys() -> set:
+    from lightning.pytorch import Trainer
+
+    return set(inspect.signature(Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
+
+
+def validate(cfg: DictConfig) -> TrainConfig:
+    """Check a composed config against the schemas; return typed dataclasses.
+
+    Raises:
+        ConfigError: naming the offending key (``section.key: problem``).
+    """
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(raw, dict)
+    method = raw.get("method") or {}
+    name = method.get("name") if isinstance(method, dict) else None
+    if name not in METHOD_SCHEMAS:
+        raise ConfigError(f"method.name: unknown method {name!r}; allowed: {', '.join(sorted(METHOD_SCHEMAS))}")
+    try:
+        schema = OmegaConf.structured(TrainConfig)
+        schema.method = OmegaConf.structured(METHOD_SCHEMAS[name])
+        merged = OmegaConf.merge(schema, raw)
+        out = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "config"
+        msg = getattr(e, "msg", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{key}: {msg}") from None
+    unknown = set(out.trainer) - _trainer_keys()
+    if unknown:
+        raise ConfigError(
+            f"trainer.{sorted(unknown)[0]}: not a lightning.Trainer argument "
+            f"(see https://lightning.ai/docs/pytorch/stable/common/trainer.html)"
+        )
+    assert isinstance(out, TrainConfig)
+    return out

@@ -1,0 +1,169 @@
+"""Image datasets: ImageFolder trees, tar archives of them, CIFAR-10, ImageNet, fake.
+
+Every dataset yields ``(image, label)``; unlabelled folders (images directly
+under the root) yield label ``-1``, which the online probe ignores.
+
+Archives (``.tar``, ``.tar.gz``, ``.tgz``) are extracted once into a cache
+directory (``data.cache_dir``, else ``$JEPA_ZOO_CACHE``, else
+``~/.cache/jepa_zoo``): into a temporary folder first, then renamed into
+place, so an interrupted extraction never leaves a half-filled tree behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import datasets as tvd
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+class DataError(FileNotFoundError):
+    """A dataset root is missing, empty or not in a layout we can read."""
+
+
+def is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("JEPA_ZOO_CACHE", Path.home() / ".cache" / "jepa_zoo"))
+
+
+def extract_archive(archive: Path, cache_dir: Optional[Path] = None) -> Path:
+    """Extract ``archive`` once; return the extracted directory (idempotent, atomic)."""
+    archive = archive.resolve()
+    st = archive.stat()
+    tag = hashlib.sha1(f"{archive}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    stem = archive.name
+    for suf in ARCHIVE_SUFFIXES:
+        if stem.endswith(suf):
+            stem = stem[: -len(suf)]
+            break
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    target = cache / f"{stem}-{tag}"
+    if target.is_dir():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=cache))
+    try:
+        with tarfile.open(archive) as tf:
+            tf.extractall(tmp, filter="data")
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():  # lost a race only if the winner finished
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMG_EXTENSIONS
+
+
+class FlatImageDataset(Dataset):
+    """Images directly under ``root`` (no class folders): label ``-1``."""
+
+    def __init__(self, root: Path, transform: Optional[Callable] = None):
+        self.files: List[Path] = sorted(p for p in Path(root).iterdir() if _is_image(p))
+        if not self.files:
+            raise DataError(f"no images found in {root}")
+        self.transform = transform
+        self.classes: List[str] = []
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> Tuple[object, int]:
+        with Image.open(self.files[i]) as im:
+            img = im.convert("RGB")
+        return (self.transform(img) if self.transform else img), -1
+
+
+def image_folder(root: Path, transform: Optional[Callable] = None) -> Dataset:
+    """``root/<class>/*.jpg`` -> torchvision ImageFolder; ``root/*.jpg`` -> unlabelled."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset folder does not exist: {root}")
+    subdirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if subdirs:
+        try:
+            return tvd.ImageFolder(str(root), transform=transform, allow_empty=True)
+        except FileNotFoundError as e:
+            raise DataError(f"{root}: {e}") from e
+    return FlatImageDataset(root, transform)
+
+
+def find_split(root: Path, split: str) -> Optional[Path]:
+    """``root/split`` or ``root/<single top folder>/split`` if present."""
+    if (root / split).is_dir():
+        return root / split
+    tops = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if len(tops) == 1 and (tops[0] / split).is_dir():
+        return tops[0] / split
+    return None
+
+
+def resolve_root(root: str, cache_dir: Optional[str] = None) -> Path:
+    """A directory as is; an archive extracted to the cache; anything else a clear error."""
+    p = Path(root).expanduser()
+    if not p.exists():
+        raise DataError(f"data.root does not exist: {p}")
+    if p.is_dir():
+        return p
+    if is_archive(p):
+        return extract_archive(p, Path(cache_dir) if cache_dir else None)
+    raise DataError(f"data.root must be a directory or a .tar/.tar.gz archive, got file {p}")
+
+
+def locate_cifar10(root: str, cache_dir: Optional[str] = None) -> Path:
+    """Find a CIFAR-10 ImageFolder tree (``train/`` + ``test/``) under ``root``.
+
+    Looks at, in order: ``root`` itself (directory or archive), then archives
+    named ``cifar10*.tar*``/``cifar-10*.tar*`` inside ``root``.  Raises
+    :class:`DataError` listing what it looked at.
+    """
+    p = Path(root).expanduser()
+    looked: List[str] = []
+    candidates: List[Path] = [p]
+    if p.is_dir():
+        candidates += sorted(q for q in p.iterdir() if q.name.lower().startswith(("cifar10", "cifar-10")))
+    for c in candidates:
+        looked.append(str(c))
+        if c.is_dir() and find_split(c, "train") is not None:
+            return c
+        if is_archive(c):
+            d = extract_archive(c, Path(cache_dir) if cache_dir else None)
+            if find_split(d, "train") is not None:
+                return d
+    raise DataError(
+        "CIFAR-10 not found. Looked for a folder with train/ and test/ or a cifar10*.tar.gz archive at: "
+        + ", ".join(looked)
+        + ". Point data.root at the shared archive (e.g. ../shared/data/cifar10-jpg.tar.gz) or its folder."
+    )
+
+
+def fake_dataset(size: int, img_size: int, num_classes: int, transform: Optional[Callable], seed: int) -> Dataset:
+    """Random images for unit tests only (torchvision FakeData)."""
+    return tvd.FakeData(
+        size=size, image_size=(3, img_size, img_size), num_classes=num_classes, transform=transform, random_offset=seed
+    )
+
+
+def count_classes(ds: Dataset) -> int:
+    classes = getattr(ds, "classes", None)
+    if classes is not None:
+        return len(classes)
+    return int(getattr(ds, "num_classes", 0))

@@ -1,0 +1,30 @@
+"""Prediction losses of the JEPA family (pure functions, shapes checked)."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from torch import Tensor
+
+
+def lejepa_loss(proj: Tensor, num_global: int, sigreg: Callable[[Tensor], Tensor], lambd: float) -> Dict[str, Tensor]:
+    """LeJEPA objective on view projections ``proj`` of shape ``(V, N, K)``.
+
+    The first ``num_global`` views are the global ones.  With
+    ``c = 1/V_g Σ_{v<V_g} z_v`` (no stop-gradient)::
+
+        pred   = 1/(V·N·K) Σ_v ‖c − z_v‖²        (every view, global and local)
+        sigreg = 1/V Σ_v SIGReg(z_v)            (per view, then averaged)
+        loss   = (1 − λ)·pred + λ·sigreg
+
+    ``sigreg`` maps ``(V, N, K)`` to the mean statistic over views and slices.
+    Returns ``{"loss", "pred_loss", "sigreg_loss"}``.
+    """
+    if proj.dim() != 3:
+        raise ValueError(f"proj must be (V, N, K), got {tuple(proj.shape)}")
+    if not 1 <= num_global <= proj.shape[0]:
+        raise ValueError(f"num_global must be in [1, V={proj.shape[0]}], got {num_global}")
+    centers = proj[:num_global].mean(dim=0)
+    pred = (centers - proj).square().mean()
+    sig = sigreg(proj)
+    return {"loss": (1.0 - lambd) * pred + lambd * sig, "pred_loss": pred, "sigreg_loss": sig}

@@ -1,0 +1,129 @@
+"""What every JEPA method shares: backbone, online probe, optimiser, schedule, logging.
+
+A method subclasses :class:`JEPAModule` and implements
+
+* ``train_transform(cfg)`` (static): the per-image training transform;
+* ``collate_fn(cfg)`` (static, optional): a batch collator (masks);
+* ``step(batch)``: returns a :class:`StepOutput` with the loss, the scalars to
+  log under ``train/`` and the (detached) features + labels for the probe.
+
+The online linear probe trains on detached features in its own optimiser
+group, so its loss never reaches the encoder.  Validation runs the probe on
+pooled encoder features of the validation split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics.classification import MulticlassAccuracy
+
+from jepa_zoo.config import TrainConfig
+from jepa_zoo.models.backbones import build_backbone
+from jepa_zoo.models.heads import linear_probe
+from jepa_zoo.optim import param_groups, warmup_cosine
+
+
+@dataclass
+class StepOutput:
+    loss: Tensor
+    logs: Dict[str, Tensor] = field(default_factory=dict)
+    features: Optional[Tensor] = None
+    labels: Optional[Tensor] = None
+
+
+class JEPAModule(L.LightningModule):
+    def __init__(self, cfg: TrainConfig, num_classes: Optional[int] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.save_hyperparameters({"config": dataclasses.asdict(cfg), "num_classes": num_classes})
+        self.backbone = build_backbone(cfg.backbone)
+        self.probe: Optional[nn.Module] = None
+        if num_classes:
+            self._build_probe(num_classes)
+
+    # -- hooks for subclasses -------------------------------------------------------
+    @staticmethod
+    def train_transform(cfg: TrainConfig) -> Callable:
+        raise NotImplementedError
+
+    @staticmethod
+    def collate_fn(cfg: TrainConfig) -> Optional[Callable]:
+        return None
+
+    def step(self, batch: Any) -> StepOutput:
+        raise NotImplementedError
+
+    # -- online probe ---------------------------------------------------------------
+    def _build_probe(self, num_classes: int) -> None:
+        if not self.cfg.method.probe.enabled or num_classes <= 0:
+            return
+        self.probe = linear_probe(self.backbone.embed_dim, num_classes)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
+        self.hparams["num_classes"] = num_classes
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if self.probe is None and dm is not None and hasattr(dm, "num_classes"):
+            self._build_probe(dm.num_classes)
+
+    # -- steps ----------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        out = self.step(batch)
+        loss = out.loss
+        bs = out.labels.shape[0] if out.labels is not None else None
+        if self.probe is not None and out.features is not None and out.labels is not None:
+            logits = self.probe(out.features.detach())
+            probe_loss = F.cross_entropy(logits, out.labels, ignore_index=-1)
+            loss = loss + probe_loss
+            self.train_acc(logits, out.labels)
+            self.log("probe/train_loss", probe_loss, batch_size=bs)
+            self.log("probe/train_acc", self.train_acc, batch_size=bs)
+        self.log_dict({f"train/{k}": v for k, v in out.logs.items()}, prog_bar=True, batch_size=bs)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        if self.probe is None:
+            return
+        images, labels = batch
+        logits = self.probe(self.backbone(images))
+        self.val_acc(logits, labels)
+        self.log("probe/val_loss", F.cross_entropy(logits, labels, ignore_index=-1), sync_dist=True)
+        self.log("probe/val_acc", self.val_acc, prog_bar=True)
+
+    # -- optimisation ---------------------------------------------------------------------
+    def _schedule_lengths(self) -> tuple[int, int]:
+        total = int(self.trainer.estimated_stepping_batches)
+        o = self.cfg.method.optim
+        if o.warmup_steps is not None:
+            return total, min(o.warmup_steps, total)
+        batches = self.trainer.num_training_batches
+        if not math.isfinite(batches) or batches <= 0:
+            return total, 0
+        per_epoch = max(int(batches) // self.trainer.accumulate_grad_batches, 1)
+        return total, min(round(o.warmup_epochs * per_epoch), total)
+
+    def configure_optimizers(self):
+        o = self.cfg.method.optim
+        groups = param_groups(self, o.weight_decay, exclude=("probe.",))
+        lambdas = []
+        total, warmup = self._schedule_lengths()
+        encoder_sched = lambda s: warmup_cosine(s, total, warmup, o.final_lr_ratio)  # noqa: E731
+        lambdas += [encoder_sched] * len(groups)
+        if self.probe is not None:
+            p = self.cfg.method.probe
+            groups.append({"params": list(self.probe.parameters()), "lr": p.lr, "weight_decay": p.weight_decay,
+                           "name": "probe"})
+            lambdas.append(lambda s: 1.0)
+        opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": LambdaLR(opt, lambdas), "interval": "step"}}

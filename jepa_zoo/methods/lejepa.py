@@ -1,0 +1,60 @@
+"""LeJEPA (Balestriero & LeCun, 2025): multi-view prediction + SIGReg.
+
+Algorithm (one step, ``V = V_g + V_l`` views of each of ``N`` images)::
+
+    e_v = f(x_v)                      backbone, pooled      (V, N, D)
+    z_v = g(e_v)                      MLP projector         (V, N, K)
+    c   = mean_{v < V_g} z_v          centre of the global views
+    pred   = mean_v ‖c − z_v‖² / K    every view predicts the centre
+    sigreg = mean_v SIGReg(z_v)       Epps–Pulley on random slices
+    loss   = (1 − λ)·pred + λ·sigreg  one hyperparameter, λ = 0.05
+
+No EMA teacher, no predictor, no stop-gradient.  Global and local views go
+through the backbone in two calls (their sizes differ); the projector sees
+all views at once.  The online probe reads the detached global-view
+embeddings.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+
+from jepa_zoo.config import LeJEPAConfig, TrainConfig
+from jepa_zoo.data.views import MultiView
+from jepa_zoo.losses.jepa import lejepa_loss
+from jepa_zoo.losses.sigreg import SIGReg
+from jepa_zoo.methods.base import JEPAModule, StepOutput
+from jepa_zoo.models.heads import mlp_projector
+
+
+class LeJEPA(JEPAModule):
+    def __init__(self, cfg: TrainConfig, num_classes: Optional[int] = None):
+        super().__init__(cfg, num_classes)
+        m: LeJEPAConfig = cfg.method
+        self.projector = mlp_projector(self.backbone.embed_dim, m.proj_hidden_dim, m.proj_dim, m.proj_layers)
+        self.sigreg = SIGReg(m.num_slices, m.t_max, m.num_points, seed=cfg.seed)
+
+    @staticmethod
+    def train_transform(cfg: TrainConfig) -> Callable:
+        return MultiView(cfg.method.views, cfg.data.mean, cfg.data.std)
+
+    def step(self, batch: Any) -> StepOutput:
+        views, labels = batch
+        m: LeJEPAConfig = self.cfg.method
+        n_global = m.views.num_global
+        if len(views) != n_global + m.views.num_local:
+            raise ValueError(f"expected {n_global + m.views.num_local} views, got {len(views)}")
+        n = views[0].shape[0]
+        emb = [self.backbone(torch.cat(views[:n_global]))]
+        if len(views) > n_global:
+            emb.append(self.backbone(torch.cat(views[n_global:])))
+        emb_all = torch.cat(emb)  # (V·N, D), view-major
+        proj = self.projector(emb_all).view(len(views), n, -1)
+        step = self.global_step
+        out = lejepa_loss(proj, n_global, lambda z: self.sigreg(z, step), m.lambd)
+        logs = {k: v.detach() for k, v in out.items()}
+        return StepOutput(
+            loss=out["loss"], logs=logs, features=emb[0].detach(), labels=labels.repeat(n_global)
+        )

@@ -1,0 +1,113 @@
+"""Encoder backbones shared by every method.
+
+* :class:`ViTEncoder` — a timm ``VisionTransformer`` (patch embed, blocks,
+  norm) run with fixed 2-D sin-cos position embeddings, no CLS token, and an
+  optional patch-index mask: ``forward_tokens(x, idx)`` adds the position
+  embeddings to all patches, then keeps only ``idx`` (``[B, K]`` LongTensor)
+  before the blocks, as I-JEPA's context encoder needs.  Images of other sizes
+  than ``img_size`` (LeJEPA's local views) get the sin-cos grid of their own
+  patch grid.
+* :class:`TimmEncoder` — any timm model by name, pooled features
+  (``num_classes=0``); ``cifar_stem`` replaces a ResNet's 7x7/2 stem and
+  max-pool with a 3x3/1 conv for 32 px inputs.
+
+Both expose ``embed_dim`` and ``forward(x) -> [B, embed_dim]``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import timm
+import torch
+from timm.layers import build_sincos2d_pos_embed
+from torch import Tensor, nn
+
+from jepa_zoo.config import BackboneConfig
+
+
+def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
+    """``x[b, idx[b, k]]``: ``[B, N, D]`` tokens, ``[B, K]`` indices -> ``[B, K, D]``."""
+    if idx.dim() != 2 or idx.shape[0] != x.shape[0]:
+        raise ValueError(f"idx must be [B={x.shape[0]}, K], got {tuple(idx.shape)}")
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+class ViTEncoder(nn.Module):
+    def __init__(self, cfg: BackboneConfig):
+        super().__init__()
+        self.model = timm.create_model(
+            cfg.name,
+            pretrained=False,
+            num_classes=0,
+            img_size=cfg.img_size,
+            patch_size=cfg.patch_size,
+            class_token=False,
+            global_pool="avg",
+            pos_embed="none",
+            dynamic_img_size=True,
+            drop_path_rate=cfg.drop_path_rate,
+            **cfg.kwargs,
+        )
+        self.patch_size = cfg.patch_size
+        self.img_size = cfg.img_size
+        self.embed_dim: int = self.model.embed_dim
+        self.num_heads: int = self.model.blocks[0].attn.num_heads
+        self._pos_cache: Dict[Tuple[int, int, str, torch.dtype], Tensor] = {}
+
+    @property
+    def grid_size(self) -> Tuple[int, int]:
+        g = self.img_size // self.patch_size
+        return g, g
+
+    def pos_embed(self, h: int, w: int, like: Tensor) -> Tensor:
+        """Fixed sin-cos embeddings ``[h*w, D]`` (raster order), cached per grid/device/dtype."""
+        key = (h, w, str(like.device), like.dtype)
+        pe = self._pos_cache.get(key)
+        if pe is None:
+            pe = build_sincos2d_pos_embed([h, w], dim=self.embed_dim).to(like.device, like.dtype)
+            self._pos_cache[key] = pe
+        return pe
+
+    def forward_tokens(self, x: Tensor, idx: Optional[Tensor] = None) -> Tensor:
+        """Patch tokens ``[B, N, D]`` (or ``[B, K, D]`` for the patches in ``idx``)."""
+        if x.dim() != 4:
+            raise ValueError(f"expected images [B, C, H, W], got {tuple(x.shape)}")
+        t = self.model.patch_embed(x)  # [B, h, w, D] (dynamic size -> NHWC)
+        b, h, w, d = t.shape
+        t = t.reshape(b, h * w, d) + self.pos_embed(h, w, t)
+        if idx is not None:
+            t = gather_tokens(t, idx)
+        t = self.model.norm_pre(t)
+        t = self.model.blocks(t)
+        return self.model.norm(t)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_tokens(x).mean(dim=1)
+
+
+class TimmEncoder(nn.Module):
+    def __init__(self, cfg: BackboneConfig):
+        super().__init__()
+        kwargs = dict(cfg.kwargs)
+        if cfg.drop_path_rate:
+            kwargs["drop_path_rate"] = cfg.drop_path_rate
+        self.model = timm.create_model(cfg.name, pretrained=False, num_classes=0, **kwargs)
+        if cfg.cifar_stem:
+            conv1 = getattr(self.model, "conv1", None)
+            if not isinstance(conv1, nn.Conv2d):
+                raise ValueError(f"backbone.cifar_stem: {cfg.name} has no ResNet-style conv1 stem")
+            self.model.conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, 3, 1, 1, bias=False)
+            self.model.maxpool = nn.Identity()
+        self.embed_dim: int = self.model.num_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+def build_backbone(cfg: BackboneConfig) -> nn.Module:
+    """Encoder from config; a bad timm name fails with the list of close matches."""
+    if cfg.name not in timm.list_models():
+        close = timm.list_models(f"*{cfg.name.split('_')[0]}*")[:10]
+        raise ValueError(f"backbone.name: unknown timm model {cfg.name!r}; similar: {', '.join(close) or 'none'}")
+    return ViTEncoder(cfg) if cfg.kind == "vit" else TimmEncoder(cfg)

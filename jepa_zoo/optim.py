@@ -1,0 +1,48 @@
+"""Optimiser parameter groups and step schedules (pure functions of the step)."""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterable, List, Tuple
+
+from torch import nn
+
+NO_DECAY_NAMES = ("pos_embed", "mask_token", "cls_token", "reg_token")
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, final_ratio: float, start_ratio: float = 0.0) -> float:
+    """LR multiplier at ``step``.
+
+    Linear from ``start_ratio`` to 1 over ``warmup_steps``, then cosine from 1
+    to ``final_ratio`` at ``total_steps``:
+    ``m(s) = r + (1 − r)·½(1 + cos(π·(s − w)/(T − w)))`` for ``s ≥ w``; held at
+    ``final_ratio`` past ``total_steps``.
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return start_ratio + (1.0 - start_ratio) * step / warmup_steps
+    span = max(total_steps - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / span, 1.0)
+    return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def decay_split(named_params: Iterable[Tuple[str, nn.Parameter]]) -> Tuple[List[nn.Parameter], List[nn.Parameter]]:
+    """(decay, no_decay): biases, norm weights (ndim ≤ 1) and position/mask/class tokens get no decay."""
+    decay, no_decay = [], []
+    for name, p in named_params:
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or any(k in name for k in NO_DECAY_NAMES):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return decay, no_decay
+
+
+def param_groups(module: nn.Module, weight_decay: float, exclude: Tuple[str, ...] = ()) -> List[Dict]:
+    """AdamW groups for ``module`` (names starting with ``exclude`` are left out)."""
+    named = ((n, p) for n, p in module.named_parameters() if not n.startswith(exclude))
+    decay, no_decay = decay_split(named)
+    groups = [{"params": decay, "weight_decay": weight_decay, "name": "decay"}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
+    return groups

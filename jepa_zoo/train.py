@@ -1,0 +1,84 @@
+"""Training entry point: ``python -m jepa_zoo.train method=lejepa backbone=vit_b data=imagenet ...``.
+
+Hydra composes ``jepa_zoo/conf/train.yaml`` with the groups method/,
+backbone/, masking/, data/, hardware/, logger/, experiment/; the result is
+validated against the schemas in :mod:`jepa_zoo.config` before anything is
+built.  Outputs go to the Hydra run dir: ``checkpoints/last.ckpt``,
+``checkpoints/config.yaml`` (the resolved config) and the logger's files.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from jepa_zoo.config import ConfigError, TrainConfig, validate
+from jepa_zoo.data.datasets import DataError
+
+log = logging.getLogger("jepa_zoo.train")
+
+
+def build_callbacks(cfg: TrainConfig, ckpt_dir: Path) -> List[Any]:
+    from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
+
+    def batch_size(batch: Any) -> int:
+        return int(batch[-1].shape[0])  # labels are last in every method's batch
+
+    return [
+        ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="step{step:08d}",
+            auto_insert_metric_name=False,
+            save_last=True,
+            save_top_k=cfg.checkpoint.save_top_k,
+            every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+        ),
+        ThroughputMonitor(batch_size_fn=batch_size, window_size=10, separator="/"),
+    ]
+
+
+def run(cfg: DictConfig) -> Dict[str, float]:
+    """Validate, build and fit; return the final logged metrics (floats)."""
+    import lightning as L
+
+    from jepa_zoo.data.datamodule import JEPADataModule
+    from jepa_zoo.methods import get_method
+
+    tc = validate(cfg)
+    L.seed_everything(tc.seed, workers=True)
+    method_cls = get_method(tc.method.name)
+    dm = JEPADataModule(tc.data, method_cls.train_transform(tc), method_cls.collate_fn(tc), seed=tc.seed)
+    model = method_cls(tc, num_classes=tc.data.num_classes)
+
+    run_dir = Path(cfg.run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, ckpt_dir / "config.yaml", resolve=True)
+
+    logger = hydra.utils.instantiate(tc.logger) if tc.logger else False
+    trainer = L.Trainer(
+        **tc.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=build_callbacks(tc, ckpt_dir)
+    )
+    trainer.fit(model, datamodule=dm)
+    metrics = {k: float(v) for k, v in trainer.logged_metrics.items()}
+    log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    try:
+        metrics = run(cfg)
+    except (ConfigError, DataError) as e:
+        log.error("%s: %s", type(e).__name__, e)
+        sys.exit(2)
+    return metrics.get("train/loss", float("nan"))
+
+
+if __name__ == "__main__":
+    main()

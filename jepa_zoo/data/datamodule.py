@@ -28,14 +28,14 @@ from jepa_zoo.data.datasets import (
 from jepa_zoo.data.views import eval_transform
 
 
-def _torchvision_cifar10(root: str, train: bool, transform: Callable, looked: str) -> Dataset:
-    """torchvision's CIFAR-10 (pickled batches), downloading when online."""
+def _torchvision_cifar10(root: str, train: bool, transform: Optional[Callable], download: bool, looked: str):
+    """torchvision's CIFAR-10 (pickled batches) in ``root``, downloading when asked and online."""
     from torchvision.datasets import CIFAR10
 
     try:
-        return CIFAR10(root, train=train, transform=transform, download=True)
+        return CIFAR10(root, train=train, transform=transform, download=download)
     except (URLError, OSError, RuntimeError) as e:
-        raise DataError(f"{looked} torchvision's download into {root} failed too ({e}).") from e
+        raise DataError(f"{looked} torchvision's CIFAR-10 in {root} is not usable either ({e}).") from e
 
 
 class JEPADataModule(L.LightningDataModule):
@@ -55,14 +55,21 @@ class JEPADataModule(L.LightningDataModule):
             return locate_cifar10(self.cfg.root, self.cfg.cache_dir)
         return resolve_root(self.cfg.root, self.cfg.cache_dir)
 
+    def _cifar10_fallback(self) -> bool:
+        """No JPEG tree found: use torchvision's CIFAR-10 if data.root is an existing folder."""
+        return self.cfg.name == "cifar10" and Path(self.cfg.root).expanduser().is_dir()
+
     def prepare_data(self) -> None:
+        """Local rank 0: extract archives once; for CIFAR-10 without a JPEG tree, download it."""
         if self.cfg.name == "fake":
             return
         try:
             self._root()
-        except DataError:
-            if self.cfg.name != "cifar10":
+        except DataError as e:
+            if not self._cifar10_fallback():
                 raise
+            for train in (True, False):
+                _torchvision_cifar10(self.cfg.root, train, None, download=True, looked=str(e))
 
     def _split(self, root: Path, split: Optional[str], required: bool) -> Optional[Path]:
         if split is None:
@@ -83,15 +90,14 @@ class JEPADataModule(L.LightningDataModule):
             self.train_set = fake_dataset(c.fake_size, c.img_size, n_cls, self.train_transform, self.seed)
             self.val_set = fake_dataset(max(c.fake_size // 4, 1), c.img_size, n_cls, self.val_transform, self.seed + 1)
             return
-        if c.name == "cifar10":
-            try:
-                root = self._root()
-            except DataError as e:
-                self.train_set = _torchvision_cifar10(c.root, True, self.train_transform, str(e))
-                self.val_set = _torchvision_cifar10(c.root, False, self.val_transform, str(e))
-                return
-        else:
+        try:
             root = self._root()
+        except DataError as e:
+            if not self._cifar10_fallback():
+                raise
+            self.train_set = _torchvision_cifar10(c.root, True, self.train_transform, False, str(e))
+            self.val_set = _torchvision_cifar10(c.root, False, self.val_transform, False, str(e))
+            return
         train_dir = self._split(root, c.train_split, required=True)
         val_dir = self._split(root, c.val_split, required=False)
         self.train_set = image_folder(train_dir, self.train_transform)

@@ -44,6 +44,7 @@ class ViTEncoder(nn.Module):
             patch_size=cfg.patch_size,
             class_token=False,
             global_pool="avg",
+            fc_norm=False,  # final LayerNorm on every token (timm would move it after pooling)
             pos_embed="none",
             dynamic_img_size=True,
             drop_path_rate=cfg.drop_path_rate,

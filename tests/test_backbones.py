@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from jepa_zoo.config import BackboneConfig
+from jepa_zoo.models.backbones import TimmEncoder, ViTEncoder, build_backbone, gather_tokens
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    return ViTEncoder(BackboneConfig(img_size=32, patch_size=8, kwargs={"depth": 2})).eval()
+
+
+def test_vit_tokens_and_pooled(vit):
+    x = torch.randn(2, 3, 32, 32)
+    assert vit.forward_tokens(x).shape == (2, 16, 192)
+    assert vit(x).shape == (2, 192) and vit.embed_dim == 192 and vit.grid_size == (4, 4)
+    assert vit.forward_tokens(torch.randn(2, 3, 16, 16)).shape == (2, 4, 192)  # other sizes: own grid
+
+
+def test_mask_gathers_after_position_embedding(vit):
+    x = torch.randn(2, 3, 32, 32)
+    full = vit.forward_tokens(x)
+    perm = torch.stack([torch.randperm(16), torch.randperm(16)])
+    # attention is permutation-equivariant once positions are added, so a permuted index set
+    # must give the permuted full output
+    assert torch.allclose(vit.forward_tokens(x, perm), gather_tokens(full, perm), atol=1e-5)
+    keep = torch.tensor([[0, 5, 15], [1, 2, 3]])
+    assert vit.forward_tokens(x, keep).shape == (2, 3, 192)
+
+
+def test_gather_shape_check():
+    with pytest.raises(ValueError, match="idx must be"):
+        gather_tokens(torch.zeros(2, 4, 3), torch.zeros(3, 1, dtype=torch.long))
+
+
+def test_resnet_cifar_stem_keeps_resolution():
+    m = TimmEncoder(BackboneConfig(kind="timm", name="resnet18", cifar_stem=True))
+    assert isinstance(m.model.maxpool, torch.nn.Identity) and m.model.conv1.stride == (1, 1)
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 512) and m.embed_dim == 512
+
+
+def test_any_timm_name_and_unknown_name():
+    m = build_backbone(BackboneConfig(kind="timm", name="convnext_atto"))
+    assert m(torch.randn(1, 3, 64, 64)).shape == (1, m.embed_dim)
+    with pytest.raises(ValueError, match="unknown timm model 'resnet1800'"):
+        build_backbone(BackboneConfig(kind="timm", name="resnet1800"))

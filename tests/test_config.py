@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from jepa_zoo.config import ConfigError, LeJEPAConfig, TrainConfig, validate
+from jepa_zoo.methods import METHODS
+
+from conftest import CONF_DIR
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+GROUP_EXTRAS = {("backbone", "timm"): ["backbone.name=convnext_atto"]}
+
+
+def test_every_group_has_options():
+    for group in ("method", "backbone", "masking", "data", "hardware", "logger", "experiment"):
+        assert options(group), group
+    assert {"vit_t", "vit_s", "vit_b", "vit_l", "vit_h", "resnet18", "resnet50", "timm"} <= set(options("backbone"))
+    assert {"cpu", "gpu", "gpu_bf16", "multinode"} <= set(options("hardware"))
+    assert {"csv", "tensorboard", "wandb"} <= set(options("logger"))
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize(
+    "group,option",
+    [(g, o) for g in ("backbone", "masking", "data", "hardware", "logger", "experiment") for o in options(g)],
+)
+def test_every_group_option_composes_with_every_method(compose_cfg, method, group, option):
+    extra = GROUP_EXTRAS.get((group, option), [])
+    cfg = compose_cfg(f"method={method}", f"{group}={option}", "data.root=/nonexistent", *extra)
+    tc = validate(cfg)
+    assert isinstance(tc, TrainConfig)
+    assert tc.method.name == method
+
+
+def test_default_is_lejepa_paper_recipe(compose_cfg):
+    tc = validate(compose_cfg("data.root=/x"))
+    m = tc.method
+    assert isinstance(m, LeJEPAConfig)
+    assert (m.lambd, m.proj_dim, m.num_slices, m.t_max, m.num_points) == (0.05, 64, 1024, 3.0, 17)
+    assert (m.views.num_global, m.views.num_local) == (2, 6)
+    assert m.views.global_scale == [0.3, 1.0] and m.views.local_scale == [0.05, 0.3]
+    assert m.views.jitter == [0.4, 0.4, 0.2, 0.1]
+
+
+def test_vit_b_command_line(compose_cfg):
+    tc = validate(compose_cfg("method=lejepa", "backbone=vit_b", "data=imagenet", "data.root=/x"))
+    assert tc.backbone.name == "vit_base_patch16_224" and tc.backbone.img_size == 224
+    tc = validate(compose_cfg("backbone=vit_b", "backbone.patch_size=8", "data=fake", "data.img_size=128"))
+    assert tc.backbone.patch_size == 8 and tc.backbone.img_size == 128
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("+method.lamda=0.1", "method.lamda"),
+        ("method.lambd=abc", "method.lambd"),
+        ("method.lambd=2.0", "method.lambd"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("+trainer.max_stepz=3", "trainer.max_stepz"),
+        ("backbone.patch_size=5", "backbone.patch_size"),
+        ("method.views.local_scale=[0.5,0.1]", "method.views.local_scale"),
+        ("+data.colour=1", "data.colour"),
+    ],
+)
+def test_bad_values_name_the_key(compose_cfg, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(compose_cfg("data=fake", override))
+
+
+def test_missing_root_is_clear(compose_cfg):
+    with pytest.raises(ConfigError, match="data.root"):
+        validate(compose_cfg("data=cifar10", "data.root=null"))
+
+
+def test_unknown_override_and_group_fail_at_compose(compose_cfg):
+    with pytest.raises(ConfigCompositionException, match="lamda"):
+        compose_cfg("method.lamda=0.1")
+    with pytest.raises(ConfigCompositionException, match="nope"):
+        compose_cfg("method=nope")

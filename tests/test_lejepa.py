@@ -1,0 +1,69 @@
+import dataclasses
+
+import pytest
+import torch
+
+from jepa_zoo.config import BackboneConfig, LeJEPAConfig, TrainConfig, ViewsConfig
+from jepa_zoo.losses.jepa import lejepa_loss
+from jepa_zoo.methods.lejepa import LeJEPA
+
+
+def test_lejepa_loss_on_hand_made_tensors():
+    # 3 views (2 global), 2 samples, 1 dim
+    proj = torch.tensor([[[1.0], [2.0]], [[3.0], [4.0]], [[0.0], [0.0]]])
+    out = lejepa_loss(proj, num_global=2, sigreg=lambda z: torch.tensor(7.0), lambd=0.25)
+    # centres = [2, 3]; squared errors: v0 (1, 1), v1 (1, 1), v2 (4, 9) -> mean 17/6
+    assert out["pred_loss"].item() == pytest.approx(17 / 6)
+    assert out["sigreg_loss"].item() == 7.0
+    assert out["loss"].item() == pytest.approx(0.75 * 17 / 6 + 0.25 * 7.0)
+
+
+def test_lejepa_loss_shape_errors():
+    with pytest.raises(ValueError, match="V, N, K"):
+        lejepa_loss(torch.zeros(4, 3), 1, lambda z: z.sum(), 0.1)
+    with pytest.raises(ValueError, match="num_global"):
+        lejepa_loss(torch.zeros(2, 4, 3), 3, lambda z: z.sum(), 0.1)
+
+
+def tiny_cfg(backbone: BackboneConfig) -> TrainConfig:
+    views = ViewsConfig(num_global=2, global_size=32, num_local=2, local_size=16)
+    method = LeJEPAConfig(proj_hidden_dim=32, proj_dim=8, num_slices=16, views=views)
+    return TrainConfig(method=method, backbone=backbone)
+
+
+BACKBONES = {
+    "vit": BackboneConfig(kind="vit", name="vit_tiny_patch16_224", img_size=32, patch_size=8, kwargs={"depth": 2}),
+    "resnet": BackboneConfig(kind="timm", name="resnet18", img_size=32, cifar_stem=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_step_trains_every_backbone(name):
+    torch.manual_seed(0)
+    model = LeJEPA(tiny_cfg(BACKBONES[name]), num_classes=10)
+    views = [torch.randn(4, 3, 32, 32) for _ in range(2)] + [torch.randn(4, 3, 16, 16) for _ in range(2)]
+    labels = torch.arange(4)
+    out = model.step((views, labels))
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    assert set(out.logs) == {"loss", "pred_loss", "sigreg_loss"}
+    assert out.features.shape == (8, model.backbone.embed_dim) and not out.features.requires_grad
+    assert torch.equal(out.labels, labels.repeat(2))
+    out.loss.backward()
+    grads = [p.grad for p in model.backbone.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_probe_loss_does_not_reach_the_encoder():
+    model = LeJEPA(tiny_cfg(BACKBONES["vit"]), num_classes=10)
+    views = [torch.randn(4, 3, 32, 32) for _ in range(2)] + [torch.randn(4, 3, 16, 16) for _ in range(2)]
+    out = model.step((views, torch.arange(4)))
+    logits = model.probe(out.features)
+    torch.nn.functional.cross_entropy(logits, out.labels).backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert model.probe[1].weight.grad is not None
+
+
+def test_wrong_number_of_views_is_an_error():
+    model = LeJEPA(tiny_cfg(BACKBONES["vit"]))
+    with pytest.raises(ValueError, match="expected 4 views"):
+        model.step(([torch.randn(2, 3, 32, 32)], torch.arange(2)))

@@ -1,0 +1,105 @@
+import math
+
+import pytest
+import torch
+
+from jepa_zoo.losses.sigreg import SIGReg, collapse_value, epps_pulley, slice_directions
+
+
+def naive_epps_pulley(x: torch.Tensor, t_max: float = 3.0, p: int = 17) -> torch.Tensor:
+    """Direct transcription of the definition, one slice at a time, in float64."""
+    x = x.double()
+    n, k = x.shape
+    dt = t_max / (p - 1)
+    out = torch.zeros(k, dtype=torch.float64)
+    for j in range(k):
+        total = 0.0
+        for i in range(p):
+            t = i * dt
+            c = torch.cos(t * x[:, j]).mean()
+            s = torch.sin(t * x[:, j]).mean()
+            err = (c - math.exp(-t * t / 2)) ** 2 + s**2
+            w = (1.0 if i in (0, p - 1) else 2.0) * dt * math.exp(-t * t / 2)
+            total += w * err
+        out[j] = n * total
+    return out
+
+
+def test_matches_definition():
+    torch.manual_seed(0)
+    x = torch.randn(50, 7) * 1.3 + 0.2
+    assert torch.allclose(epps_pulley(x).double(), naive_epps_pulley(x), rtol=1e-4, atol=1e-5)
+
+
+def test_gaussian_null_value():
+    torch.manual_seed(0)
+    stat = epps_pulley(torch.randn(2048, 512))
+    assert stat.shape == (512,)
+    assert 0.9 < stat.mean().item() < 1.15  # official code: ~1.0-1.05
+
+
+def test_collapse_value():
+    n = 256
+    stat = epps_pulley(torch.zeros(n, 3))
+    assert torch.allclose(stat / n, torch.full((3,), 0.402), atol=5e-4)
+    assert collapse_value() == pytest.approx(0.402, abs=5e-4)
+
+
+def test_non_gaussian_is_larger():
+    torch.manual_seed(0)
+    assert epps_pulley(torch.rand(1024, 64) * 4).mean() > 20 * epps_pulley(torch.randn(1024, 64)).mean()
+
+
+def test_leading_dims_and_shape_errors():
+    x = torch.randn(3, 100, 5)
+    assert epps_pulley(x).shape == (3, 5)
+    assert torch.allclose(epps_pulley(x)[1], epps_pulley(x[1]))
+    with pytest.raises(ValueError, match="N, K"):
+        epps_pulley(torch.randn(10))
+    with pytest.raises(ValueError, match="N, D"):
+        SIGReg()(torch.randn(10), step=0)
+
+
+def test_directions_unit_norm_and_deterministic():
+    a = slice_directions(16, 32, seed=3, step=7)
+    assert a.shape == (16, 32)
+    assert torch.allclose(a.norm(dim=0), torch.ones(32), atol=1e-5)
+    assert torch.equal(a, slice_directions(16, 32, seed=3, step=7))
+    assert not torch.equal(a, slice_directions(16, 32, seed=3, step=8))
+    assert not torch.equal(a, slice_directions(16, 32, seed=4, step=7))
+
+
+def test_sigreg_resampled_per_step_and_reproducible():
+    torch.manual_seed(0)
+    z = torch.rand(128, 8)
+    s = SIGReg(num_slices=16)
+    assert s(z, 0) == s(z, 0)
+    assert s(z, 0) != s(z, 1)
+
+
+def test_bf16_autocast_computes_in_fp32():
+    torch.manual_seed(0)
+    z = torch.randn(256, 32)
+    s = SIGReg(num_slices=64)
+    ref = s(z, step=5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = s(z.bfloat16(), step=5)
+    assert out.dtype == torch.float32
+    # only the bf16 rounding of the inputs differs
+    assert torch.allclose(out, ref, rtol=0.05)
+    zb = z.bfloat16().float()
+    assert torch.allclose(out, s(zb, step=5), rtol=1e-5)
+
+
+def test_gradient_pushes_towards_gaussian():
+    torch.manual_seed(0)
+    z = (torch.rand(512, 4) * 6 - 3).requires_grad_()
+    s = SIGReg(num_slices=32)
+    opt = torch.optim.SGD([z], lr=0.5)
+    first = s(z, 0).item()
+    for step in range(60):
+        opt.zero_grad()
+        loss = s(z, step)
+        loss.backward()
+        opt.step()
+    assert s(z, 999).item() < 0.5 * first

@@ -1,0 +1,88 @@
+"""The real entry point, run as users run it (subprocess)."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+FAST = [
+    "data=fake",
+    "backbone.patch_size=8",
+    "+backbone.kwargs.depth=2",
+    "method.proj_hidden_dim=64",
+    "method.num_slices=32",
+    "method.views.num_local=2",
+    "trainer.max_steps=3",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "jepa_zoo.train", f"hydra.run.dir={tmp_path}", *overrides],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+def read_metrics(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_lejepa_trains_through_the_entry_point(tmp_path):
+    r = train(tmp_path, *FAST)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert "lejepa" in (tmp_path / "checkpoints" / "config.yaml").read_text()
+    rows = read_metrics(tmp_path / "csv" / "metrics.csv")
+    keys = set().union(*rows)
+    for k in ("train/loss", "train/pred_loss", "train/sigreg_loss", "train/lr", "probe/train_loss",
+              "probe/train_acc", "probe/val_acc", "train/device/samples_per_sec"):
+        assert k in keys, (k, keys)
+    steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert steps == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_resnet_and_tensorboard(tmp_path):
+    r = train(tmp_path, *FAST[:1], *FAST[3:], "backbone=resnet18", "backbone.cifar_stem=true", "logger=tensorboard")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert list((tmp_path / "tb").glob("events.out.tfevents*"))
+
+
+@pytest.mark.slow
+def test_wandb_offline_without_account(tmp_path):
+    env_home = tmp_path / "home"
+    env_home.mkdir()
+    r = subprocess.run(
+        [sys.executable, "-m", "jepa_zoo.train", f"hydra.run.dir={tmp_path}", *FAST, "logger=wandb"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if not k.startswith("WANDB")} | {"HOME": str(env_home)},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("method.lambd=7", "method.lambd"),
+        ("+trainer.bogus=1", "trainer.bogus"),
+        ("data=cifar10 data.root=/does/not/exist", "CIFAR-10 not found"),
+    ],
+)
+def test_bad_input_fails_cleanly(tmp_path, override, needle):
+    r = train(tmp_path, *override.split(), "trainer.max_steps=1")
+    assert r.returncode == 2
+    out = r.stdout + r.stderr
+    assert needle in out and "Traceback" not in out

@@ -38,7 +38,10 @@ def build_callbacks(cfg: TrainConfig, ckpt_dir: Path) -> List[Any]:
             save_top_k=cfg.checkpoint.save_top_k,
             every_n_train_steps=cfg.checkpoint.every_n_train_steps,
         ),
-        ThroughputMonitor(batch_size_fn=batch_size, window_size=10, separator="/"),
+        # images/s averaged over the logging interval (train/samples_per_sec, train/device/...)
+        ThroughputMonitor(
+            batch_size_fn=batch_size, window_size=max(2, int(cfg.trainer.get("log_every_n_steps", 50))), separator="/"
+        ),
     ]
 
 

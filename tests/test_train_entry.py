@@ -17,7 +17,7 @@ FAST = [
     "method.proj_hidden_dim=64",
     "method.num_slices=32",
     "method.views.num_local=2",
-    "trainer.max_steps=3",
+    "trainer.max_steps=4",  # one full epoch of fake data (64 images / batch 16): validation runs
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
     "trainer.log_every_n_steps=1",
@@ -49,7 +49,7 @@ def test_lejepa_trains_through_the_entry_point(tmp_path):
               "probe/train_acc", "probe/val_acc", "train/device/samples_per_sec"):
         assert k in keys, (k, keys)
     steps = [int(r["step"]) for r in rows if r.get("train/loss")]
-    assert steps == [0, 1, 2]
+    assert steps == [0, 1, 2, 3]
 
 
 @pytest.mark.slow
@@ -82,7 +82,7 @@ def test_wandb_offline_without_account(tmp_path):
     ],
 )
 def test_bad_input_fails_cleanly(tmp_path, override, needle):
-    r = train(tmp_path, *override.split(), "trainer.max_steps=1")
+    r = train(tmp_path, "data=fake", *override.split(), "trainer.max_steps=1")
     assert r.returncode == 2
     out = r.stdout + r.stderr
     assert needle in out and "Traceback" not in out

@@ -202,7 +202,6 @@ class TrainConfig:
     logger: Dict[str, Any] = field(default_factory=dict)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     seed: int = 0
-    compile: bool = False
     run_dir: str = "."
 
 

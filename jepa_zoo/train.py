@@ -23,6 +23,15 @@ from jepa_zoo.data.datasets import DataError
 log = logging.getLogger("jepa_zoo.train")
 
 
+def _single_log_stream() -> None:
+    """``import lightning`` adds its own console handler; Hydra's root handlers (console and
+    ``train.log``) already show its records, so drop it to print each line once."""
+    lg = logging.getLogger("lightning")
+    if logging.getLogger().handlers:
+        for h in [h for h in lg.handlers if type(h) is logging.StreamHandler]:
+            lg.removeHandler(h)
+
+
 def build_callbacks(cfg: TrainConfig, ckpt_dir: Path) -> List[Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
 
@@ -52,6 +61,7 @@ def run(cfg: DictConfig) -> Dict[str, float]:
     from jepa_zoo.data.datamodule import JEPADataModule
     from jepa_zoo.methods import get_method
 
+    _single_log_stream()
     tc = validate(cfg)
     L.seed_everything(tc.seed, workers=True)
     method_cls = get_method(tc.method.name)

@@ -39,6 +39,26 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("JEPA_ZOO_CACHE", Path.home() / ".cache" / "jepa_zoo"))
 
 
+def _safe_extract(tf: tarfile.TarFile, dest: Path, archive: Path) -> None:
+    """Extract regular files and folders only, never outside ``dest``.
+
+    Uses tarfile's ``data`` filter where this Python has it (3.11.4+, 3.10.12+),
+    else checks each member the same way.
+    """
+    if hasattr(tarfile, "data_filter"):
+        tf.extractall(dest, filter="data")
+        return
+    members = []
+    for m in tf.getmembers():
+        if not (m.isfile() or m.isdir()):
+            continue  # links and devices have no place in an image dataset
+        target = (dest / m.name).resolve()
+        if m.name.startswith("/") or not str(target).startswith(str(dest.resolve())):
+            raise DataError(f"{archive}: member {m.name!r} would extract outside the cache folder")
+        members.append(m)
+    tf.extractall(dest, members=members)
+
+
 def extract_archive(archive: Path, cache_dir: Optional[Path] = None) -> Path:
     """Extract ``archive`` once; return the extracted directory (idempotent, atomic)."""
     archive = archive.resolve()
@@ -57,7 +77,7 @@ def extract_archive(archive: Path, cache_dir: Optional[Path] = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=cache))
     try:
         with tarfile.open(archive) as tf:
-            tf.extractall(tmp, filter="data")
+            _safe_extract(tf, tmp, archive)
         try:
             os.rename(tmp, target)
         except OSError:

@@ -102,3 +102,17 @@ def test_cifar10_from_shared_archive(shared_data, tmp_path):
     assert len(ds) == 10_000 and len(ds.classes) == 10
     img, label = ds[0]
     assert img.size == (32, 32)
+
+
+def test_validation_order_is_a_fixed_mix_of_classes(tmp_path):
+    make_folder(tmp_path / "train")
+    make_folder(tmp_path / "val", classes=[f"c{i}" for i in range(4)], per_class=8)
+    cfg = DataConfig(name="folder", root=str(tmp_path), batch_size=2, val_batch_size=8, num_workers=0)
+    views = ViewsConfig(num_global=1, global_size=32, num_local=0, local_size=16)
+    labels = []
+    for _ in range(2):
+        dm = JEPADataModule(cfg, MultiView(views, cfg.mean, cfg.std), seed=3)
+        dm.setup("fit")
+        labels.append(next(iter(dm.val_dataloader()))[1])
+    assert torch.equal(labels[0], labels[1])  # same subset every time
+    assert len(set(labels[0].tolist())) > 1  # not just the first class of a sorted folder

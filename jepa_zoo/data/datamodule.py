@@ -13,7 +13,8 @@ from typing import Callable, Optional
 from urllib.error import URLError
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from jepa_zoo.config import DataConfig
 from jepa_zoo.data.datasets import (
@@ -96,14 +97,22 @@ class JEPADataModule(L.LightningDataModule):
             if not self._cifar10_fallback():
                 raise
             self.train_set = _torchvision_cifar10(c.root, True, self.train_transform, False, str(e))
-            self.val_set = _torchvision_cifar10(c.root, False, self.val_transform, False, str(e))
+            self.val_set = self._shuffled(_torchvision_cifar10(c.root, False, self.val_transform, False, str(e)))
             return
         train_dir = self._split(root, c.train_split, required=True)
         val_dir = self._split(root, c.val_split, required=False)
         self.train_set = image_folder(train_dir, self.train_transform)
         if len(self.train_set) == 0:
             raise DataError(f"no images found under {train_dir}")
-        self.val_set = image_folder(val_dir, self.val_transform) if val_dir is not None else None
+        self.val_set = self._shuffled(image_folder(val_dir, self.val_transform)) if val_dir is not None else None
+
+    def _shuffled(self, ds: Dataset) -> Dataset:
+        """Validation set in one fixed random order (seeded): folders are sorted by class, so a
+        partial validation (``trainer.limit_val_batches``) would otherwise see only a few classes."""
+        perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        shuffled = Subset(ds, perm)
+        shuffled.classes = getattr(ds, "classes", [])
+        return shuffled
 
     @property
     def num_classes(self) -> int:
@@ -123,7 +132,7 @@ class JEPADataModule(L.LightningDataModule):
             shuffle=train,
             drop_last=train,
             num_workers=workers,
-            pin_memory=self.cfg.pin_memory,
+            pin_memory=self.cfg.pin_memory and torch.cuda.is_available(),
             persistent_workers=workers > 0,
             collate_fn=self.collate_fn if train else None,
         )

@@ -86,3 +86,20 @@ def test_bad_input_fails_cleanly(tmp_path, override, needle):
     assert r.returncode == 2
     out = r.stdout + r.stderr
     assert needle in out and "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_multirun_sweep_dirs_carry_the_swept_values(tmp_path):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    r = subprocess.run(
+        [sys.executable, "-m", "jepa_zoo.train", "--multirun", f"hydra.sweep.dir={tmp_path}",
+         "data.root=/ignored/in/names", *FAST, "trainer.max_steps=1", "method.lambd=0.01,0.1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert len(runs) == 2 and "method.lambd=0.01" in runs[0] and "method.lambd=0.1" in runs[1]
+    assert not any("ignored" in name for name in runs)
+    for run in tmp_path.iterdir():
+        if run.is_dir():
+            assert (run / "checkpoints" / "last.ckpt").exists()

@@ -129,8 +129,13 @@ class OptimConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_epochs: float = 10.0
     warmup_steps: Optional[int] = None
+    warmup_start_ratio: float = 0.0
+    final_weight_decay: Optional[float] = None  # cosine weight-decay schedule to this value
 
     def __post_init__(self) -> None:
+        _check(0 <= self.warmup_start_ratio <= 1, "method.optim.warmup_start_ratio", "must be in [0, 1]")
+        _check(self.final_weight_decay is None or self.final_weight_decay >= 0,
+               "method.optim.final_weight_decay", "must be >= 0")
         _check(self.lr >= 0, "method.optim.lr", f"must be >= 0, got {self.lr}")
         _check(0 <= self.final_lr_ratio <= 1, "method.optim.final_lr_ratio", "must be in [0, 1]")
         _check(self.weight_decay >= 0, "method.optim.weight_decay", "must be >= 0")
@@ -179,7 +184,45 @@ class LeJEPAConfig(MethodConfig):
 
 @dataclass
 class MaskingConfig:
+    """Patch masks.  ``none``: whole images (LeJEPA); ``multiblock``: I-JEPA context + target blocks."""
+
     name: str = "none"
+    num_targets: int = 4
+    target_scale: List[float] = field(default_factory=lambda: [0.15, 0.2])
+    target_aspect: List[float] = field(default_factory=lambda: [0.75, 1.5])
+    context_scale: List[float] = field(default_factory=lambda: [0.85, 1.0])
+    min_keep: int = 10
+
+    def __post_init__(self) -> None:
+        _check(self.name in ("none", "multiblock"), "masking.name", f"must be 'none' or 'multiblock', got {self.name!r}")
+        _check(self.num_targets >= 1, "masking.num_targets", "must be >= 1")
+        _check_range(self.target_scale, "masking.target_scale", 1e-6, 1.0)
+        _check_range(self.context_scale, "masking.context_scale", 1e-6, 1.0)
+        _check_range(self.target_aspect, "masking.target_aspect", 1e-6, 100.0)
+        _check(self.min_keep >= 1, "masking.min_keep", "must be >= 1")
+
+
+@dataclass
+class IJEPAConfig(MethodConfig):
+    """I-JEPA: predict EMA-target features of masked blocks from a context block."""
+
+    name: str = "ijepa"
+    pred_depth: int = 12
+    pred_dim: int = 384
+    pred_heads: Optional[int] = None  # None: the encoder's head count
+    ema: List[float] = field(default_factory=lambda: [0.996, 1.0])
+    loss: str = "smooth_l1"
+    crop_scale: List[float] = field(default_factory=lambda: [0.3, 1.0])
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        lr=1e-3, final_lr_ratio=1e-3, weight_decay=0.04, final_weight_decay=0.4, warmup_epochs=40,
+        warmup_start_ratio=0.2))
+
+    def __post_init__(self) -> None:
+        _check(self.pred_depth >= 1 and self.pred_dim >= 1, "method.pred_depth", "predictor depth/width must be >= 1")
+        _check(len(self.ema) == 2 and 0 <= self.ema[0] <= self.ema[1] <= 1, "method.ema",
+               f"expected [start, end] with 0 <= start <= end <= 1, got {list(self.ema)}")
+        _check(self.loss in ("smooth_l1", "mse"), "method.loss", f"must be 'smooth_l1' or 'mse', got {self.loss!r}")
+        _check_range(self.crop_scale, "method.crop_scale", 1e-6, 1.0)
 
 
 @dataclass
@@ -205,13 +248,14 @@ class TrainConfig:
     run_dir: str = "."
 
 
-METHOD_SCHEMAS: Dict[str, type] = {"lejepa": LeJEPAConfig}
+METHOD_SCHEMAS: Dict[str, type] = {"lejepa": LeJEPAConfig, "ijepa": IJEPAConfig}
+MASKING_OF_METHOD: Dict[str, str] = {"lejepa": "none", "ijepa": "multiblock"}
 
 
 def _trainer_keys() -> set:
     from lightning.pytorch import Trainer
 
-    return set(inspect.signature(Trainer.__init__).parameters) - {"self", "logger", "callbacks"}
+    return set(inspect.signature(Trainer.__init__).parameters) - {"self", "logger", "callbacks", "default_root_dir"}
 
 
 def validate(cfg: DictConfig) -> TrainConfig:
@@ -238,8 +282,30 @@ def validate(cfg: DictConfig) -> TrainConfig:
     unknown = set(out.trainer) - _trainer_keys()
     if unknown:
         raise ConfigError(
-            f"trainer.{sorted(unknown)[0]}: not a lightning.Trainer argument "
-            f"(see https://lightning.ai/docs/pytorch/stable/common/trainer.html)"
+            f"trainer.{sorted(unknown)[0]}: not a lightning.Trainer argument this entry point takes "
+            f"(run dirs come from Hydra; see https://lightning.ai/docs/pytorch/stable/common/trainer.html)"
         )
     assert isinstance(out, TrainConfig)
+    _check_combination(out)
+    from jepa_zoo.models.backbones import check_model_name
+
+    try:
+        check_model_name(out.backbone.name)
+    except ValueError as e:
+        raise ConfigError(f"backbone.name: {e}") from None
     return out
+
+
+def _check_combination(c: TrainConfig) -> None:
+    """Cross-section rules that no single schema can see."""
+    want = MASKING_OF_METHOD[c.method.name]
+    _check(c.masking.name == want, "masking", f"method={c.method.name} uses masking={want}, got {c.masking.name}")
+    if c.masking.name == "multiblock":
+        _check(c.backbone.kind == "vit", "backbone", f"method={c.method.name} needs a ViT backbone (vit_t ... vit_h)")
+        _check(c.backbone.img_size == c.data.img_size, "backbone.img_size",
+               f"must equal data.img_size ({c.data.img_size}) for patch masks, got {c.backbone.img_size}")
+        grid = c.backbone.img_size // c.backbone.patch_size
+        n = grid * grid
+        _check(n >= 2 * c.masking.min_keep, "backbone.patch_size",
+               f"a {grid}x{grid} patch grid ({n} patches) is too small for multi-block masks with "
+               f"masking.min_keep={c.masking.min_keep}; use a smaller patch or a larger image")

@@ -25,6 +25,13 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, final_ratio: f
     return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def cosine_ramp(step: int, total_steps: int, start: float, end: float) -> float:
+    """Cosine from ``start`` at step 0 to ``end`` at ``total_steps`` (held after):
+    ``v(s) = end + (start − end)·½(1 + cos(π·min(s/T, 1)))``.  I-JEPA's weight decay rises 0.04 → 0.4."""
+    progress = min(max(step, 0) / max(total_steps, 1), 1.0)
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def decay_split(named_params: Iterable[Tuple[str, nn.Parameter]]) -> Tuple[List[nn.Parameter], List[nn.Parameter]]:
     """(decay, no_decay): biases, norm weights (ndim ≤ 1) and position/mask/class tokens get no decay."""
     decay, no_decay = [], []

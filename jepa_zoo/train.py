@@ -57,26 +57,31 @@ def build_callbacks(cfg: TrainConfig, ckpt_dir: Path) -> List[Any]:
 def run(cfg: DictConfig) -> Dict[str, float]:
     """Validate, build and fit; return the final logged metrics (floats)."""
     import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.utilities import rank_zero_only
 
     from jepa_zoo.data.datamodule import JEPADataModule
-    from jepa_zoo.methods import get_method
+    from jepa_zoo.methods import build_model, get_method
 
     _single_log_stream()
     tc = validate(cfg)
-    L.seed_everything(tc.seed, workers=True)
+    model = build_model(tc, num_classes=tc.data.num_classes)  # seeds first
     method_cls = get_method(tc.method.name)
     dm = JEPADataModule(tc.data, method_cls.train_transform(tc), method_cls.collate_fn(tc), seed=tc.seed)
-    model = method_cls(tc, num_classes=tc.data.num_classes)
 
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, ckpt_dir / "config.yaml", resolve=True)
+    if rank_zero_only.rank == 0:  # the complete validated config, schema defaults included
+        OmegaConf.save(OmegaConf.structured(tc), ckpt_dir / "config.yaml")
 
     logger = hydra.utils.instantiate(tc.logger) if tc.logger else False
-    trainer = L.Trainer(
-        **tc.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=build_callbacks(tc, ckpt_dir)
-    )
+    try:
+        trainer = L.Trainer(
+            **tc.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=build_callbacks(tc, ckpt_dir)
+        )
+    except (ValueError, TypeError, MisconfigurationException) as e:
+        raise ConfigError(f"trainer: {e}") from e
     trainer.fit(model, datamodule=dm)
     metrics = {k: float(v) for k, v in trainer.logged_metrics.items()}
     log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})

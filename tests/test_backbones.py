@@ -45,3 +45,23 @@ def test_any_timm_name_and_unknown_name():
     assert m(torch.randn(1, 3, 64, 64)).shape == (1, m.embed_dim)
     with pytest.raises(ValueError, match="unknown timm model 'resnet1800'"):
         build_backbone(BackboneConfig(kind="timm", name="resnet1800"))
+
+
+@pytest.mark.parametrize("option", ["vit_t", "vit_s", "vit_b", "vit_l", "vit_h", "resnet18", "resnet50"])
+def test_every_backbone_option_runs_global_and_local_views(compose_cfg, option):
+    from jepa_zoo.config import validate
+
+    tc = validate(compose_cfg(f"backbone={option}", "data.root=/x", "+backbone.kwargs.depth=1"
+                              if option.startswith("vit") else "backbone.drop_path_rate=0.0"))
+    m = build_backbone(tc.backbone).eval()
+    with torch.no_grad():
+        for size in (tc.method.views.global_size, tc.method.views.local_size):  # 224 and 96 px
+            assert m(torch.randn(1, 3, size, size)).shape == (1, m.embed_dim)
+
+
+def test_timm_vit_passthrough_takes_small_views():
+    m = build_backbone(BackboneConfig(kind="timm", name="deit_tiny_patch16_224", img_size=32,
+                                      kwargs={"depth": 1})).eval()
+    with torch.no_grad():
+        assert m(torch.randn(2, 3, 32, 32)).shape == (2, 192)
+        assert m(torch.randn(2, 3, 16, 16)).shape == (2, 192)

@@ -14,6 +14,14 @@ def options(group: str) -> list[str]:
 
 
 GROUP_EXTRAS = {("backbone", "timm"): ["backbone.name=convnext_atto"]}
+# combinations that must be refused with a clear message, not composed into a broken run
+INCOMPATIBLE = {
+    ("lejepa", "masking", "multiblock"): "masking",
+    ("ijepa", "masking", "none"): "masking",
+    ("ijepa", "backbone", "resnet18"): "ViT backbone",
+    ("ijepa", "backbone", "resnet50"): "ViT backbone",
+    ("ijepa", "backbone", "timm"): "ViT backbone",
+}
 
 
 def test_every_group_has_options():
@@ -31,10 +39,17 @@ def test_every_group_has_options():
 )
 def test_every_group_option_composes_with_every_method(compose_cfg, method, group, option):
     extra = GROUP_EXTRAS.get((group, option), [])
-    cfg = compose_cfg(f"method={method}", f"{group}={option}", "data.root=/nonexistent", *extra)
+    chosen = [] if group == "experiment" else [f"method={method}"]  # experiments choose their method
+    cfg = compose_cfg(*chosen, f"{group}={option}", "data.root=/nonexistent", *extra)
+    refused = INCOMPATIBLE.get((method, group, option))
+    if refused:
+        with pytest.raises(ConfigError, match=refused):
+            validate(cfg)
+        return
     tc = validate(cfg)
     assert isinstance(tc, TrainConfig)
-    assert tc.method.name == method
+    if group != "experiment":
+        assert tc.method.name == method
 
 
 def test_default_is_lejepa_paper_recipe(compose_cfg):
@@ -45,6 +60,28 @@ def test_default_is_lejepa_paper_recipe(compose_cfg):
     assert (m.views.num_global, m.views.num_local) == (2, 6)
     assert m.views.global_scale == [0.3, 1.0] and m.views.local_scale == [0.05, 0.3]
     assert m.views.jitter == [0.4, 0.4, 0.2, 0.1]
+
+
+def test_ijepa_defaults_follow_the_paper(compose_cfg):
+    tc = validate(compose_cfg("method=ijepa", "data.root=/x"))
+    assert tc.masking.name == "multiblock" and tc.masking.num_targets == 4
+    assert tc.masking.target_scale == [0.15, 0.2] and tc.masking.context_scale == [0.85, 1.0]
+    o = tc.method.optim
+    assert (o.lr, o.lr * o.warmup_start_ratio, o.lr * o.final_lr_ratio) == pytest.approx((1e-3, 2e-4, 1e-6))
+    assert (o.weight_decay, o.final_weight_decay, o.warmup_epochs) == (0.04, 0.4, 40)
+    assert tc.method.ema == [0.996, 1.0] and tc.method.loss == "smooth_l1"
+    assert (tc.method.pred_depth, tc.method.pred_dim) == (12, 384)
+    tc = validate(compose_cfg("experiment=ijepa_vith14_in1k", "data.root=/x"))
+    assert tc.backbone.name == "vit_huge_patch14_224" and tc.backbone.patch_size == 14
+    assert tc.data.batch_size * tc.trainer["devices"] * tc.trainer["num_nodes"] == 2048
+    assert tc.trainer["max_epochs"] == 300 and tc.trainer["precision"] == "bf16-mixed"
+
+
+def test_cifar10_gives_vits_an_8x8_grid(compose_cfg):
+    tc = validate(compose_cfg("method=ijepa", "backbone=vit_t", "data=cifar10", "data.root=/x"))
+    assert tc.backbone.img_size // tc.backbone.patch_size == 8
+    with pytest.raises(ConfigError, match="too small"):
+        validate(compose_cfg("method=ijepa", "data=cifar10", "data.root=/x", "backbone.patch_size=16"))
 
 
 def test_vit_b_command_line(compose_cfg):

@@ -116,3 +116,12 @@ def test_validation_order_is_a_fixed_mix_of_classes(tmp_path):
         labels.append(next(iter(dm.val_dataloader()))[1])
     assert torch.equal(labels[0], labels[1])  # same subset every time
     assert len(set(labels[0].tolist())) > 1  # not just the first class of a sorted folder
+
+
+def test_archive_with_a_wrapper_folder_keeps_its_classes(tmp_path):
+    src = make_folder(tmp_path / "src" / "mydata")
+    archive = tmp_path / "wrapped.tgz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(src, arcname="mydata")
+    root = resolve_root(str(archive), str(tmp_path / "cache"))
+    assert image_folder(root).classes == ["cat", "dog"]

@@ -103,3 +103,18 @@ def test_gradient_pushes_towards_gaussian():
         loss.backward()
         opt.step()
     assert s(z, 999).item() < 0.5 * first
+
+
+def test_forward_without_step_uses_a_saved_counter():
+    torch.manual_seed(0)
+    z = torch.rand(64, 8)
+    s = SIGReg(num_slices=16)
+    first, second = s(z), s(z)
+    assert first != second and int(s.calls) == 2
+    assert first == SIGReg(num_slices=16)(z, step=0)
+    assert "calls" in s.state_dict()
+
+
+def test_local_statistic_ignores_process_group():
+    x = torch.randn(32, 4)
+    assert torch.equal(epps_pulley(x, distributed=False), epps_pulley(x))

@@ -8,6 +8,7 @@ rank 0 only) extracts archives; ``setup`` builds the datasets on every rank.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable, Optional
 from urllib.error import URLError
@@ -57,8 +58,8 @@ class JEPADataModule(L.LightningDataModule):
         return resolve_root(self.cfg.root, self.cfg.cache_dir)
 
     def _cifar10_fallback(self) -> bool:
-        """No JPEG tree found: use torchvision's CIFAR-10 if data.root is an existing folder."""
-        return self.cfg.name == "cifar10" and Path(self.cfg.root).expanduser().is_dir()
+        """No JPEG tree found: use torchvision's CIFAR-10 in data.root unless it names a file."""
+        return self.cfg.name == "cifar10" and not Path(self.cfg.root).expanduser().is_file()
 
     def prepare_data(self) -> None:
         """Local rank 0: extract archives once; for CIFAR-10 without a JPEG tree, download it."""
@@ -69,8 +70,15 @@ class JEPADataModule(L.LightningDataModule):
         except DataError as e:
             if not self._cifar10_fallback():
                 raise
-            for train in (True, False):
-                _torchvision_cifar10(self.cfg.root, train, None, download=True, looked=str(e))
+            root = Path(self.cfg.root).expanduser().absolute()
+            first_new = next((p for p in [*reversed(root.parents), root] if not p.exists()), None)
+            try:
+                for train in (True, False):
+                    _torchvision_cifar10(str(root), train, None, download=True, looked=str(e))
+            except DataError:
+                if first_new is not None:  # leave no folders behind for a mistyped path
+                    shutil.rmtree(first_new, ignore_errors=True)
+                raise
 
     def _split(self, root: Path, split: Optional[str], required: bool) -> Optional[Path]:
         if split is None:

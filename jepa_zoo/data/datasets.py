@@ -144,8 +144,16 @@ def resolve_root(root: str, cache_dir: Optional[str] = None) -> Path:
     if p.is_dir():
         return p
     if is_archive(p):
-        return extract_archive(p, Path(cache_dir) if cache_dir else None)
+        return _descend_wrapper(extract_archive(p, Path(cache_dir) if cache_dir else None))
     raise DataError(f"data.root must be a directory or a .tar/.tar.gz archive, got file {p}")
+
+
+def _descend_wrapper(root: Path) -> Path:
+    """``tar czf x.tgz mydata/`` wraps the tree in one folder: step into it (unless it is a split)."""
+    entries = [e for e in root.iterdir() if not e.name.startswith(".")]
+    if len(entries) == 1 and entries[0].is_dir() and entries[0].name not in ("train", "val", "test"):
+        return entries[0]
+    return root
 
 
 def locate_cifar10(root: str, cache_dir: Optional[str] = None) -> Path:
@@ -159,7 +167,11 @@ def locate_cifar10(root: str, cache_dir: Optional[str] = None) -> Path:
     looked: List[str] = []
     candidates: List[Path] = [p]
     if p.is_dir():
-        candidates += sorted(q for q in p.iterdir() if q.name.lower().startswith(("cifar10", "cifar-10")))
+        candidates += sorted(
+            q for q in p.iterdir()
+            if q.name.lower().startswith(("cifar10", "cifar-10"))
+            and not q.name.startswith("cifar-10-python")  # torchvision's pickled batches, not a folder tree
+        )
     for c in candidates:
         looked.append(str(c))
         if c.is_dir() and find_split(c, "train") is not None:

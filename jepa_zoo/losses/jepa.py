@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict
 
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -24,7 +25,25 @@ def lejepa_loss(proj: Tensor, num_global: int, sigreg: Callable[[Tensor], Tensor
         raise ValueError(f"proj must be (V, N, K), got {tuple(proj.shape)}")
     if not 1 <= num_global <= proj.shape[0]:
         raise ValueError(f"num_global must be in [1, V={proj.shape[0]}], got {num_global}")
-    centers = proj[:num_global].mean(dim=0)
-    pred = (centers - proj).square().mean()
+    proj32 = proj.float()  # the squared error in fp32 even under bf16 autocast
+    centers = proj32[:num_global].mean(dim=0)
+    pred = (centers - proj32).square().mean()
     sig = sigreg(proj)
     return {"loss": (1.0 - lambd) * pred + lambd * sig, "pred_loss": pred, "sigreg_loss": sig}
+
+
+def latent_prediction_loss(pred: Tensor, target: Tensor, kind: str = "smooth_l1") -> Tensor:
+    """I-JEPA / IWM regression loss between predicted and target features (same shape).
+
+    ``smooth_l1`` (β = 1, the official I-JEPA code): ``mean ℓ(p − y)`` with
+    ``ℓ(d) = ½d²`` for ``|d| < 1`` else ``|d| − ½``; ``mse``: ``mean (p − y)²``.
+    Targets are detached here: gradients never flow into the target encoder.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} shapes differ")
+    target = target.detach()
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred, target, beta=1.0)
+    if kind == "mse":
+        return F.mse_loss(pred, target)
+    raise ValueError(f"loss must be 'smooth_l1' or 'mse', got {kind!r}")

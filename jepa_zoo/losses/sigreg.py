@@ -26,6 +26,7 @@ bias), and total collapse at zero gives ``T / N ≈ 0.402``.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -55,13 +56,15 @@ def _global_sum(x: Tensor) -> Tensor:
     return all_reduce(x, op=dist.ReduceOp.SUM)
 
 
-def epps_pulley(x: Tensor, t_max: float = 3.0, num_points: int = 17) -> Tensor:
+def epps_pulley(x: Tensor, t_max: float = 3.0, num_points: int = 17, distributed: bool = True) -> Tensor:
     """Per-slice Epps–Pulley statistic of projected samples (see module docstring).
 
     Args:
         x: projected samples ``(..., N, K)``: ``N`` samples of ``K`` slices.
         t_max: upper end of the integration interval ``[0, t_max]``.
         num_points: quadrature nodes ``P`` (odd, ≥ 3).
+        distributed: average over all ranks of an initialised process group
+            (every rank must call it); ``False`` keeps it local.
 
     Returns:
         ``(..., K)`` statistics, computed in fp32 whatever the input dtype or
@@ -83,10 +86,10 @@ def epps_pulley(x: Tensor, t_max: float = 3.0, num_points: int = 17) -> Tensor:
         weights = weights * window
 
         xt = x.unsqueeze(-1) * t  # (..., N, K, P)
-        local_n = torch.tensor(float(x.shape[-2]), device=x.device)
-        cos_sum = _global_sum(torch.cos(xt).sum(dim=-3))  # (..., K, P)
-        sin_sum = _global_sum(torch.sin(xt).sum(dim=-3))
-        n = _global_sum(local_n) if _world_size() > 1 else local_n
+        reduce = _global_sum if distributed else (lambda v: v)
+        cos_sum = reduce(torch.cos(xt).sum(dim=-3))  # (..., K, P)
+        sin_sum = reduce(torch.sin(xt).sum(dim=-3))
+        n = reduce(torch.full((), float(x.shape[-2]), device=x.device))  # a fill kernel: no host sync
         err = (cos_sum / n - window).square() + (sin_sum / n).square()
         return (err * weights).sum(dim=-1) * n
 
@@ -102,16 +105,19 @@ def slice_directions(
     gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63 - 1))
     a = torch.randn(dim, num_slices, generator=gen)
     a = a / a.norm(dim=0, keepdim=True)
+    if torch.device(device).type == "cuda":  # pinned + non_blocking: the copy does not stall the host
+        return a.pin_memory().to(device, non_blocking=True)
     return a.to(device)
 
 
 class SIGReg(nn.Module):
     """Sliced Epps–Pulley test towards an isotropic Gaussian.
 
-    ``forward(z, step)`` takes embeddings ``(..., N, D)`` (leading dims are,
-    e.g., views, each tested separately) and returns the scalar mean statistic
-    over slices and leading dims.  Directions are resampled every step as a
-    deterministic function of ``(seed, step)``.
+    ``forward(z, step=None)`` takes embeddings ``(..., N, D)`` (leading dims
+    are, e.g., views, each tested separately) and returns the scalar mean
+    statistic over slices and leading dims.  Directions are resampled every
+    step as a deterministic function of ``(seed, step)``; without ``step`` an
+    internal call counter (saved in the state dict) is used.
     """
 
     def __init__(self, num_slices: int = 1024, t_max: float = 3.0, num_points: int = 17, seed: int = 0):
@@ -122,10 +128,14 @@ class SIGReg(nn.Module):
         self.t_max = t_max
         self.num_points = num_points
         self.seed = seed
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
 
-    def forward(self, z: Tensor, step: int) -> Tensor:
+    def forward(self, z: Tensor, step: Optional[int] = None) -> Tensor:
         if z.dim() < 2:
             raise ValueError(f"SIGReg expects (..., N, D) embeddings, got shape {tuple(z.shape)}")
+        if step is None:
+            step = int(self.calls)  # host read: pass ``step`` in training loops
+            self.calls += 1
         with torch.autocast(device_type=z.device.type, enabled=False):
             a = slice_directions(z.shape[-1], self.num_slices, self.seed, step, z.device)
             proj = z.float() @ a  # (..., N, num_slices)

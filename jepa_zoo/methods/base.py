@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Union
 
 import lightning as L
 import torch
@@ -26,10 +26,12 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import MulticlassAccuracy
 
-from jepa_zoo.config import TrainConfig
+from omegaconf import OmegaConf
+
+from jepa_zoo.config import TrainConfig, validate
 from jepa_zoo.models.backbones import build_backbone
 from jepa_zoo.models.heads import linear_probe
-from jepa_zoo.optim import param_groups, warmup_cosine
+from jepa_zoo.optim import cosine_ramp, param_groups, warmup_cosine
 
 
 @dataclass
@@ -41,10 +43,13 @@ class StepOutput:
 
 
 class JEPAModule(L.LightningModule):
-    def __init__(self, cfg: TrainConfig, num_classes: Optional[int] = None):
+    def __init__(self, cfg: Union[TrainConfig, Dict[str, Any]], num_classes: Optional[int] = None):
         super().__init__()
+        if not isinstance(cfg, TrainConfig):  # a plain dict from a checkpoint's hyperparameters
+            cfg = validate(OmegaConf.create(cfg))
         self.cfg = cfg
-        self.save_hyperparameters({"config": dataclasses.asdict(cfg), "num_classes": num_classes})
+        # plain types only: `load_from_checkpoint` calls __init__(cfg=..., num_classes=...) with them
+        self.save_hyperparameters({"cfg": dataclasses.asdict(cfg), "num_classes": num_classes})
         self.backbone = build_backbone(cfg.backbone)
         self.probe: Optional[nn.Module] = None
         if num_classes:
@@ -102,6 +107,16 @@ class JEPAModule(L.LightningModule):
         self.log("probe/val_acc", self.val_acc, prog_bar=True)
 
     # -- optimisation ---------------------------------------------------------------------
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip the SSL parameters only: the probe's gradients must not change the encoder's update."""
+        if not gradient_clip_val:
+            return
+        params = [p for n, p in self.named_parameters() if not n.startswith("probe.") and p.grad is not None]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
     def _schedule_lengths(self) -> tuple[int, int]:
         total = int(self.trainer.estimated_stepping_batches)
         o = self.cfg.method.optim
@@ -113,12 +128,27 @@ class JEPAModule(L.LightningModule):
         per_epoch = max(int(batches) // self.trainer.accumulate_grad_batches, 1)
         return total, min(round(o.warmup_epochs * per_epoch), total)
 
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps of the whole run (the horizon of every schedule)."""
+        return int(self.trainer.estimated_stepping_batches)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        o = self.cfg.method.optim
+        if o.final_weight_decay is None:
+            return
+        wd = cosine_ramp(self.global_step, self.total_steps, o.weight_decay, o.final_weight_decay)
+        for group in self.trainer.optimizers[0].param_groups:
+            if group.get("name") == "decay":
+                group["weight_decay"] = wd
+        self.log("train/wd", wd)
+
     def configure_optimizers(self):
         o = self.cfg.method.optim
-        groups = param_groups(self, o.weight_decay, exclude=("probe.",))
+        groups = param_groups(self, o.weight_decay, exclude=("probe.", "target_encoder."))
         lambdas = []
         total, warmup = self._schedule_lengths()
-        encoder_sched = lambda s: warmup_cosine(s, total, warmup, o.final_lr_ratio)  # noqa: E731
+        encoder_sched = lambda s: warmup_cosine(s, total, warmup, o.final_lr_ratio, o.warmup_start_ratio)  # noqa: E731
         lambdas += [encoder_sched] * len(groups)
         if self.probe is not None:
             p = self.cfg.method.probe

@@ -6,7 +6,8 @@
   embeddings to all patches, then keeps only ``idx`` (``[B, K]`` LongTensor)
   before the blocks, as I-JEPA's context encoder needs.  Images of other sizes
   than ``img_size`` (LeJEPA's local views) get the sin-cos grid of their own
-  patch grid.
+  patch grid; sizes that the patch does not divide are padded (timm's
+  ``dynamic_img_pad``).
 * :class:`TimmEncoder` — any timm model by name, pooled features
   (``num_classes=0``); ``cifar_stem`` replaces a ResNet's 7x7/2 stem and
   max-pool with a 3x3/1 conv for 32 px inputs.
@@ -47,6 +48,7 @@ class ViTEncoder(nn.Module):
             fc_norm=False,  # final LayerNorm on every token (timm would move it after pooling)
             pos_embed="none",
             dynamic_img_size=True,
+            dynamic_img_pad=True,  # e.g. 96 px local views with patch 14: padded to 98
             drop_path_rate=cfg.drop_path_rate,
             **cfg.kwargs,
         )
@@ -93,7 +95,12 @@ class TimmEncoder(nn.Module):
         kwargs = dict(cfg.kwargs)
         if cfg.drop_path_rate:
             kwargs["drop_path_rate"] = cfg.drop_path_rate
-        self.model = timm.create_model(cfg.name, pretrained=False, num_classes=0, **kwargs)
+        try:  # transformers (ViT, DeiT, Swin, ...) must accept every view size
+            self.model = timm.create_model(
+                cfg.name, pretrained=False, num_classes=0, img_size=cfg.img_size, dynamic_img_size=True, **kwargs
+            )
+        except TypeError:  # CNNs take no image size
+            self.model = timm.create_model(cfg.name, pretrained=False, num_classes=0, **kwargs)
         if cfg.cifar_stem:
             conv1 = getattr(self.model, "conv1", None)
             if not isinstance(conv1, nn.Conv2d):
@@ -106,9 +113,14 @@ class TimmEncoder(nn.Module):
         return self.model(x)
 
 
+def check_model_name(name: str) -> None:
+    """Raise ValueError naming close matches when ``name`` is not in timm's registry."""
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:10]
+        raise ValueError(f"unknown timm model {name!r}; similar: {', '.join(close) or 'none'}")
+
+
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
     """Encoder from config; a bad timm name fails with the list of close matches."""
-    if cfg.name not in timm.list_models():
-        close = timm.list_models(f"*{cfg.name.split('_')[0]}*")[:10]
-        raise ValueError(f"backbone.name: unknown timm model {cfg.name!r}; similar: {', '.join(close) or 'none'}")
+    check_model_name(cfg.name)
     return ViTEncoder(cfg) if cfg.kind == "vit" else TimmEncoder(cfg)

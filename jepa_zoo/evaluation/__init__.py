@@ -1,0 +1,1 @@
+"""Evaluation protocols on frozen encoders."""

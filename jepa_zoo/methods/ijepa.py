@@ -1,0 +1,91 @@
+"""I-JEPA (Assran et al., 2023): predict masked blocks in latent space.
+
+Algorithm (one step; masks from :mod:`jepa_zoo.masks.multiblock` in the loader)::
+
+    x                   images (B, 3, H, W); ctx (B, K_c), tgt (B, T, K_t) patch indices
+    h   = LN(f̄(x))      EMA target encoder on the full image, non-affine LayerNorm
+    y_t = h[tgt_t]      target features of each block            (B, T, K_t, D)
+    z   = f(x, ctx)     context encoder sees only context patches  (B, K_c, D)
+    ŷ_t = g(z, tgt_t)   narrow predictor, mask tokens at tgt_t     (B, T, K_t, D)
+    loss = smooth_l1(ŷ, y)      (β = 1, the official code; MSE selectable)
+    after the optimiser step:  f̄ ← m·f̄ + (1 − m)·f,  m: 0.996 → 1.0 linearly
+
+AdamW with LR warm-up 2e-4 → 1e-3 then cosine to 1e-6 and weight decay rising
+0.04 → 0.4 on a cosine, all functions of the optimiser step.  The online probe
+reads the pooled target-encoder features (already computed, detached).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from jepa_zoo.config import IJEPAConfig, TrainConfig
+from jepa_zoo.data.views import view_transform
+from jepa_zoo.losses.jepa import latent_prediction_loss
+from jepa_zoo.masks.collator import MultiBlockCollator
+from jepa_zoo.methods.base import JEPAModule, StepOutput
+from jepa_zoo.models.backbones import ViTEncoder, gather_tokens
+from jepa_zoo.models.ema import ema_momentum, ema_update_, make_target
+from jepa_zoo.models.predictor import Predictor
+
+
+class IJEPA(JEPAModule):
+    def __init__(self, cfg: TrainConfig, num_classes: Optional[int] = None):
+        super().__init__(cfg, num_classes)
+        if not isinstance(self.backbone, ViTEncoder):
+            raise TypeError("I-JEPA needs a ViT backbone (backbone=vit_t ... vit_h)")
+        m: IJEPAConfig = cfg.method
+        self.predictor = Predictor(
+            self.backbone.embed_dim, self.backbone.grid_size, pred_dim=m.pred_dim, depth=m.pred_depth,
+            num_heads=m.pred_heads or self.backbone.num_heads, drop_path_rate=0.0,
+        )
+        self.target_encoder = make_target(self.backbone)
+        self._ema_step = 0  # global_step of the last EMA update
+
+    @staticmethod
+    def train_transform(cfg: TrainConfig) -> Callable:
+        """RandomResizedCrop only: no flip, no colour augmentation (the paper's recipe)."""
+        return view_transform(
+            cfg.data.img_size, cfg.method.crop_scale, flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0,
+            solarize_p=0.0, mean=cfg.data.mean, std=cfg.data.std,
+        )
+
+    @staticmethod
+    def collate_fn(cfg: TrainConfig) -> Optional[Callable]:
+        g = cfg.backbone.img_size // cfg.backbone.patch_size
+        return MultiBlockCollator((g, g), cfg.masking, seed=cfg.seed)
+
+    def momentum(self) -> float:
+        lo, hi = self.cfg.method.ema
+        return ema_momentum(self.global_step, self.total_steps, lo, hi)
+
+    def step(self, batch: Any) -> StepOutput:
+        images, ctx, tgt, labels = batch
+        m: IJEPAConfig = self.cfg.method
+        b, t, kt = tgt.shape
+        with torch.no_grad():
+            h = self.target_encoder.forward_tokens(images)  # (B, N, D)
+            y = gather_tokens(F.layer_norm(h, h.shape[-1:]), tgt.flatten(1)).view(b, t, kt, -1)
+            pooled = h.mean(dim=1)
+        z = self.backbone.forward_tokens(images, ctx)
+        pred = self.predictor(z, ctx, tgt)
+        loss = latent_prediction_loss(pred, y, m.loss)
+        logs = {
+            "loss": loss.detach(),
+            "context_size": float(ctx.shape[1]),
+            "target_size": float(kt),
+            # collapse monitor: spread of the pooled target features across the batch
+            "target_std": pooled.float().std(dim=0).mean(),
+        }
+        return StepOutput(loss=loss, logs=logs, features=pooled, labels=labels)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # once per optimiser step (not per accumulated micro-batch)
+        if self.global_step != self._ema_step:
+            self._ema_step = self.global_step
+            m = self.momentum()
+            ema_update_(self.target_encoder, self.backbone, m)
+            self.log("train/ema_momentum", m)

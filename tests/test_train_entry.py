@@ -51,6 +51,16 @@ def test_lejepa_trains_through_the_entry_point(tmp_path):
     steps = [int(r["step"]) for r in rows if r.get("train/loss")]
     assert steps == [0, 1, 2, 3]
 
+    import torch
+
+    from jepa_zoo.methods.lejepa import LeJEPA
+
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    model = LeJEPA.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert model.cfg.method.num_slices == 32 and model.probe is not None
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in saved.items())
+
 
 @pytest.mark.slow
 def test_resnet_and_tensorboard(tmp_path):

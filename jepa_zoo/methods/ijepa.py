@@ -37,7 +37,7 @@ class IJEPA(JEPAModule):
         super().__init__(cfg, num_classes)
         if not isinstance(self.backbone, ViTEncoder):
             raise TypeError("I-JEPA needs a ViT backbone (backbone=vit_t ... vit_h)")
-        m: IJEPAConfig = cfg.method
+        m: IJEPAConfig = self.cfg.method  # cfg may be a checkpoint's plain dict
         self.predictor = Predictor(
             self.backbone.embed_dim, self.backbone.grid_size, pred_dim=m.pred_dim, depth=m.pred_depth,
             num_heads=m.pred_heads or self.backbone.num_heads, drop_path_rate=0.0,

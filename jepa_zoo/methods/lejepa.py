@@ -32,9 +32,9 @@ from jepa_zoo.models.heads import mlp_projector
 class LeJEPA(JEPAModule):
     def __init__(self, cfg: TrainConfig, num_classes: Optional[int] = None):
         super().__init__(cfg, num_classes)
-        m: LeJEPAConfig = cfg.method
+        m: LeJEPAConfig = self.cfg.method  # cfg may be a checkpoint's plain dict
         self.projector = mlp_projector(self.backbone.embed_dim, m.proj_hidden_dim, m.proj_dim, m.proj_layers)
-        self.sigreg = SIGReg(m.num_slices, m.t_max, m.num_points, seed=cfg.seed)
+        self.sigreg = SIGReg(m.num_slices, m.t_max, m.num_points, seed=self.cfg.seed)
 
     @staticmethod
     def train_transform(cfg: TrainConfig) -> Callable:

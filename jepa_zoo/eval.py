@@ -64,7 +64,7 @@ def evaluate(cfg: DictConfig) -> Dict[str, float]:
     model = build_model(tc, num_classes=hp.get("num_classes"))
     if cfg.init == "trained":
         model.load_state_dict(state["state_dict"])
-    encoder = model.backbone.eval()
+    encoder = model.eval_encoder.eval()
 
     dm = JEPADataModule(tc.data, train_transform=None, seed=tc.seed)
     dm.train_transform = dm.val_transform  # the bank: clean, centre-cropped training images

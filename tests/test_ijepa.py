@@ -88,3 +88,21 @@ def test_ijepa_refuses_cnn_backbones():
     cfg.backbone = BackboneConfig(kind="timm", name="resnet18")
     with pytest.raises(TypeError, match="ViT"):
         IJEPA(cfg)
+
+
+@pytest.mark.slow
+def test_masks_reproducible_across_loader_workers():
+    from jepa_zoo.data.datamodule import JEPADataModule
+
+    cfg = tiny_cfg()
+    cfg.data = DataConfig(name="fake", img_size=32, batch_size=4, num_workers=2, fake_size=16, pin_memory=False)
+
+    def first_masks():
+        torch.manual_seed(0)
+        dm = JEPADataModule(cfg.data, IJEPA.train_transform(cfg), IJEPA.collate_fn(cfg), seed=0)
+        dm.setup("fit")
+        return [(b[1], b[2]) for _, b in zip(range(3), dm.train_dataloader())]
+
+    a, b = first_masks(), first_masks()
+    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+    assert not torch.equal(a[0][1], a[1][1])  # the two workers draw different masks

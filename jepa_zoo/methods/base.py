@@ -67,6 +67,11 @@ class JEPAModule(L.LightningModule):
     def step(self, batch: Any) -> StepOutput:
         raise NotImplementedError
 
+    @property
+    def eval_encoder(self) -> nn.Module:
+        """The encoder that downstream evaluation uses (EMA methods: the target encoder)."""
+        return self.backbone
+
     # -- online probe ---------------------------------------------------------------
     def _build_probe(self, num_classes: int) -> None:
         if not self.cfg.method.probe.enabled or num_classes <= 0:
@@ -101,7 +106,7 @@ class JEPAModule(L.LightningModule):
         if self.probe is None:
             return
         images, labels = batch
-        logits = self.probe(self.backbone(images))
+        logits = self.probe(self.eval_encoder(images))  # the encoder the probe trains on
         self.val_acc(logits, labels)
         self.log("probe/val_loss", F.cross_entropy(logits, labels, ignore_index=-1), sync_dist=True)
         self.log("probe/val_acc", self.val_acc, prog_bar=True)

@@ -58,6 +58,10 @@ class IJEPA(JEPAModule):
         g = cfg.backbone.img_size // cfg.backbone.patch_size
         return MultiBlockCollator((g, g), cfg.masking, seed=cfg.seed)
 
+    @property
+    def eval_encoder(self) -> torch.nn.Module:
+        return self.target_encoder  # as the paper evaluates
+
     def momentum(self) -> float:
         lo, hi = self.cfg.method.ema
         return ema_momentum(self.global_step, self.total_steps, lo, hi)

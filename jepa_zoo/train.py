@@ -9,6 +9,7 @@ built.  Outputs go to the Hydra run dir: ``checkpoints/last.ckpt``,
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -98,5 +99,20 @@ def main(cfg: DictConfig) -> float:
     return metrics.get("train/loss", float("nan"))
 
 
+def short_dirname(name: str, max_len: int = 180) -> str:
+    """A sweep run's dir name: the overrides as Hydra joins them, cut to ``max_len`` characters with a
+    hash of the whole so names stay unique (file systems refuse names over 255 bytes)."""
+    if len(name) <= max_len:
+        return name
+    return f"{name[: max_len - 9]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers the configs use (``${jz_dirname:...}``); called before Hydra composes."""
+    if not OmegaConf.has_resolver("jz_dirname"):
+        OmegaConf.register_new_resolver("jz_dirname", short_dirname)
+
+
 if __name__ == "__main__":
+    register_resolvers()
     main()

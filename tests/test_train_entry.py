@@ -113,3 +113,11 @@ def test_multirun_sweep_dirs_carry_the_swept_values(tmp_path):
     for run in tmp_path.iterdir():
         if run.is_dir():
             assert (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_sweep_dir_names_stay_short_and_unique():
+    from jepa_zoo.train import short_dirname
+
+    assert short_dirname("method.lambd=0.1") == "method.lambd=0.1"
+    a, b = short_dirname("x" * 300 + "a"), short_dirname("x" * 300 + "b")
+    assert len(a) == 180 and a != b

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import sys
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -40,8 +41,11 @@ def extract(encoder: torch.nn.Module, ds: Dataset, batch_size: int, num_workers:
 def load_checkpoint(path: Path) -> Dict:
     if not path.is_file():
         raise DataError(f"ckpt: no such checkpoint file: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "hyper_parameters" not in state or "cfg" not in state["hyper_parameters"]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ConfigError(f"ckpt: {path} is not a readable PyTorch checkpoint ({type(e).__name__})") from e
+    if not isinstance(state, dict) or "hyper_parameters" not in state or "cfg" not in state["hyper_parameters"]:
         raise ConfigError(f"ckpt: {path} is not a jepa_zoo checkpoint (no hyper_parameters.cfg)")
     return state
 
@@ -55,6 +59,8 @@ def evaluate(cfg: DictConfig) -> Dict[str, float]:
         raise ConfigError(f"protocol: {cfg.protocol!r} is not available yet; allowed: knn")
     if cfg.init not in ("trained", "random"):
         raise ConfigError(f"init: must be 'trained' or 'random', got {cfg.init!r}")
+    if cfg.train_limit is not None and cfg.train_limit < 1:
+        raise ConfigError(f"train_limit: must be >= 1 or null, got {cfg.train_limit}")
     ckpt = Path(cfg.ckpt)
     state = load_checkpoint(ckpt)
     hp = state["hyper_parameters"]

@@ -47,6 +47,12 @@ def test_eval_entry_point_trained_and_random(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={tmp_path}/nope.ckpt"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "no such checkpoint" in bad.stdout + bad.stderr
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("not a checkpoint")
+    bad = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={junk}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = bad.stdout + bad.stderr
+    assert bad.returncode == 2 and "not a readable PyTorch checkpoint" in out and "Traceback" not in out
 
 
 def test_random_init_rebuilds_the_runs_initial_weights():

@@ -203,12 +203,27 @@ class MaskingConfig:
 
 
 @dataclass
+class MRRConfig:
+    """World-model quality (IWM's mean reciprocal rank), logged as ``val/mrr`` at validation."""
+
+    enabled: bool = False
+    every_n_epochs: int = 1
+    num_images: int = 16  # first images of the validation split
+    bank_size: int = 256  # target augmentations per image
+
+    def __post_init__(self) -> None:
+        _check(self.every_n_epochs >= 1, "method.mrr.every_n_epochs", "must be >= 1")
+        _check(self.num_images >= 1, "method.mrr.num_images", "must be >= 1")
+        _check(self.bank_size >= 2, "method.mrr.bank_size", "must be >= 2")
+
+
+@dataclass
 class IJEPAConfig(MethodConfig):
     """I-JEPA: predict EMA-target features of masked blocks from a context block."""
 
     name: str = "ijepa"
     pred_depth: int = 12
-    pred_dim: int = 384
+    pred_dim: Optional[int] = 384  # None: half the encoder width (384 at ViT-B, 512 at ViT-L)
     pred_heads: Optional[int] = None  # None: the encoder's head count
     ema: List[float] = field(default_factory=lambda: [0.996, 1.0])
     loss: str = "smooth_l1"
@@ -216,13 +231,53 @@ class IJEPAConfig(MethodConfig):
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
         lr=1e-3, final_lr_ratio=1e-3, weight_decay=0.04, final_weight_decay=0.4, warmup_epochs=40,
         warmup_start_ratio=0.2))
+    mrr: MRRConfig = field(default_factory=MRRConfig)
 
     def __post_init__(self) -> None:
-        _check(self.pred_depth >= 1 and self.pred_dim >= 1, "method.pred_depth", "predictor depth/width must be >= 1")
+        _check(self.pred_depth >= 1, "method.pred_depth", f"must be >= 1, got {self.pred_depth}")
+        _check(self.pred_dim is None or self.pred_dim >= 1, "method.pred_dim", f"must be >= 1, got {self.pred_dim}")
         _check(len(self.ema) == 2 and 0 <= self.ema[0] <= self.ema[1] <= 1, "method.ema",
                f"expected [start, end] with 0 <= start <= end <= 1, got {list(self.ema)}")
         _check(self.loss in ("smooth_l1", "mse"), "method.loss", f"must be 'smooth_l1' or 'mse', got {self.loss!r}")
         _check_range(self.crop_scale, "method.crop_scale", 1e-6, 1.0)
+
+
+@dataclass
+class IWMViewsConfig:
+    """IWM's photometric views: jitter on both, destructive augmentations on the source only."""
+
+    flip_p: float = 0.5
+    jitter: List[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 0.2
+    solarize_p: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(len(self.jitter) == 4 and all(0 <= j for j in self.jitter) and self.jitter[3] <= 0.5,
+               "method.views.jitter", f"expected [brightness, contrast, saturation, hue >= 0, hue <= 0.5], "
+               f"got {list(self.jitter)}")
+        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+            v = getattr(self, name)
+            _check(0.0 <= v <= 1.0, f"method.views.{name}", f"probability must be in [0, 1], got {v}")
+
+
+@dataclass
+class IWMConfig(IJEPAConfig):
+    """IWM: an action-conditioned predictor (world model) on I-JEPA's masks, EMA and schedules."""
+
+    name: str = "iwm"
+    pred_depth: int = 18  # IWM^Equi_{18,384}; the invariant preset (method=iwm_inv) uses 12
+    pred_dim: Optional[int] = None
+    loss: str = "mse"
+    conditioning: str = "feature"
+    views: IWMViewsConfig = field(default_factory=IWMViewsConfig)
+    mrr: MRRConfig = field(default_factory=lambda: MRRConfig(enabled=True))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.conditioning in ("feature", "sequence", "none"), "method.conditioning",
+               f"must be one of feature, sequence, none; got {self.conditioning!r}")
 
 
 @dataclass
@@ -248,8 +303,8 @@ class TrainConfig:
     run_dir: str = "."
 
 
-METHOD_SCHEMAS: Dict[str, type] = {"lejepa": LeJEPAConfig, "ijepa": IJEPAConfig}
-MASKING_OF_METHOD: Dict[str, str] = {"lejepa": "none", "ijepa": "multiblock"}
+METHOD_SCHEMAS: Dict[str, type] = {"lejepa": LeJEPAConfig, "ijepa": IJEPAConfig, "iwm": IWMConfig}
+MASKING_OF_METHOD: Dict[str, str] = {"lejepa": "none", "ijepa": "multiblock", "iwm": "multiblock"}
 
 
 def _trainer_keys() -> set:

@@ -77,10 +77,9 @@ def run(cfg: DictConfig) -> Dict[str, float]:
         OmegaConf.save(OmegaConf.structured(tc), ckpt_dir / "config.yaml")
 
     logger = hydra.utils.instantiate(tc.logger) if tc.logger else False
+    callbacks = build_callbacks(tc, ckpt_dir) + model.callbacks()
     try:
-        trainer = L.Trainer(
-            **tc.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=build_callbacks(tc, ckpt_dir)
-        )
+        trainer = L.Trainer(**tc.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=callbacks)
     except (ValueError, TypeError, MisconfigurationException) as e:
         raise ConfigError(f"trainer: {e}") from e
     trainer.fit(model, datamodule=dm)

@@ -21,6 +21,10 @@ INCOMPATIBLE = {
     ("ijepa", "backbone", "resnet18"): "ViT backbone",
     ("ijepa", "backbone", "resnet50"): "ViT backbone",
     ("ijepa", "backbone", "timm"): "ViT backbone",
+    ("iwm", "masking", "none"): "masking",
+    ("iwm", "backbone", "resnet18"): "ViT backbone",
+    ("iwm", "backbone", "resnet50"): "ViT backbone",
+    ("iwm", "backbone", "timm"): "ViT backbone",
 }
 
 

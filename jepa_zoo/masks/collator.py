@@ -1,5 +1,8 @@
 """Batch collator that adds multi-block masks: ``(images, context_idx, target_idx, labels)``.
 
+``images`` is whatever the transform returned, collated: one tensor (I-JEPA)
+or a list such as IWM's ``[source, target, action]``.
+
 Masks are drawn in the dataloader workers, off the training step.  Each
 process owns a generator seeded from its worker seed (which Lightning's
 ``seed_everything(workers=True)`` derives from the run seed) or, without
@@ -38,7 +41,7 @@ class MultiBlockCollator:
         images, labels = default_collate(samples)
         m = self.masking
         ctx, tgt = sample_masks(
-            images.shape[0], self.grid, generator=self._generator(), num_targets=m.num_targets,
+            len(samples), self.grid, generator=self._generator(), num_targets=m.num_targets,
             target_scale=m.target_scale, target_aspect=m.target_aspect, context_scale=m.context_scale,
             min_keep=m.min_keep,
         )

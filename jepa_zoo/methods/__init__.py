@@ -8,6 +8,7 @@ from typing import Dict, Optional
 METHODS: Dict[str, str] = {
     "lejepa": "jepa_zoo.methods.lejepa:LeJEPA",
     "ijepa": "jepa_zoo.methods.ijepa:IJEPA",
+    "iwm": "jepa_zoo.methods.iwm:IWM",
 }
 
 

@@ -67,6 +67,10 @@ class JEPAModule(L.LightningModule):
     def step(self, batch: Any) -> StepOutput:
         raise NotImplementedError
 
+    def callbacks(self) -> list:
+        """Method-specific Lightning callbacks (monitors) that training adds."""
+        return []
+
     @property
     def eval_encoder(self) -> nn.Module:
         """The encoder that downstream evaluation uses (EMA methods: the target encoder)."""

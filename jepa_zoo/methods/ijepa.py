@@ -17,10 +17,11 @@ reads the pooled target-encoder features (already computed, detached).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from jepa_zoo.config import IJEPAConfig, TrainConfig
 from jepa_zoo.data.views import view_transform
@@ -37,13 +38,41 @@ class IJEPA(JEPAModule):
         super().__init__(cfg, num_classes)
         if not isinstance(self.backbone, ViTEncoder):
             raise TypeError("I-JEPA needs a ViT backbone (backbone=vit_t ... vit_h)")
-        m: IJEPAConfig = self.cfg.method  # cfg may be a checkpoint's plain dict
-        self.predictor = Predictor(
-            self.backbone.embed_dim, self.backbone.grid_size, pred_dim=m.pred_dim, depth=m.pred_depth,
-            num_heads=m.pred_heads or self.backbone.num_heads, drop_path_rate=0.0,
-        )
+        self.predictor = self._build_predictor()
         self.target_encoder = make_target(self.backbone)
         self._ema_step = 0  # global_step of the last EMA update
+
+    def _build_predictor(self, **conditioning: Any) -> Predictor:
+        m: IJEPAConfig = self.cfg.method
+        return Predictor(
+            self.backbone.embed_dim, self.backbone.grid_size, pred_dim=m.pred_dim or self.backbone.embed_dim // 2,
+            depth=m.pred_depth, num_heads=m.pred_heads or self.backbone.num_heads, drop_path_rate=0.0,
+            **conditioning,
+        )
+
+    def callbacks(self) -> List[Any]:
+        """World-model MRR at validation when ``method.mrr.enabled`` (I-JEPA: the chance level)."""
+        from jepa_zoo.callbacks.mrr import MRRCallback
+
+        return [MRRCallback(self.cfg.method.mrr)] if self.cfg.method.mrr.enabled else []
+
+    @property
+    def action_strength(self) -> tuple:
+        """Jitter strengths of the MRR bank (IWM's target jitter; I-JEPA has none of its own)."""
+        return (0.4, 0.4, 0.2, 0.1)
+
+    def predict_all(self, images: Tensor, action: Optional[Tensor] = None) -> Tensor:
+        """The predictor as a world model: every patch of ``images`` visible, a mask token at every
+        position -> predicted target features ``[B, N, D]``.  I-JEPA's predictor takes no action."""
+        z = self.backbone.forward_tokens(images)
+        b, n, _ = z.shape
+        idx = torch.arange(n, device=z.device).expand(b, n)
+        return self.predictor(z, idx, idx[:, None, :])[:, 0]
+
+    def target_features(self, images: Tensor) -> Tensor:
+        """What the predictor regresses: the EMA encoder's tokens, non-affine LayerNorm ``[B, N, D]``."""
+        h = self.target_encoder.forward_tokens(images)
+        return F.layer_norm(h, h.shape[-1:])
 
     @staticmethod
     def train_transform(cfg: TrainConfig) -> Callable:

@@ -11,16 +11,29 @@ and ``T`` target blocks ``tgt [B, T, K_t]``::
 ``pe`` are fixed 2-D sin-cos embeddings of the predictor width.  All target
 blocks go through the blocks in one batched pass (the context is repeated
 ``T`` times), and a block never sees another block's mask tokens.
+
+IWM's world model conditions the prediction on an action ``a [B, A]``:
+
+* ``conditioning="feature"`` (IWM's default): ``m_t ← MLP([m_t ; a])``, the
+  action concatenated to every position-embedded mask token and mixed back
+  to width ``D_p`` by a 3-layer MLP;
+* ``conditioning="sequence"``: ``A`` action tokens ``a_i·w_i + b_i`` (one
+  ``Linear(1 → D_p)`` per scalar) appended to each block's sequence and
+  dropped at the output;
+* ``conditioning="none"``: no action (I-JEPA; IWM's ablation).
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from timm.layers import build_sincos2d_pos_embed, trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
+
+
+CONDITIONING = ("none", "feature", "sequence")
 
 
 class Predictor(nn.Module):
@@ -33,10 +46,29 @@ class Predictor(nn.Module):
         num_heads: int = 12,
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
+        conditioning: str = "none",
+        action_dim: int = 0,
     ):
         super().__init__()
         if pred_dim % num_heads:
             raise ValueError(f"predictor width {pred_dim} is not divisible by {num_heads} heads")
+        if conditioning not in CONDITIONING:
+            raise ValueError(f"conditioning must be one of {', '.join(CONDITIONING)}; got {conditioning!r}")
+        if conditioning != "none" and action_dim < 1:
+            raise ValueError(f"conditioning={conditioning} needs action_dim >= 1, got {action_dim}")
+        self.conditioning = conditioning
+        self.action_dim = action_dim if conditioning != "none" else 0
+        if conditioning == "feature":
+            self.action_mlp = nn.Sequential(
+                nn.Linear(pred_dim + action_dim, pred_dim), nn.GELU(),
+                nn.Linear(pred_dim, pred_dim), nn.GELU(),
+                nn.Linear(pred_dim, pred_dim),
+            )
+        elif conditioning == "sequence":
+            self.action_weight = nn.Parameter(torch.zeros(action_dim, pred_dim))
+            self.action_bias = nn.Parameter(torch.zeros(action_dim, pred_dim))
+            trunc_normal_(self.action_weight, std=0.02)
+            trunc_normal_(self.action_bias, std=0.02)
         self.grid_size = tuple(grid_size)
         self.embed = nn.Linear(embed_dim, pred_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, pred_dim))
@@ -51,17 +83,30 @@ class Predictor(nn.Module):
         self.proj = nn.Linear(pred_dim, embed_dim)
         trunc_normal_(self.mask_token, std=0.02)
 
-    def forward(self, z: Tensor, ctx: Tensor, tgt: Tensor) -> Tensor:
-        """``z [B, K_c, D]``, ``ctx [B, K_c]``, ``tgt [B, T, K_t]`` -> predictions ``[B, T, K_t, D]``."""
+    def forward(self, z: Tensor, ctx: Tensor, tgt: Tensor, action: Optional[Tensor] = None) -> Tensor:
+        """``z [B, K_c, D]``, ``ctx [B, K_c]``, ``tgt [B, T, K_t]`` (and ``action [B, A]`` when
+        conditioned) -> predictions ``[B, T, K_t, D]``."""
         if z.dim() != 3 or ctx.shape != z.shape[:2]:
             raise ValueError(f"z must be [B, K_c, D] matching ctx [B, K_c]; got {tuple(z.shape)}, {tuple(ctx.shape)}")
         if tgt.dim() != 3 or tgt.shape[0] != z.shape[0]:
             raise ValueError(f"tgt must be [B={z.shape[0]}, T, K_t], got {tuple(tgt.shape)}")
+        if self.conditioning != "none" and (action is None or action.shape != (z.shape[0], self.action_dim)):
+            got = None if action is None else tuple(action.shape)
+            raise ValueError(
+                f"conditioning={self.conditioning} needs action [B={z.shape[0]}, {self.action_dim}], got {got}"
+            )
         b, kc, _ = z.shape
         _, t, kt = tgt.shape
         pe = self.pos_embed.to(z.dtype)
         u = self.embed(z) + pe[ctx]  # (B, K_c, D_p)
         m = self.mask_token.to(u.dtype) + pe[tgt]  # (B, T, K_t, D_p)
-        seq = torch.cat([u.unsqueeze(1).expand(-1, t, -1, -1), m], dim=2)  # (B, T, K_c + K_t, D_p)
-        out = self.norm(self.blocks(seq.flatten(0, 1)))[:, kc:]
+        parts = [u.unsqueeze(1).expand(-1, t, -1, -1), m]
+        if self.conditioning == "feature":
+            a = action.to(m.dtype)[:, None, None, :].expand(-1, t, kt, -1)
+            parts[1] = self.action_mlp(torch.cat([m, a], dim=-1))
+        elif self.conditioning == "sequence":
+            tokens = action.to(u.dtype)[..., None] * self.action_weight + self.action_bias  # (B, A, D_p)
+            parts.append(tokens.unsqueeze(1).expand(-1, t, -1, -1))
+        seq = torch.cat(parts, dim=2)  # (B, T, K_c + K_t [+ A], D_p)
+        out = self.norm(self.blocks(seq.flatten(0, 1)))[:, kc : kc + kt]
         return self.proj(out).view(b, t, kt, -1)

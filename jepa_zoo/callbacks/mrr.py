@@ -1,0 +1,40 @@
+"""Callback: the world model's MRR (``val/mrr``, ``val/mrr_cos``) at the end of validation.
+
+Uses the first ``num_images`` images of the validation split (their
+normalisation undone) and a fixed generator, so successive values compare
+the same queries and banks.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from jepa_zoo.config import MRRConfig
+from jepa_zoo.evaluation.mrr import world_model_mrr
+
+
+class MRRCallback(L.Callback):
+    def __init__(self, cfg: MRRConfig, seed: int = 0):
+        self.cfg = cfg
+        self.seed = seed
+
+    def _images(self, trainer: L.Trainer, pl_module) -> torch.Tensor:
+        dm = trainer.datamodule
+        n = min(self.cfg.num_images, len(dm.val_set))
+        x = torch.stack([dm.val_set[i][0] for i in range(n)]).to(pl_module.device)
+        mean = torch.tensor(dm.cfg.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(dm.cfg.std, device=x.device).view(1, 3, 1, 1)
+        return (x * std + mean).clamp(0, 1)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.cfg.every_n_epochs:
+            return
+        dm = trainer.datamodule
+        if getattr(dm, "val_set", None) is None:
+            return  # no validation split: nothing to rank
+        gen = torch.Generator().manual_seed(self.seed)
+        scores = world_model_mrr(pl_module, self._images(trainer, pl_module), dm.cfg.mean, dm.cfg.std,
+                                 self.cfg.bank_size, generator=gen)
+        pl_module.log("val/mrr", scores["mrr"])
+        pl_module.log("val/mrr_cos", scores["mrr_cos"])

@@ -1,0 +1,83 @@
+"""IWM (Garrido et al., 2024): an image world model in latent space.
+
+Algorithm (one step; views, actions and masks made in the loader)::
+
+    x, y, a             source and target views of one crop (B, 3, H, W) and the
+                        action a_{x→y} (B, 7): jitter deltas + the source's
+                        grayscale / blur / solarize flags (jepa_zoo.data.actions)
+    ctx, tgt            I-JEPA multi-block masks on the source (B, K_c), (B, T, K_t)
+    h   = LN(f̄(y))      EMA target encoder on the *target* view, non-affine LayerNorm
+    z   = f(x, ctx)     context encoder on the visible source patches
+    ŷ_t = g(z, tgt_t, a)   predictor conditioned on the action (feature / sequence / none)
+    loss = mean ‖ŷ − h[tgt]‖²   (squared L2, averaged over elements)
+    after the optimiser step:  f̄ ← m·f̄ + (1 − m)·f,  m: 0.996 → 1.0
+
+Everything else is I-JEPA's (optimiser, schedules, EMA); capacity decides
+what the representation becomes: ``method=iwm`` is IWM^Equi_{18,384}
+(predictor depth 18), ``method=iwm_inv`` IWM^Inv_{12,384}; the predictor
+width defaults to half the encoder's (384 at ViT-B).  ``val/mrr`` measures
+how equivariant the world model is (:mod:`jepa_zoo.evaluation.mrr`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+from torch import Tensor
+
+from jepa_zoo.config import IWMConfig, TrainConfig
+from jepa_zoo.data.actions import ACTION_DIM, IWMViews
+from jepa_zoo.losses.jepa import latent_prediction_loss
+from jepa_zoo.methods.base import StepOutput
+from jepa_zoo.methods.ijepa import IJEPA
+from jepa_zoo.models.backbones import gather_tokens
+from jepa_zoo.models.predictor import Predictor
+
+
+class IWM(IJEPA):
+    def _build_predictor(self, **_: Any) -> Predictor:
+        m: IWMConfig = self.cfg.method
+        return super()._build_predictor(conditioning=m.conditioning, action_dim=ACTION_DIM)
+
+    @staticmethod
+    def train_transform(cfg: TrainConfig) -> Callable:
+        v = cfg.method.views
+        return IWMViews(
+            cfg.data.img_size, cfg.method.crop_scale, flip_p=v.flip_p, jitter=v.jitter, jitter_p=v.jitter_p,
+            grayscale_p=v.grayscale_p, blur_p=v.blur_p, solarize_p=v.solarize_p, mean=cfg.data.mean, std=cfg.data.std,
+        )
+
+    @property
+    def action_strength(self) -> tuple:
+        """The jitter strengths that normalise the action's deltas."""
+        return tuple(self.cfg.method.views.jitter)
+
+    def predict_all(self, images: Tensor, action: Optional[Tensor] = None) -> Tensor:
+        """World model on whole images: ``action`` ``[B, 7]`` (None: the null action) -> ``[B, N, D]``."""
+        z = self.backbone.forward_tokens(images)
+        b, n, _ = z.shape
+        if action is None:
+            action = z.new_zeros(b, ACTION_DIM)
+        idx = torch.arange(n, device=z.device).expand(b, n)
+        return self.predictor(z, idx, idx[:, None, :], action)[:, 0]
+
+    def step(self, batch: Any) -> StepOutput:
+        (source, target, action), ctx, tgt, labels = batch
+        m: IWMConfig = self.cfg.method
+        b, t, kt = tgt.shape
+        with torch.no_grad():
+            h = self.target_encoder.forward_tokens(target)  # (B, N, D)
+            y = gather_tokens(torch.nn.functional.layer_norm(h, h.shape[-1:]), tgt.flatten(1)).view(b, t, kt, -1)
+            pooled = h.mean(dim=1)
+        z = self.backbone.forward_tokens(source, ctx)
+        pred = self.predictor(z, ctx, tgt, action)
+        loss = latent_prediction_loss(pred, y, m.loss)
+        logs = {
+            "loss": loss.detach(),
+            "context_size": float(ctx.shape[1]),
+            "target_size": float(kt),
+            "target_std": pooled.float().std(dim=0).mean(),
+            "pred_cos": torch.nn.functional.cosine_similarity(pred.detach().float(), y.float(), dim=-1).mean(),
+        }
+        return StepOutput(loss=loss, logs=logs, features=pooled, labels=labels)

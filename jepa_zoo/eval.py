@@ -1,11 +1,18 @@
-"""Evaluation entry point: ``python -m jepa_zoo.eval ckpt=<path> protocol=knn``.
+"""Evaluation entry point: ``python -m jepa_zoo.eval ckpt=<path> protocol=knn|linear|attentive``.
 
-Rebuilds the encoder from the checkpoint's own (validated) config, loads its
+Rebuilds the model from the checkpoint's own (validated) config, loads its
 weights (``init=trained``) or keeps the run's seeded initialisation
-(``init=random``, the baseline), extracts pooled features of the training
-split (the bank) and the validation split (the queries) with the validation
-transform, and prints and writes ``eval_<protocol>_<init>.json`` next to the
-checkpoint.
+(``init=random``, the baseline) and evaluates the encoder each method
+designates (EMA methods: the target encoder):
+
+* ``knn``: weighted kNN of pooled validation features against the training
+  split (clean centre crops);
+* ``linear`` / ``attentive``: a grid of heads on the frozen encoder trained in
+  one pass (:mod:`jepa_zoo.evaluation.probes`); ``features=predictor`` puts the
+  pretrained predictor (null action, mask tokens everywhere) between encoder
+  and head and trains it too — IWM's predictor fine-tuning.
+
+Prints and writes ``eval_<protocol>[_predictor]_<init>.json`` next to the checkpoint.
 """
 
 from __future__ import annotations
@@ -15,9 +22,10 @@ import logging
 import pickle
 import sys
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -50,17 +58,74 @@ def load_checkpoint(path: Path) -> Dict:
     return state
 
 
-def evaluate(cfg: DictConfig) -> Dict[str, float]:
-    from jepa_zoo.data.datamodule import JEPADataModule
-    from jepa_zoo.evaluation.knn import knn_accuracy
-    from jepa_zoo.methods import build_model
+PROTOCOLS = ("knn", "linear", "attentive")
 
-    if cfg.protocol != "knn":
-        raise ConfigError(f"protocol: {cfg.protocol!r} is not available yet; allowed: knn")
+
+def _check_args(cfg: DictConfig) -> None:
+    if cfg.protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol: {cfg.protocol!r} is not available; allowed: {', '.join(PROTOCOLS)}")
     if cfg.init not in ("trained", "random"):
         raise ConfigError(f"init: must be 'trained' or 'random', got {cfg.init!r}")
+    if cfg.features not in ("encoder", "predictor"):
+        raise ConfigError(f"features: must be 'encoder' or 'predictor', got {cfg.features!r}")
+    if cfg.features == "predictor" and cfg.protocol == "knn":
+        raise ConfigError("features: 'predictor' trains the predictor; use protocol=linear or attentive")
     if cfg.train_limit is not None and cfg.train_limit < 1:
         raise ConfigError(f"train_limit: must be >= 1 or null, got {cfg.train_limit}")
+    if cfg.protocol != "knn" and not (cfg.probe.lrs and cfg.probe.wds):
+        raise ConfigError("probe.lrs / probe.wds: give at least one value each")
+
+
+def _subset(ds: Dataset, limit: Optional[int], seed: int) -> Dataset:
+    if limit is None or limit >= len(ds):
+        return ds
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:limit]
+    return Subset(ds, idx.tolist())
+
+
+def run_knn(cfg: DictConfig, encoder: torch.nn.Module, bank_set: Dataset, val_set: Dataset) -> Dict[str, Any]:
+    from jepa_zoo.evaluation.knn import knn_accuracy
+
+    bank, bank_y = extract(encoder, bank_set, cfg.batch_size, cfg.num_workers)
+    queries, query_y = extract(encoder, val_set, cfg.batch_size, cfg.num_workers)
+    return knn_accuracy(bank, bank_y, queries, query_y, ks=list(cfg.knn.k), temperature=cfg.knn.temperature)
+
+
+def run_probe(cfg: DictConfig, model, train_set: Dataset, val_set: Dataset, num_classes: int) -> Dict[str, Any]:
+    """Train a grid of linear / attentive heads (and, with ``features=predictor``, the predictor)."""
+    import lightning as L
+
+    from jepa_zoo.evaluation.probes import ProbeModule
+
+    predictor = None
+    if cfg.features == "predictor":
+        predictor = getattr(model, "predictor", None)
+        if predictor is None:
+            raise ConfigError(f"features: method {model.cfg.method.name} has no predictor (ijepa and iwm do)")
+        predictor.train()
+    p = cfg.probe
+    probe = ProbeModule(model.eval_encoder, num_classes, cfg.protocol, lrs=list(p.lrs), wds=list(p.wds),
+                        predictor=predictor, predictor_lr=p.predictor_lr, num_heads=p.num_heads)
+    loader = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    trainer = L.Trainer(
+        max_epochs=p.epochs, max_steps=p.max_steps if p.max_steps is not None else -1, precision=p.precision,
+        logger=False, enable_checkpointing=False, enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False, num_sanity_val_steps=0, check_val_every_n_epoch=p.epochs,
+        default_root_dir=str(Path(HydraConfig.get().runtime.output_dir)) if HydraConfig.initialized() else None,
+    )
+    trainer.fit(probe, DataLoader(train_set, shuffle=True, drop_last=True, **loader),
+                DataLoader(val_set, **loader))
+    if not any(k.startswith("val/top1/") for k in trainer.logged_metrics):  # max_steps ended before validation
+        trainer.validate(probe, DataLoader(val_set, **loader), verbose=False)
+    return probe.results(trainer.logged_metrics)
+
+
+def evaluate(cfg: DictConfig) -> Dict[str, Any]:
+    from jepa_zoo.data.datamodule import JEPADataModule
+    from jepa_zoo.data.views import view_transform
+    from jepa_zoo.methods import build_model
+
+    _check_args(cfg)
     ckpt = Path(cfg.ckpt)
     state = load_checkpoint(ckpt)
     hp = state["hyper_parameters"]
@@ -73,22 +138,25 @@ def evaluate(cfg: DictConfig) -> Dict[str, float]:
     encoder = model.eval_encoder.eval()
 
     dm = JEPADataModule(tc.data, train_transform=None, seed=tc.seed)
-    dm.train_transform = dm.val_transform  # the bank: clean, centre-cropped training images
+    d = tc.data
+    if cfg.protocol == "knn":  # the bank: clean, centre-cropped training images
+        dm.train_transform = dm.val_transform
+    else:  # probes train on light augmentation: crop + flip
+        dm.train_transform = view_transform(d.img_size, list(cfg.probe.crop_scale), jitter_p=0.0, grayscale_p=0.0,
+                                            blur_p=0.0, solarize_p=0.0, mean=d.mean, std=d.std)
     dm.prepare_data()
     dm.setup("validate")
     if dm.val_set is None:
         raise DataError(f"data.root {tc.data.root} has no validation split '{tc.data.val_split}'")
-    bank_set: Dataset = dm.train_set
-    limit: Optional[int] = cfg.train_limit
-    if limit is not None and limit < len(bank_set):
-        idx = torch.randperm(len(bank_set), generator=torch.Generator().manual_seed(tc.seed))[:limit]
-        bank_set = Subset(bank_set, idx.tolist())
-    bank, bank_y = extract(encoder, bank_set, cfg.batch_size, cfg.num_workers)
-    queries, query_y = extract(encoder, dm.val_set, cfg.batch_size, cfg.num_workers)
-    result = knn_accuracy(bank, bank_y, queries, query_y, ks=list(cfg.knn.k), temperature=cfg.knn.temperature)
-    record = {"ckpt": str(ckpt), "protocol": "knn", "init": cfg.init, "step": state.get("global_step"),
-              "bank": len(bank_set), "queries": len(dm.val_set), **result}
-    out = ckpt.parent / f"eval_knn_{cfg.init}.json"
+    train_set = _subset(dm.train_set, cfg.train_limit, tc.seed)
+    if cfg.protocol == "knn":
+        result = run_knn(cfg, encoder, train_set, dm.val_set)
+    else:
+        result = run_probe(cfg, model, train_set, dm.val_set, dm.num_classes)
+    tag = cfg.protocol + ("_predictor" if cfg.features == "predictor" else "")
+    record = {"ckpt": str(ckpt), "protocol": cfg.protocol, "features": cfg.features, "init": cfg.init,
+              "step": state.get("global_step"), "train_images": len(train_set), "queries": len(dm.val_set), **result}
+    out = ckpt.parent / f"eval_{tag}_{cfg.init}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record))
     return result

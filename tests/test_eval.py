@@ -43,7 +43,7 @@ def test_eval_entry_point_trained_and_random(tmp_path):
                            cwd=REPO, capture_output=True, text=True, timeout=600)
         assert e.returncode == 0, e.stderr[-3000:]
         results[init] = json.loads((ckpt.parent / f"eval_knn_{init}.json").read_text())
-        assert 0.0 <= results[init]["knn5_top1"] <= 100.0 and results[init]["bank"] == 64
+        assert 0.0 <= results[init]["knn5_top1"] <= 100.0 and results[init]["train_images"] == 64
     bad = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={tmp_path}/nope.ckpt"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "no such checkpoint" in bad.stdout + bad.stderr
@@ -63,3 +63,63 @@ def test_random_init_rebuilds_the_runs_initial_weights():
                       backbone=BackboneConfig(img_size=32, patch_size=8, kwargs={"depth": 1}), seed=3)
     a, b = build_model(cfg).state_dict(), build_model(cfg).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class ToyTokens(torch.nn.Module):
+    """A fixed 'encoder': an image [B, 3, 4, 4] becomes 4 tokens of 12 numbers."""
+
+    embed_dim = 12
+
+    def forward_tokens(self, x):
+        return x.unfold(2, 2, 2).unfold(3, 2, 2).permute(0, 2, 3, 1, 4, 5).flatten(1, 2).flatten(2)
+
+
+def toy_loaders(n=256, seed=0):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = torch.randn(n, 3, 4, 4, generator=g) * 0.5
+    x[torch.arange(n), y, 0, 0] += 4.0  # the class picks the channel of one bright pixel
+    return DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True), DataLoader(TensorDataset(x, y), batch_size=64)
+
+
+@pytest.mark.parametrize("kind", ["linear", "attentive"])
+def test_probe_grid_learns_a_separable_task(kind):
+    import lightning as L
+
+    from jepa_zoo.evaluation.probes import ProbeModule
+
+    torch.manual_seed(0)
+    probe = ProbeModule(ToyTokens(), 3, kind, lrs=[1e-2, 1e-6], wds=[0.0], num_heads=2)
+    train_dl, val_dl = toy_loaders()
+    trainer = L.Trainer(max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")
+    trainer.fit(probe, train_dl, val_dl)
+    res = probe.results(trainer.logged_metrics)
+    assert set(res["heads"]) == {"lr0.01_wd0", "lr1e-06_wd0"} and res["best_head"] == "lr0.01_wd0"
+    assert res["top1"] > 0.9 and res["top5"] == 1.0  # 3 classes: top-5 is top-3
+    assert res["heads"]["lr1e-06_wd0"]["top1"] < 0.7  # a head with a useless LR has not learned it
+
+
+@pytest.mark.slow
+def test_eval_probes_and_predictor_finetuning_through_the_entry_point(tmp_path):
+    r = train(tmp_path, "method=iwm", FAST[0], FAST[2], *FAST[6:], "method.pred_depth=2", "method.mrr.enabled=false")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+
+    def evaluate(*args):
+        return subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={ckpt}", "probe.epochs=1",
+                               "batch_size=16", "num_workers=0", f"hydra.run.dir={tmp_path}/ev", *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+
+    e = evaluate("protocol=attentive", "features=predictor", "probe.lrs=[1e-3]", "probe.wds=[0.0,0.05]")
+    assert e.returncode == 0, (e.stdout + e.stderr)[-3000:]
+    res = json.loads((ckpt.parent / "eval_attentive_predictor_trained.json").read_text())
+    assert len(res["heads"]) == 2 and 0.0 <= res["top1"] <= res["top5"] <= 1.0 and res["features"] == "predictor"
+    e = evaluate("protocol=linear", "init=random")
+    assert e.returncode == 0, (e.stdout + e.stderr)[-3000:]
+    res = json.loads((ckpt.parent / "eval_linear_random.json").read_text())
+    assert len(res["heads"]) == 4 and res["train_images"] == 64
+    e = evaluate("protocol=knn", "features=predictor")
+    assert e.returncode == 2 and "features" in e.stdout + e.stderr

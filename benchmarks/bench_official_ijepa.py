@@ -106,7 +106,7 @@ def build_official(a: argparse.Namespace, masks: str):
         from jepa_zoo.config import MaskingConfig
         from jepa_zoo.masks.collator import MultiBlockCollator
 
-        ours = MultiBlockCollator((14, 14), MaskingConfig(name="multiblock"), seed=0)
+        ours = MultiBlockCollator((14, 14), MaskingConfig(name="multiblock"))
 
         def collate(samples):
             images, ctx, tgt, labels = ours(samples)

@@ -301,6 +301,12 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     seed: int = 0
     run_dir: str = "."
+    resume: Optional[str] = None  # auto: the run dir's last.ckpt if any; or a checkpoint path
+    nonfinite_loss: str = "stop"  # stop: end the run with a message; skip: skip the optimiser step
+
+    def __post_init__(self) -> None:
+        _check(self.nonfinite_loss in ("stop", "skip"), "nonfinite_loss",
+               f"must be 'stop' or 'skip', got {self.nonfinite_loss!r}")
 
 
 METHOD_SCHEMAS: Dict[str, type] = {"lejepa": LeJEPAConfig, "ijepa": IJEPAConfig, "iwm": IWMConfig}

@@ -45,6 +45,7 @@ def build_callbacks(cfg: TrainConfig, ckpt_dir: Path) -> List[Any]:
             filename="step{step:08d}",
             auto_insert_metric_name=False,
             save_last=True,
+            enable_version_counter=False,  # resume=auto overwrites last.ckpt instead of writing last-v1.ckpt
             save_top_k=cfg.checkpoint.save_top_k,
             every_n_train_steps=cfg.checkpoint.every_n_train_steps,
         ),
@@ -61,6 +62,9 @@ def run(cfg: DictConfig) -> Dict[str, float]:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.utilities import rank_zero_only
 
+    from jepa_zoo.checkpointing import (
+        AtomicCheckpointIO, RNGState, SaveOnPreemption, check_compatible, resolve_resume,
+    )
     from jepa_zoo.data.datamodule import JEPADataModule
     from jepa_zoo.methods import build_model, get_method
 
@@ -73,16 +77,20 @@ def run(cfg: DictConfig) -> Dict[str, float]:
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    resume = resolve_resume(tc.resume, ckpt_dir)
+    if resume is not None:
+        check_compatible(resume, tc)
     if rank_zero_only.rank == 0:  # the complete validated config, schema defaults included
         OmegaConf.save(OmegaConf.structured(tc), ckpt_dir / "config.yaml")
 
     logger = hydra.utils.instantiate(tc.logger) if tc.logger else False
-    callbacks = build_callbacks(tc, ckpt_dir) + model.callbacks()
+    callbacks = build_callbacks(tc, ckpt_dir) + model.callbacks() + [SaveOnPreemption(ckpt_dir), RNGState()]
     try:
-        trainer = L.Trainer(**tc.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=callbacks)
+        trainer = L.Trainer(**tc.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
+                            plugins=[AtomicCheckpointIO()])
     except (ValueError, TypeError, MisconfigurationException) as e:
         raise ConfigError(f"trainer: {e}") from e
-    trainer.fit(model, datamodule=dm)
+    trainer.fit(model, datamodule=dm, ckpt_path=resume)
     metrics = {k: float(v) for k, v in trainer.logged_metrics.items()}
     log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
     return metrics
@@ -90,11 +98,22 @@ def run(cfg: DictConfig) -> Dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from jepa_zoo.methods.base import NonFiniteLossError
+
     try:
         metrics = run(cfg)
     except (ConfigError, DataError) as e:
         log.error("%s: %s", type(e).__name__, e)
         sys.exit(2)
+    except NonFiniteLossError as e:
+        log.error("%s: %s. Stopped; the last good checkpoint is %s/checkpoints/last.ckpt (if one was saved); "
+                  "nonfinite_loss=skip skips such steps instead", type(e).__name__, e, cfg.run_dir)
+        sys.exit(3)
+    except SIGTERMException:
+        log.error("stopped by SIGTERM; checkpoint saved, run again with resume=auto (same run dir) to continue")
+        sys.exit(143)
     return metrics.get("train/loss", float("nan"))
 
 

@@ -63,7 +63,7 @@ def tiny_cfg() -> TrainConfig:
 
 
 def test_collator_adds_masks():
-    collate = MultiBlockCollator((8, 8), MaskingConfig(name="multiblock"), seed=0)
+    collate = MultiBlockCollator((8, 8), MaskingConfig(name="multiblock"))
     images, ctx, tgt, labels = collate([(torch.zeros(3, 32, 32), i) for i in range(4)])
     assert images.shape == (4, 3, 32, 32) and labels.tolist() == [0, 1, 2, 3]
     assert ctx.shape[0] == 4 and tgt.shape[:2] == (4, 4)

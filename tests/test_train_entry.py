@@ -32,9 +32,15 @@ def train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     )
 
 
-def read_metrics(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
+def read_metrics(run_dir: Path) -> list[dict]:
+    """Rows of every launch's ``csv/version_<n>/metrics.csv`` (resumed runs add a version), in order."""
+    files = sorted((run_dir / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    assert files, f"no metrics.csv under {run_dir / 'csv'}"
+    rows: list[dict] = []
+    for path in files:
+        with open(path) as f:
+            rows += list(csv.DictReader(f))
+    return rows
 
 
 @pytest.mark.slow
@@ -43,7 +49,7 @@ def test_lejepa_trains_through_the_entry_point(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert "lejepa" in (tmp_path / "checkpoints" / "config.yaml").read_text()
-    rows = read_metrics(tmp_path / "csv" / "metrics.csv")
+    rows = read_metrics(tmp_path)
     keys = set().union(*rows)
     for k in ("train/loss", "train/pred_loss", "train/sigreg_loss", "train/lr", "probe/train_loss",
               "probe/train_acc", "probe/val_acc", "train/device/samples_per_sec"):
@@ -68,7 +74,7 @@ def test_masked_methods_train_and_log_world_model_mrr(tmp_path, method):
     r = train(tmp_path, f"method={method}", FAST[0], FAST[2], *FAST[6:], "method.mrr.enabled=true",
               "method.mrr.num_images=2", "method.mrr.bank_size=16")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    rows = read_metrics(tmp_path / "csv" / "metrics.csv")
+    rows = read_metrics(tmp_path)
     mrr = [float(r["val/mrr"]) for r in rows if r.get("val/mrr")]
     assert len(mrr) == 1 and 0 < mrr[0] <= 1
     keys = set().union(*rows)

@@ -3,45 +3,35 @@
 ``images`` is whatever the transform returned, collated: one tensor (I-JEPA)
 or a list such as IWM's ``[source, target, action]``.
 
-Masks are drawn in the dataloader workers, off the training step.  Each
-process owns a generator seeded from its worker seed (which Lightning's
-``seed_everything(workers=True)`` derives from the run seed) or, without
-workers, from ``seed``: the mask stream is reproducible for a given seed and
-worker count.
+Masks are drawn in the dataloader workers, off the training step, from
+torch's default generator: in a worker it is seeded by the DataLoader from a
+base seed drawn in the main process (which ``seed_everything`` seeds), and
+without workers it is the main process's own.  Either way the mask stream
+follows the main process's generator, which checkpoints save and restore
+(:class:`jepa_zoo.checkpointing.RNGState`), so a resumed run draws the same
+masks as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
-import torch
-from torch.utils.data import default_collate, get_worker_info
+from torch.utils.data import default_collate
 
 from jepa_zoo.config import MaskingConfig
 from jepa_zoo.masks.multiblock import sample_masks
 
 
 class MultiBlockCollator:
-    def __init__(self, grid: Tuple[int, int], masking: MaskingConfig, seed: int = 0):
+    def __init__(self, grid: Tuple[int, int], masking: MaskingConfig):
         self.grid = tuple(grid)
         self.masking = masking
-        self.seed = seed
-        self._gen: Optional[torch.Generator] = None
-        self._owner: Optional[int] = None
-
-    def _generator(self) -> torch.Generator:
-        info = get_worker_info()
-        owner = info.id if info is not None else -1
-        if self._gen is None or self._owner != owner:
-            self._gen = torch.Generator().manual_seed(info.seed if info is not None else self.seed)
-            self._owner = owner
-        return self._gen
 
     def __call__(self, samples: Sequence[Any]) -> List[Any]:
         images, labels = default_collate(samples)
         m = self.masking
         ctx, tgt = sample_masks(
-            len(samples), self.grid, generator=self._generator(), num_targets=m.num_targets,
+            len(samples), self.grid, generator=None, num_targets=m.num_targets,
             target_scale=m.target_scale, target_aspect=m.target_aspect, context_scale=m.context_scale,
             min_keep=m.min_keep,
         )

@@ -26,12 +26,20 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import MulticlassAccuracy
 
+import logging
+
 from omegaconf import OmegaConf
 
 from jepa_zoo.config import TrainConfig, validate
 from jepa_zoo.models.backbones import build_backbone
 from jepa_zoo.models.heads import linear_probe
 from jepa_zoo.optim import cosine_ramp, param_groups, warmup_cosine
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite (``nonfinite_loss=stop``)."""
 
 
 @dataclass
@@ -52,6 +60,7 @@ class JEPAModule(L.LightningModule):
         self.save_hyperparameters({"cfg": dataclasses.asdict(cfg), "num_classes": num_classes})
         self.backbone = build_backbone(cfg.backbone)
         self.probe: Optional[nn.Module] = None
+        self.skipped_steps = 0
         if num_classes:
             self._build_probe(num_classes)
 
@@ -91,10 +100,26 @@ class JEPAModule(L.LightningModule):
             self._build_probe(dm.num_classes)
 
     # -- steps ----------------------------------------------------------------------------
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def _nonfinite(self, loss: Tensor) -> bool:
+        """Whether the loss is NaN/inf on any rank (all ranks must agree to skip a step)."""
+        bad = not bool(torch.isfinite(loss.detach()))
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        return bad
+
+    def training_step(self, batch: Any, batch_idx: int) -> Optional[Tensor]:
         out = self.step(batch)
         loss = out.loss
         bs = out.labels.shape[0] if out.labels is not None else None
+        if self._nonfinite(loss):
+            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.logs.items() if torch.as_tensor(v).numel() == 1)
+            msg = f"non-finite loss at step {self.global_step} (batch {batch_idx}): {terms}"
+            if self.cfg.nonfinite_loss == "stop":
+                raise NonFiniteLossError(msg)
+            self.skipped_steps += 1
+            log.warning("%s; step skipped (%d so far)", msg, self.skipped_steps)
+            self.log("train/skipped_steps", float(self.skipped_steps))
+            return None  # Lightning skips backward and the optimiser step
         if self.probe is not None and out.features is not None and out.labels is not None:
             logits = self.probe(out.features.detach())
             probe_loss = F.cross_entropy(logits, out.labels, ignore_index=-1)

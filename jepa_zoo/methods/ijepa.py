@@ -40,7 +40,7 @@ class IJEPA(JEPAModule):
             raise TypeError("I-JEPA needs a ViT backbone (backbone=vit_t ... vit_h)")
         self.predictor = self._build_predictor()
         self.target_encoder = make_target(self.backbone)
-        self._ema_step = 0  # global_step of the last EMA update
+        self._last_momentum: Optional[float] = None
 
     def _build_predictor(self, **conditioning: Any) -> Predictor:
         m: IJEPAConfig = self.cfg.method
@@ -85,7 +85,7 @@ class IJEPA(JEPAModule):
     @staticmethod
     def collate_fn(cfg: TrainConfig) -> Optional[Callable]:
         g = cfg.backbone.img_size // cfg.backbone.patch_size
-        return MultiBlockCollator((g, g), cfg.masking, seed=cfg.seed)
+        return MultiBlockCollator((g, g), cfg.masking)
 
     @property
     def eval_encoder(self) -> torch.nn.Module:
@@ -115,10 +115,14 @@ class IJEPA(JEPAModule):
         }
         return StepOutput(loss=loss, logs=logs, features=pooled, labels=labels)
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimiser step, then the EMA update: once per optimiser step (not per accumulated
+        micro-batch), and before ``on_train_batch_end``, where checkpoints are written, so a
+        checkpoint always holds the target that matches its step."""
+        super().optimizer_step(*args, **kwargs)
+        self._last_momentum = self.momentum()
+        ema_update_(self.target_encoder, self.backbone, self._last_momentum)
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # once per optimiser step (not per accumulated micro-batch)
-        if self.global_step != self._ema_step:
-            self._ema_step = self.global_step
-            m = self.momentum()
-            ema_update_(self.target_encoder, self.backbone, m)
-            self.log("train/ema_momentum", m)
+        if self._last_momentum is not None:
+            self.log("train/ema_momentum", self._last_momentum)

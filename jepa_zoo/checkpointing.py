@@ -1,0 +1,131 @@
+"""Checkpoint files: atomic writes, resume resolution and compatibility checks.
+
+* :class:`AtomicCheckpointIO` — Lightning's ``TorchCheckpointIO`` writing to a
+  temporary file *in the same directory*, fsynced, then ``os.replace``-d over
+  the target: a process killed mid-save leaves the previous checkpoint intact
+  (Lightning's own transaction stages in the system temp dir, and a move
+  across file systems is a copy, which is not atomic).
+* :func:`resolve_resume` — ``resume=auto`` (the run dir's ``last.ckpt`` if it
+  exists) or ``resume=<path>``.
+* :func:`check_compatible` — refuse a checkpoint of another method or backbone.
+* :class:`SaveOnPreemption` — SIGTERM: save ``last.ckpt`` at the step boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from jepa_zoo.config import ConfigError, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"AtomicCheckpointIO takes no storage_options, got {storage_options!r}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def resolve_resume(resume: Optional[str], ckpt_dir: Path) -> Optional[str]:
+    """The checkpoint to resume from, or None to start fresh."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = ckpt_dir / "last.ckpt"
+        if last.is_file():
+            log.info("resume=auto: continuing from %s", last)
+            return str(last)
+        log.info("resume=auto: no %s yet, starting a new run", last)
+        return None
+    path = Path(resume).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"resume: no such checkpoint file: {path} (use resume=auto to continue a run dir)")
+    return str(path)
+
+
+def check_compatible(path: str, tc: TrainConfig) -> None:
+    """Refuse a checkpoint written by another method or backbone (before Lightning loads it)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ConfigError(f"resume: {path} is not a readable PyTorch checkpoint ({type(e).__name__})") from e
+    cfg = (state.get("hyper_parameters") or {}).get("cfg") if isinstance(state, dict) else None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"resume: {path} is not a jepa_zoo checkpoint (no hyper_parameters.cfg)")
+    theirs = (cfg["method"]["name"], cfg["backbone"]["name"], cfg["backbone"]["patch_size"])
+    ours = (tc.method.name, tc.backbone.name, tc.backbone.patch_size)
+    if theirs != ours:
+        raise ConfigError(
+            f"resume: {path} was written by method={theirs[0]} backbone={theirs[1]}/{theirs[2]}; "
+            f"this run is method={ours[0]} backbone={ours[1]}/{ours[2]}"
+        )
+
+
+class SaveOnPreemption(Callback):
+    """On SIGTERM (Lightning stops at the next step boundary with ``SIGTERMException``) write
+    ``last.ckpt``, so that ``resume=auto`` continues from there.  Under SLURM, Lightning itself
+    handles the requeue signal (SIGUSR1): it saves an HPC checkpoint and requeues the job, and the
+    requeued job (same job id, so the same run dir) restores it."""
+
+    def __init__(self, ckpt_dir: Path):
+        self.ckpt_dir = Path(ckpt_dir)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            path = self.ckpt_dir / "last.ckpt"
+            trainer.save_checkpoint(path)
+            log.warning("SIGTERM at step %d: saved %s; resume=auto continues from it", trainer.global_step, path)
+
+
+class RNGState(Callback):
+    """Save and restore the process's random generators (torch CPU and CUDA, Python, NumPy) with
+    each checkpoint, so the views, sampler order and every other draw continue as if the run had
+    never stopped.  Stored as tensors and plain tuples: checkpoints stay ``weights_only``-loadable."""
+
+    def state_dict(self) -> Dict[str, Any]:
+        import random
+
+        import numpy as np
+
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        import random
+
+        import numpy as np
+
+        torch.set_rng_state(state["torch"])
+        py = state["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,150 @@
+"""Resume, preemption, atomic checkpoints and non-finite losses, through the real entry point."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+from test_train_entry import FAST, read_metrics, train
+
+LONG = [*FAST[:6], *FAST[7:], "trainer.max_steps=400", "checkpoint.every_n_train_steps=2"]
+
+
+def start(tmp_path: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.Popen([sys.executable, "-m", "jepa_zoo.train", f"hydra.run.dir={tmp_path}", *overrides],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_step(ckpt_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (ckpt_dir / f"step{step:08d}.ckpt").exists():
+            return
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.2)
+    raise TimeoutError(f"no checkpoint for step {step}")
+
+
+def saved_step(path: Path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_auto_finishes_the_run(tmp_path):
+    ckpt_dir = tmp_path / "checkpoints"
+    p = start(tmp_path, *LONG)
+    wait_for_step(ckpt_dir, 6, p)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    killed_at = saved_step(ckpt_dir / "last.ckpt")
+    assert killed_at >= 6
+    r = train(tmp_path, *LONG[:-2], "trainer.max_steps=12", "resume=auto")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "resume=auto: continuing from" in r.stdout + r.stderr
+    assert saved_step(ckpt_dir / "last.ckpt") == 12
+    steps = sorted({int(row["step"]) for row in read_metrics(tmp_path) if row.get("train/loss")})
+    assert steps[-1] == 11 and min(s for s in steps if s >= killed_at) == killed_at  # continued, not restarted
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_then_resumes(tmp_path):
+    ckpt_dir = tmp_path / "checkpoints"
+    p = start(tmp_path, *LONG)
+    wait_for_step(ckpt_dir, 4, p)
+    p.send_signal(signal.SIGTERM)
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 143, out[-3000:]
+    assert "resume=auto" in out and "Traceback" not in out
+    at = saved_step(ckpt_dir / "last.ckpt")
+    assert at >= 4
+    r = train(tmp_path, *LONG[:-2], f"trainer.max_steps={at + 2}", "resume=auto")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert saved_step(ckpt_dir / "last.ckpt") == at + 2
+
+
+def test_resume_refuses_another_method_or_a_missing_file(tmp_path):
+    r = train(tmp_path, *FAST, "trainer.max_steps=1")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    config = (tmp_path / "checkpoints" / "config.yaml").read_text()
+    r = train(tmp_path, "data=fake", "method=ijepa", "method.pred_depth=1", "+backbone.kwargs.depth=1",
+              "trainer.max_steps=2", "resume=auto")
+    out = r.stdout + r.stderr
+    assert r.returncode == 2 and "written by method=lejepa" in out and "Traceback" not in out
+    assert (tmp_path / "checkpoints" / "config.yaml").read_text() == config  # the refused run wrote nothing
+    r = train(tmp_path / "other", *FAST, f"resume={tmp_path}/missing.ckpt")
+    assert r.returncode == 2 and "no such checkpoint file" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_nonfinite_loss_stops_or_skips(tmp_path, mode):
+    # an absurd learning rate makes the loss overflow after the first update
+    r = train(tmp_path, *FAST, "method.optim.lr=1e30", "method.optim.warmup_steps=0", f"nonfinite_loss={mode}")
+    out = r.stdout + r.stderr
+    assert "non-finite loss at step" in out
+    if mode == "stop":
+        assert r.returncode == 3 and "nonfinite_loss=skip" in out and "Traceback" not in out
+    else:
+        assert r.returncode == 0, out[-3000:]
+        rows = read_metrics(tmp_path)
+        assert max(float(x["train/skipped_steps"]) for x in rows if x.get("train/skipped_steps")) >= 1
+
+
+def test_atomic_save_leaves_the_old_checkpoint_on_failure(tmp_path):
+    from jepa_zoo.checkpointing import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("killed mid-save")
+
+    with pytest.raises(RuntimeError, match="mid-save"):
+        io.save_checkpoint({"step": 2, "x": Boom()}, path)
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left behind
+
+
+METHOD_FAST = {
+    "lejepa": ["method=lejepa", "backbone.patch_size=8", "method.proj_hidden_dim=64", "method.num_slices=32",
+               "method.views.num_local=2"],
+    "ijepa": ["method=ijepa", "method.pred_depth=1"],
+    "iwm": ["method=iwm", "method.pred_depth=1", "method.mrr.enabled=false"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(METHOD_FAST))
+def test_killed_and_resumed_run_is_bit_identical(tmp_path, method):
+    """Killed after the epoch-end checkpoint at step 4, resumed to step 8: weights, EMA target,
+    optimiser state equal an uninterrupted 8-step run's (deterministic CPU)."""
+    common = ["data=fake", "+backbone.kwargs.depth=2", "trainer.enable_progress_bar=false",
+              "trainer.enable_model_summary=false", "trainer.deterministic=true", "trainer.max_steps=8",
+              "checkpoint.every_n_train_steps=4", *METHOD_FAST[method]]
+    r = train(tmp_path / "straight", *common)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    run = tmp_path / "resumed"
+    p = start(run, *common)
+    while not (run / "checkpoints" / "last.ckpt").exists():
+        assert p.poll() is None, p.stdout.read()[-3000:]
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert saved_step(run / "checkpoints" / "last.ckpt") == 4
+    r = train(run, *common, "resume=auto")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 8
+    differ = [k for k, v in a["state_dict"].items() if not torch.equal(v, b["state_dict"][k])]
+    assert not differ, differ[:5]
+    opt_a, opt_b = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    assert all(torch.equal(opt_a[i]["exp_avg"], opt_b[i]["exp_avg"]) for i in opt_a)

@@ -76,6 +76,7 @@ class DataConfig:
     pin_memory: bool = True
     num_classes: Optional[int] = None
     fake_size: int = 256
+    bad_images: str = "skip"  # corrupt / non-image files: skip with a warning, or fail naming the file
     mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
 
@@ -89,6 +90,8 @@ class DataConfig:
         _check(self.img_size > 0 and self.local_img_size > 0, "data.img_size", "sizes must be > 0")
         _check(0 < self.eval_crop_ratio <= 1, "data.eval_crop_ratio", f"must be in (0, 1], got {self.eval_crop_ratio}")
         _check(len(self.mean) == 3 and len(self.std) == 3, "data.mean", "mean and std need 3 values")
+        _check(self.bad_images in ("skip", "fail"), "data.bad_images",
+               f"must be 'skip' or 'fail', got {self.bad_images!r}")
 
 
 @dataclass

@@ -125,3 +125,28 @@ def test_archive_with_a_wrapper_folder_keeps_its_classes(tmp_path):
         tf.add(src, arcname="mydata")
     root = resolve_root(str(archive), str(tmp_path / "cache"))
     assert image_folder(root).classes == ["cat", "dog"]
+
+
+def test_corrupt_and_truncated_images_are_skipped_or_fail_by_name(tmp_path):
+    from jepa_zoo.data.datasets import SkipUnreadable
+
+    root = make_folder(tmp_path / "imgs", per_class=4)
+    (root / "cat" / "garbage.jpg").write_bytes(b"this is not a jpeg")
+    good = (root / "dog").glob("*.jpg").__next__().read_bytes()
+    (root / "dog" / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    ds = SkipUnreadable(image_folder(root, eval_transform(32, 1.0, (0.5,) * 3, (0.5,) * 3)))
+    assert len(ds) == 10
+    with pytest.warns(UserWarning, match="skipped unreadable image .*garbage.jpg"):
+        samples = [ds[i] for i in range(len(ds))]
+    assert ds.skipped == 2 and all(x.shape == (3, 32, 32) for x, _ in samples)
+    strict = SkipUnreadable(image_folder(root), "fail")
+    bad = next(i for i, (p, _) in enumerate(strict.ds.samples) if p.endswith("garbage.jpg"))
+    with pytest.raises(DataError, match="unreadable image .*garbage.jpg"):
+        strict[bad]
+    # through the datamodule: every batch is full
+    cfg = DataConfig(name="folder", root=str(root), val_split=None, img_size=32, batch_size=5, num_workers=0,
+                     pin_memory=False)
+    dm = JEPADataModule(cfg, eval_transform(32, 1.0, cfg.mean, cfg.std))
+    dm.setup("fit")
+    with pytest.warns(UserWarning, match="skipped unreadable image"):
+        assert [b[0].shape[0] for b in dm.train_dataloader()] == [5, 5]

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from jepa_zoo.config import DataConfig
 from jepa_zoo.data.datasets import (
     DataError,
+    SkipUnreadable,
     count_classes,
     fake_dataset,
     find_split,
@@ -109,10 +110,11 @@ class JEPADataModule(L.LightningDataModule):
             return
         train_dir = self._split(root, c.train_split, required=True)
         val_dir = self._split(root, c.val_split, required=False)
-        self.train_set = image_folder(train_dir, self.train_transform)
+        self.train_set = SkipUnreadable(image_folder(train_dir, self.train_transform), c.bad_images)
         if len(self.train_set) == 0:
             raise DataError(f"no images found under {train_dir}")
-        self.val_set = self._shuffled(image_folder(val_dir, self.val_transform)) if val_dir is not None else None
+        self.val_set = (self._shuffled(SkipUnreadable(image_folder(val_dir, self.val_transform), c.bad_images))
+                        if val_dir is not None else None)
 
     def _shuffled(self, ds: Dataset) -> Dataset:
         """Validation set in one fixed random order (seeded): folders are sorted by class, so a

@@ -16,6 +16,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
@@ -110,6 +111,44 @@ class FlatImageDataset(Dataset):
         with Image.open(self.files[i]) as im:
             img = im.convert("RGB")
         return (self.transform(img) if self.transform else img), -1
+
+
+class SkipUnreadable(Dataset):
+    """Wrap an image dataset so that a corrupt, truncated or non-image file is skipped with a
+    warning (``policy="skip"``: the next readable index is returned instead, so batches stay full)
+    or stops the run with the file's path (``policy="fail"``).  ``skipped`` counts the skips in
+    this process (each loader worker counts its own)."""
+
+    MAX_TRIES = 100
+
+    def __init__(self, ds: Dataset, policy: str = "skip"):
+        if policy not in ("skip", "fail"):
+            raise ValueError(f"policy must be 'skip' or 'fail', got {policy!r}")
+        self.ds, self.policy, self.skipped = ds, policy, 0
+        self.classes = getattr(ds, "classes", [])
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def _path(self, i: int) -> str:
+        samples = getattr(self.ds, "samples", None)  # ImageFolder
+        if samples is not None:
+            return str(samples[i][0])
+        files = getattr(self.ds, "files", None)  # FlatImageDataset
+        return str(files[i]) if files is not None else f"index {i}"
+
+    def __getitem__(self, i: int):
+        for k in range(self.MAX_TRIES):
+            j = (i + k) % len(self.ds)
+            try:
+                return self.ds[j]
+            except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for bad image files
+                if self.policy == "fail":
+                    raise DataError(f"unreadable image {self._path(j)}: {e} (data.bad_images=skip skips)") from e
+                self.skipped += 1
+                warnings.warn(f"skipped unreadable image {self._path(j)} ({type(e).__name__}: {e}); "
+                              f"{self.skipped} skipped so far in this process", stacklevel=2)
+        raise DataError(f"{self.MAX_TRIES} unreadable images in a row from index {i}: is the dataset intact?")
 
 
 def image_folder(root: Path, transform: Optional[Callable] = None) -> Dataset:

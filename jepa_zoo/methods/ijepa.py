@@ -63,11 +63,14 @@ class IJEPA(JEPAModule):
 
     def predict_all(self, images: Tensor, action: Optional[Tensor] = None) -> Tensor:
         """The predictor as a world model: every patch of ``images`` visible, a mask token at every
-        position -> predicted target features ``[B, N, D]``.  I-JEPA's predictor takes no action."""
+        position -> predicted target features ``[B, N, D]``.  A conditioned predictor (IWM) takes
+        ``action [B, A]`` (None: the null action); an unconditioned one (I-JEPA) ignores it."""
         z = self.backbone.forward_tokens(images)
         b, n, _ = z.shape
+        if action is None and self.predictor.action_dim:
+            action = z.new_zeros(b, self.predictor.action_dim)
         idx = torch.arange(n, device=z.device).expand(b, n)
-        return self.predictor(z, idx, idx[:, None, :])[:, 0]
+        return self.predictor(z, idx, idx[:, None, :], action)[:, 0]
 
     def target_features(self, images: Tensor) -> Tensor:
         """What the predictor regresses: the EMA encoder's tokens, non-affine LayerNorm ``[B, N, D]``."""

@@ -21,10 +21,9 @@ how equivariant the world model is (:mod:`jepa_zoo.evaluation.mrr`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
-from torch import Tensor
 
 from jepa_zoo.config import IWMConfig, TrainConfig
 from jepa_zoo.data.actions import ACTION_DIM, IWMViews
@@ -52,15 +51,6 @@ class IWM(IJEPA):
     def action_strength(self) -> tuple:
         """The jitter strengths that normalise the action's deltas."""
         return tuple(self.cfg.method.views.jitter)
-
-    def predict_all(self, images: Tensor, action: Optional[Tensor] = None) -> Tensor:
-        """World model on whole images: ``action`` ``[B, 7]`` (None: the null action) -> ``[B, N, D]``."""
-        z = self.backbone.forward_tokens(images)
-        b, n, _ = z.shape
-        if action is None:
-            action = z.new_zeros(b, ACTION_DIM)
-        idx = torch.arange(n, device=z.device).expand(b, n)
-        return self.predictor(z, idx, idx[:, None, :], action)[:, 0]
 
     def step(self, batch: Any) -> StepOutput:
         (source, target, action), ctx, tgt, labels = batch

@@ -5,10 +5,12 @@
   the target: a process killed mid-save leaves the previous checkpoint intact
   (Lightning's own transaction stages in the system temp dir, and a move
   across file systems is a copy, which is not atomic).
-* :func:`resolve_resume` — ``resume=auto`` (the run dir's ``last.ckpt`` if it
-  exists) or ``resume=<path>``.
+* :func:`resolve_resume` — ``resume=auto`` (the newest of the run dir's
+  ``last.ckpt`` and SLURM HPC checkpoints) or ``resume=<path>``.
 * :func:`check_compatible` — refuse a checkpoint of another method or backbone.
 * :class:`SaveOnPreemption` — SIGTERM: save ``last.ckpt`` at the step boundary.
+* :class:`FinalCheckpoint` — ``last.ckpt`` holds the final step when training ends.
+* :class:`RNGState` — the process's random generators, saved and restored.
 """
 
 from __future__ import annotations
@@ -47,15 +49,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def resolve_resume(resume: Optional[str], ckpt_dir: Path) -> Optional[str]:
-    """The checkpoint to resume from, or None to start fresh."""
+    """The checkpoint to resume from, or None to start fresh.
+
+    ``auto``: the newest of ``<run dir>/checkpoints/last.ckpt`` and the HPC checkpoints
+    (``<run dir>/hpc_ckpt_<n>.ckpt``) that Lightning writes on SLURM's requeue signal."""
     if resume is None:
         return None
     if resume == "auto":
-        last = ckpt_dir / "last.ckpt"
-        if last.is_file():
-            log.info("resume=auto: continuing from %s", last)
-            return str(last)
-        log.info("resume=auto: no %s yet, starting a new run", last)
+        found = [p for p in [ckpt_dir / "last.ckpt", *ckpt_dir.parent.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+        if found:
+            newest = max(found, key=lambda p: p.stat().st_mtime_ns)
+            log.info("resume=auto: continuing from %s", newest)
+            return str(newest)
+        log.info("resume=auto: no %s yet, starting a new run", ckpt_dir / "last.ckpt")
         return None
     path = Path(resume).expanduser()
     if not path.is_file():
@@ -95,6 +101,24 @@ class SaveOnPreemption(Callback):
             path = self.ckpt_dir / "last.ckpt"
             trainer.save_checkpoint(path)
             log.warning("SIGTERM at step %d: saved %s; resume=auto continues from it", trainer.global_step, path)
+
+
+class FinalCheckpoint(Callback):
+    """Write ``last.ckpt`` when training ends (``max_steps``, ``max_epochs``, ``max_time``) unless
+    it already holds the final step: with ``checkpoint.every_n_train_steps`` set, Lightning's
+    ``ModelCheckpoint`` saves only on multiples of N, and the steps after the last multiple
+    would be lost."""
+
+    def __init__(self, ckpt_dir: Path):
+        self.ckpt_dir = Path(ckpt_dir)
+        self.saved_step: Optional[int] = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: Dict[str, Any]) -> None:
+        self.saved_step = trainer.global_step
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.global_step > 0 and self.saved_step != trainer.global_step:
+            trainer.save_checkpoint(self.ckpt_dir / "last.ckpt")
 
 
 class RNGState(Callback):

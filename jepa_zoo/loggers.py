@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import secrets
 from typing import Optional, Sequence
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,24 @@ def _wandb_key_available() -> bool:
     return rc.authenticators(host) is not None
 
 
+def _run_id(save_dir: str) -> Optional[str]:
+    """The W&B run id of this run dir: read from ``<save_dir>/wandb/run_id`` (a resumed run), or
+    made and written there by rank 0 (other ranks never log to W&B and get None)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    path = os.path.join(save_dir, "wandb", "run_id")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return f.read().strip()
+    if rank_zero_only.rank != 0:
+        return None
+    run_id = secrets.token_hex(6)  # W&B run ids: any short string of [a-z0-9]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(run_id + "\n")
+    return run_id
+
+
 def wandb_logger(
     save_dir: str,
     project: str = "jepa_zoo",
@@ -30,12 +49,15 @@ def wandb_logger(
     name: Optional[str] = None,
     offline: Optional[bool] = None,
     log_model: bool = False,
+    id: Optional[str] = None,  # noqa: A002 - W&B's own name for it
 ):
     """Lightning's WandbLogger that never prompts.
 
     ``offline=None`` (default) streams when an API key is configured
     (``WANDB_API_KEY`` or ``~/.netrc``) and otherwise writes offline run files
-    under ``<save_dir>/wandb`` for a later ``wandb sync``.
+    under ``<save_dir>/wandb`` for a later ``wandb sync``.  The run id is kept in
+    ``<save_dir>/wandb/run_id``, so ``resume=auto`` (same run dir) continues the
+    same W&B run (``resume="allow"``); ``id`` forces one.
     """
     from lightning.pytorch.loggers import WandbLogger
 
@@ -47,5 +69,22 @@ def wandb_logger(
     os.makedirs(save_dir, exist_ok=True)
     return WandbLogger(
         save_dir=save_dir, project=project, entity=entity, group=group, tags=list(tags), name=name,
-        offline=offline, log_model=log_model,
+        offline=offline, log_model=log_model, id=id or _run_id(save_dir), resume="allow",
     )
+
+
+def sweep_group(mode: object = None, sweep_dir: Optional[str] = None) -> Optional[str]:
+    """``${jz_sweep_group:}``: a multirun's runs share one W&B group, named after the sweep dir
+    (``<method>/<timestamp>``); a single run, or a config composed outside Hydra's app, has none.
+    ``mode`` and ``sweep_dir`` default to the running Hydra app's."""
+    if mode is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return None
+        hc = HydraConfig.get()
+        mode, sweep_dir = hc.mode, hc.sweep.dir
+    if "MULTIRUN" not in str(mode):
+        return None
+    parts = os.path.normpath(str(sweep_dir)).split(os.sep)
+    return "/".join(parts[-2:])

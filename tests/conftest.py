@@ -30,6 +30,10 @@ def shared_data() -> Path:
 def compose_cfg(tmp_path):
     """compose(overrides) -> DictConfig, with run_dir pointed at tmp_path."""
 
+    from jepa_zoo.train import register_resolvers
+
+    register_resolvers()  # what `python -m jepa_zoo.train` does before Hydra composes
+
     def _compose(*overrides: str):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose("train", overrides=[f"run_dir={tmp_path}", *overrides])

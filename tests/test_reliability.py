@@ -124,11 +124,12 @@ METHOD_FAST = {
 @pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(METHOD_FAST))
 def test_killed_and_resumed_run_is_bit_identical(tmp_path, method):
-    """Killed after the epoch-end checkpoint at step 4, resumed to step 8: weights, EMA target,
-    optimiser state equal an uninterrupted 8-step run's (deterministic CPU)."""
+    """Killed after the mid-epoch checkpoint at step 3 (an epoch is 4 steps), resumed to step 8:
+    weights, EMA target, optimiser state equal an uninterrupted 8-step run's (deterministic CPU).
+    The resumed run finishes epoch 0 with its last batch, then crosses into epoch 1."""
     common = ["data=fake", "+backbone.kwargs.depth=2", "trainer.enable_progress_bar=false",
               "trainer.enable_model_summary=false", "trainer.deterministic=true", "trainer.max_steps=8",
-              "checkpoint.every_n_train_steps=4", *METHOD_FAST[method]]
+              "checkpoint.every_n_train_steps=3", "trainer.log_every_n_steps=1", *METHOD_FAST[method]]
     r = train(tmp_path / "straight", *common)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     run = tmp_path / "resumed"
@@ -138,9 +139,13 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, method):
         time.sleep(0.05)
     p.send_signal(signal.SIGKILL)
     p.wait()
-    assert saved_step(run / "checkpoints" / "last.ckpt") == 4
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 3
+    assert ckpt["JEPADataModule"] == {"epoch": 0, "batches_done": 3}  # the next batch is epoch 0's 4th
     r = train(run, *common, "resume=auto")
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "not resumable" not in out
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     b = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert a["global_step"] == b["global_step"] == 8
@@ -148,3 +153,29 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, method):
     assert not differ, differ[:5]
     opt_a, opt_b = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
     assert all(torch.equal(opt_a[i]["exp_avg"], opt_b[i]["exp_avg"]) for i in opt_a)
+    # the losses logged after the resume are the uninterrupted run's, step for step
+    losses = [{int(x["step"]): x["train/loss"] for x in read_metrics(d) if x.get("train/loss")}
+              for d in (tmp_path / "straight", run)]
+    assert losses[0] == losses[1] and sorted(losses[1]) == list(range(8))
+
+
+def test_resume_auto_takes_the_newest_of_last_and_hpc_checkpoints(tmp_path):
+    from jepa_zoo.checkpointing import resolve_resume
+
+    ckpt_dir = tmp_path / "checkpoints"
+    ckpt_dir.mkdir()
+    assert resolve_resume("auto", ckpt_dir) is None
+    last, hpc = ckpt_dir / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt"  # Lightning's SLURM requeue save
+    last.write_bytes(b"x")
+    hpc.write_bytes(b"x")
+    os.utime(last, (1000, 1000))
+    os.utime(hpc, (2000, 2000))
+    assert resolve_resume("auto", ckpt_dir) == str(hpc)
+    os.utime(last, (3000, 3000))
+    assert resolve_resume("auto", ckpt_dir) == str(last)
+
+
+def test_the_final_step_is_checkpointed_when_n_does_not_divide_it(tmp_path):
+    r = train(tmp_path, *FAST[:6], *FAST[7:], "trainer.max_steps=5", "checkpoint.every_n_train_steps=3")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert saved_step(tmp_path / "checkpoints" / "last.ckpt") == 5

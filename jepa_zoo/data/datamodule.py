@@ -4,13 +4,18 @@ The method supplies the training transform (multi-view for LeJEPA, ...) and
 optionally a collate function (mask collators); the datamodule owns the
 datasets, the validation transform and the loaders.  ``prepare_data`` (local
 rank 0 only) extracts archives; ``setup`` builds the datasets on every rank.
+
+The training loader's order and randomness come from
+:mod:`jepa_zoo.data.sampling`; the datamodule tells the loader each time the
+training loop takes a batch, and Lightning saves the loader's position in
+checkpoints, so ``resume`` continues mid-epoch with the very next batch.
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional
 from urllib.error import URLError
 
 import lightning as L
@@ -28,6 +33,7 @@ from jepa_zoo.data.datasets import (
     locate_cifar10,
     resolve_root,
 )
+from jepa_zoo.data.sampling import ResumableLoader, ResumableSampler
 from jepa_zoo.data.views import eval_transform
 
 
@@ -51,6 +57,8 @@ class JEPADataModule(L.LightningDataModule):
         self.val_transform = eval_transform(cfg.img_size, cfg.eval_crop_ratio, cfg.mean, cfg.std)
         self.train_set: Optional[Dataset] = None
         self.val_set: Optional[Dataset] = None
+        self.train_loader: Optional[ResumableLoader] = None
+        self._resume_at: Optional[Dict[str, int]] = None
 
     # -- datasets -----------------------------------------------------------------
     def _root(self) -> Path:
@@ -136,22 +144,29 @@ class JEPADataModule(L.LightningDataModule):
     # -- loaders ----------------------------------------------------------------
     def _loader(self, ds: Dataset, batch_size: int, train: bool) -> DataLoader:
         workers = self.cfg.num_workers
-        return DataLoader(
-            ds,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,
+        common = dict(
             num_workers=workers,
             pin_memory=self.cfg.pin_memory and torch.cuda.is_available(),
             persistent_workers=workers > 0,
-            collate_fn=self.collate_fn if train else None,
         )
+        if not train:
+            return DataLoader(ds, batch_size=batch_size, shuffle=False, **common)
+        trainer = self.trainer
+        sampler = ResumableSampler(ds, batch_size, num_replicas=trainer.world_size if trainer else 1,
+                                   rank=trainer.global_rank if trainer else 0, seed=self.seed)
+        self.train_loader = ResumableLoader(ds, batch_size, sampler, self.collate_fn, **common)
+        if self._resume_at is not None:
+            self.train_loader.load_state_dict(self._resume_at)
+            self._resume_at = None
+        return self.train_loader
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
-        if len(self.train_set) < self.cfg.batch_size:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if len(self.train_set) < self.cfg.batch_size * world:
             raise DataError(
-                f"data.batch_size={self.cfg.batch_size} is larger than the training set ({len(self.train_set)} images)"
+                f"data.batch_size={self.cfg.batch_size} per process x {world} process(es) is larger than the "
+                f"training set ({len(self.train_set)} images)"
             )
         return self._loader(self.train_set, self.cfg.batch_size, train=True)
 
@@ -159,3 +174,20 @@ class JEPADataModule(L.LightningDataModule):
         if self.val_set is None:
             return []
         return self._loader(self.val_set, self.cfg.val_batch_size or self.cfg.batch_size, train=False)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Tell the training loader the loop took a batch (its position is saved in checkpoints)."""
+        trainer = self.trainer
+        if trainer is not None and trainer.training and self.train_loader is not None:
+            self.train_loader.took_batch(trainer.num_training_batches)
+        return batch
+
+    # The loader's position is saved and restored here rather than by Lightning's fit loop (which
+    # also sees it, the loader being stateful): the schedules ask for ``estimated_stepping_batches``
+    # in ``configure_optimizers``, which builds and starts the training loader before the fit
+    # loop's state is restored, whereas the datamodule's state is restored before that.
+    def state_dict(self) -> Dict[str, int]:
+        return self.train_loader.state_dict() if self.train_loader is not None else {}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self._resume_at = dict(state) if state else None

@@ -4,12 +4,11 @@
 or a list such as IWM's ``[source, target, action]``.
 
 Masks are drawn in the dataloader workers, off the training step, from
-torch's default generator: in a worker it is seeded by the DataLoader from a
-base seed drawn in the main process (which ``seed_everything`` seeds), and
-without workers it is the main process's own.  Either way the mask stream
-follows the main process's generator, which checkpoints save and restore
-(:class:`jepa_zoo.checkpointing.RNGState`), so a resumed run draws the same
-masks as an uninterrupted one.
+torch's default generator, which the training loader seeds per global batch
+(:mod:`jepa_zoo.data.sampling`).  With ``shard=(rank, replicas)`` the
+collator draws the masks of the whole global batch (``replicas × B`` rows:
+the same block sizes and context length on every rank, as one process with
+the global batch would draw) and keeps rows ``rank, rank + replicas, ...``.
 """
 
 from __future__ import annotations
@@ -23,16 +22,19 @@ from jepa_zoo.masks.multiblock import sample_masks
 
 
 class MultiBlockCollator:
+    global_batch = True  # SeededCollate passes shard=(rank, replicas)
+
     def __init__(self, grid: Tuple[int, int], masking: MaskingConfig):
         self.grid = tuple(grid)
         self.masking = masking
 
-    def __call__(self, samples: Sequence[Any]) -> List[Any]:
+    def __call__(self, samples: Sequence[Any], shard: Tuple[int, int] = (0, 1)) -> List[Any]:
         images, labels = default_collate(samples)
+        rank, replicas = shard
         m = self.masking
         ctx, tgt = sample_masks(
-            len(samples), self.grid, generator=None, num_targets=m.num_targets,
+            len(samples) * replicas, self.grid, generator=None, num_targets=m.num_targets,
             target_scale=m.target_scale, target_aspect=m.target_aspect, context_scale=m.context_scale,
             min_keep=m.min_keep,
         )
-        return [images, ctx, tgt, labels]
+        return [images, ctx[rank::replicas], tgt[rank::replicas], labels]

@@ -134,8 +134,12 @@ class OptimConfig:
     warmup_steps: Optional[int] = None
     warmup_start_ratio: float = 0.0
     final_weight_decay: Optional[float] = None  # cosine weight-decay schedule to this value
+    # linear scaling: the LR used is lr * global_batch / ref_batch_size, global_batch being
+    # data.batch_size * processes * accumulate_grad_batches; None: lr as given
+    ref_batch_size: Optional[int] = None
 
     def __post_init__(self) -> None:
+        _check(self.ref_batch_size is None or self.ref_batch_size > 0, "method.optim.ref_batch_size", "must be > 0")
         _check(0 <= self.warmup_start_ratio <= 1, "method.optim.warmup_start_ratio", "must be in [0, 1]")
         _check(self.final_weight_decay is None or self.final_weight_decay >= 0,
                "method.optim.final_weight_decay", "must be >= 0")
@@ -294,6 +298,38 @@ class CheckpointConfig:
 
 
 @dataclass
+class ImagesConfig:
+    """Image panels at validation (masks, IWM pairs, retrievals): to W&B / TensorBoard and
+    ``<run dir>/images/*.png`` (:class:`jepa_zoo.callbacks.images.ImageLogger`)."""
+
+    enabled: bool = True
+    every_n_epochs: int = 1
+    num_images: int = 8  # rows per panel: the first validation images
+
+    def __post_init__(self) -> None:
+        _check(self.every_n_epochs >= 1, "images.every_n_epochs", f"must be >= 1, got {self.every_n_epochs}")
+        _check(self.num_images >= 1, "images.num_images", f"must be >= 1, got {self.num_images}")
+
+
+@dataclass
+class MonitorsConfig:
+    """Online monitors at validation, for every method (:mod:`jepa_zoo.callbacks.monitors`)."""
+
+    rankme: bool = True  # val/rankme, val/emb_std, val/isotropy of eval-encoder features
+    knn: bool = True  # val/knn_top1: weighted kNN of validation images against a training-feature queue
+    knn_queue: int = 4096  # training samples in the kNN queue (per process)
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    max_images: int = 2048  # validation images each monitor embeds per validation run
+
+    def __post_init__(self) -> None:
+        _check(self.knn_queue >= 1, "monitors.knn_queue", f"must be >= 1, got {self.knn_queue}")
+        _check(self.knn_k >= 1, "monitors.knn_k", f"must be >= 1, got {self.knn_k}")
+        _check(self.knn_temperature > 0, "monitors.knn_temperature", f"must be > 0, got {self.knn_temperature}")
+        _check(self.max_images >= 2, "monitors.max_images", f"must be >= 2, got {self.max_images}")
+
+
+@dataclass
 class TrainConfig:
     method: Any = None
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -302,6 +338,8 @@ class TrainConfig:
     trainer: Dict[str, Any] = field(default_factory=dict)
     logger: Dict[str, Any] = field(default_factory=dict)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    monitors: MonitorsConfig = field(default_factory=MonitorsConfig)
     seed: int = 0
     run_dir: str = "."
     resume: Optional[str] = None  # auto: the run dir's last.ckpt if any; or a checkpoint path

@@ -1,4 +1,4 @@
-"""Evaluation entry point: ``python -m jepa_zoo.eval ckpt=<path> protocol=knn|linear|attentive``.
+"""Evaluation entry point: ``python -m jepa_zoo.eval ckpt=<path> protocol=knn|linear|attentive|finetune``.
 
 Rebuilds the model from the checkpoint's own (validated) config, loads its
 weights (``init=trained``) or keeps the run's seeded initialisation
@@ -10,7 +10,9 @@ designates (EMA methods: the target encoder):
 * ``linear`` / ``attentive``: a grid of heads on the frozen encoder trained in
   one pass (:mod:`jepa_zoo.evaluation.probes`); ``features=predictor`` puts the
   pretrained predictor (null action, mask tokens everywhere) between encoder
-  and head and trains it too — IWM's predictor fine-tuning.
+  and head and trains it too — IWM's predictor fine-tuning;
+* ``finetune``: the encoder and a linear head trained end to end
+  (:mod:`jepa_zoo.evaluation.finetune`: layer-wise LR decay, label smoothing).
 
 Prints and writes ``eval_<protocol>[_predictor]_<init>.json`` next to the checkpoint.
 """
@@ -58,7 +60,7 @@ def load_checkpoint(path: Path) -> Dict:
     return state
 
 
-PROTOCOLS = ("knn", "linear", "attentive")
+PROTOCOLS = ("knn", "linear", "attentive", "finetune")
 
 
 def _check_args(cfg: DictConfig) -> None:
@@ -68,11 +70,11 @@ def _check_args(cfg: DictConfig) -> None:
         raise ConfigError(f"init: must be 'trained' or 'random', got {cfg.init!r}")
     if cfg.features not in ("encoder", "predictor"):
         raise ConfigError(f"features: must be 'encoder' or 'predictor', got {cfg.features!r}")
-    if cfg.features == "predictor" and cfg.protocol == "knn":
+    if cfg.features == "predictor" and cfg.protocol in ("knn", "finetune"):
         raise ConfigError("features: 'predictor' trains the predictor; use protocol=linear or attentive")
     if cfg.train_limit is not None and cfg.train_limit < 1:
         raise ConfigError(f"train_limit: must be >= 1 or null, got {cfg.train_limit}")
-    if cfg.protocol != "knn" and not (cfg.probe.lrs and cfg.probe.wds):
+    if cfg.protocol in ("linear", "attentive") and not (cfg.probe.lrs and cfg.probe.wds):
         raise ConfigError("probe.lrs / probe.wds: give at least one value each")
 
 
@@ -120,6 +122,31 @@ def run_probe(cfg: DictConfig, model, train_set: Dataset, val_set: Dataset, num_
     return probe.results(trainer.logged_metrics)
 
 
+def run_finetune(cfg: DictConfig, model, train_set: Dataset, val_set: Dataset, num_classes: int) -> Dict[str, Any]:
+    """Fine-tune the evaluation encoder end to end with a linear head."""
+    import lightning as L
+
+    from jepa_zoo.evaluation.finetune import FinetuneModule
+
+    f = cfg.finetune
+    try:
+        module = FinetuneModule(model.eval_encoder, num_classes, lr=f.lr, weight_decay=f.weight_decay,
+                                layer_decay=f.layer_decay, label_smoothing=f.label_smoothing)
+    except ValueError as e:
+        raise ConfigError(f"finetune: {e}") from None
+    loader = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    trainer = L.Trainer(
+        max_epochs=f.epochs, max_steps=f.max_steps if f.max_steps is not None else -1, precision=f.precision,
+        logger=False, enable_checkpointing=False, enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False, num_sanity_val_steps=0, check_val_every_n_epoch=f.epochs,
+        default_root_dir=str(Path(HydraConfig.get().runtime.output_dir)) if HydraConfig.initialized() else None,
+    )
+    trainer.fit(module, DataLoader(train_set, shuffle=True, drop_last=True, **loader), DataLoader(val_set, **loader))
+    if "val/top1" not in trainer.logged_metrics:  # max_steps ended before validation
+        trainer.validate(module, DataLoader(val_set, **loader), verbose=False)
+    return module.results(trainer.logged_metrics)
+
+
 def evaluate(cfg: DictConfig) -> Dict[str, Any]:
     from jepa_zoo.data.datamodule import JEPADataModule
     from jepa_zoo.data.views import view_transform
@@ -151,6 +178,8 @@ def evaluate(cfg: DictConfig) -> Dict[str, Any]:
     train_set = _subset(dm.train_set, cfg.train_limit, tc.seed)
     if cfg.protocol == "knn":
         result = run_knn(cfg, encoder, train_set, dm.val_set)
+    elif cfg.protocol == "finetune":
+        result = run_finetune(cfg, model, train_set, dm.val_set, dm.num_classes)
     else:
         result = run_probe(cfg, model, train_set, dm.val_set, dm.num_classes)
     tag = cfg.protocol + ("_predictor" if cfg.features == "predictor" else "")

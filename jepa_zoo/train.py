@@ -56,6 +56,18 @@ def build_callbacks(cfg: TrainConfig, ckpt_dir: Path) -> List[Any]:
     ]
 
 
+def build_monitors(cfg: TrainConfig) -> List[Any]:
+    """The online monitors ``cfg.monitors`` enables (``val/rankme``, ``val/knn_top1``, ...)."""
+    from jepa_zoo.callbacks.monitors import EmbeddingMonitor, OnlineKNN
+
+    m = cfg.monitors
+    out: List[Any] = []
+    if m.rankme:
+        out.append(EmbeddingMonitor(max_images=m.max_images))
+    if m.knn:
+        out.append(OnlineKNN(m.knn_queue, m.knn_k, m.knn_temperature, max_images=m.max_images))
+    return out
+
 def run(cfg: DictConfig) -> Dict[str, float]:
     """Validate, build and fit; return the final logged metrics (floats)."""
     import lightning as L
@@ -63,7 +75,7 @@ def run(cfg: DictConfig) -> Dict[str, float]:
     from lightning.pytorch.utilities import rank_zero_only
 
     from jepa_zoo.checkpointing import (
-        AtomicCheckpointIO, RNGState, SaveOnPreemption, check_compatible, resolve_resume,
+        AtomicCheckpointIO, FinalCheckpoint, RNGState, SaveOnPreemption, check_compatible, resolve_resume,
     )
     from jepa_zoo.data.datamodule import JEPADataModule
     from jepa_zoo.methods import build_model, get_method
@@ -84,7 +96,12 @@ def run(cfg: DictConfig) -> Dict[str, float]:
         OmegaConf.save(OmegaConf.structured(tc), ckpt_dir / "config.yaml")
 
     logger = hydra.utils.instantiate(tc.logger) if tc.logger else False
-    callbacks = build_callbacks(tc, ckpt_dir) + model.callbacks() + [SaveOnPreemption(ckpt_dir), RNGState()]
+    callbacks = build_callbacks(tc, ckpt_dir) + model.callbacks() + [SaveOnPreemption(ckpt_dir), FinalCheckpoint(ckpt_dir), RNGState()]
+    callbacks += build_monitors(tc)
+    if tc.images.enabled:  # masks / view pairs / retrievals at validation, also as PNGs in the run dir
+        from jepa_zoo.callbacks.images import ImageLogger
+
+        callbacks.append(ImageLogger(tc.images.every_n_epochs, tc.images.num_images, seed=tc.seed))
     try:
         trainer = L.Trainer(**tc.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
                             plugins=[AtomicCheckpointIO()])
@@ -127,8 +144,14 @@ def short_dirname(name: str, max_len: int = 180) -> str:
 
 def register_resolvers() -> None:
     """OmegaConf resolvers the configs use (``${jz_dirname:...}``); called before Hydra composes."""
+    from jepa_zoo.loggers import sweep_group
+
     if not OmegaConf.has_resolver("jz_dirname"):
         OmegaConf.register_new_resolver("jz_dirname", short_dirname)
+    if not OmegaConf.has_resolver("jz_add"):
+        OmegaConf.register_new_resolver("jz_add", lambda *xs: sum(int(x) for x in xs))
+    if not OmegaConf.has_resolver("jz_sweep_group"):
+        OmegaConf.register_new_resolver("jz_sweep_group", sweep_group)
 
 
 if __name__ == "__main__":

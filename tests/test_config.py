@@ -123,3 +123,10 @@ def test_unknown_override_and_group_fail_at_compose(compose_cfg):
         compose_cfg("method.lamda=0.1")
     with pytest.raises(ConfigCompositionException, match="nope"):
         compose_cfg("method=nope")
+
+
+def test_wandb_group_is_the_sweep_dir_in_multirun_only():
+    from jepa_zoo.loggers import sweep_group
+
+    assert sweep_group("RunMode.MULTIRUN", "multirun/lejepa/2026-11-23_10-00-00") == "lejepa/2026-11-23_10-00-00"
+    assert sweep_group("RunMode.RUN", "multirun/lejepa/2026-11-23_10-00-00") is None

@@ -123,3 +123,78 @@ def test_eval_probes_and_predictor_finetuning_through_the_entry_point(tmp_path):
     assert len(res["heads"]) == 4 and res["train_images"] == 64
     e = evaluate("protocol=knn", "features=predictor")
     assert e.returncode == 2 and "features" in e.stdout + e.stderr
+    e = evaluate("protocol=finetune", "finetune.epochs=1")
+    assert e.returncode == 0, (e.stdout + e.stderr)[-3000:]
+    res = json.loads((ckpt.parent / "eval_finetune_trained.json").read_text())
+    assert 0.0 <= res["top1"] <= res["top5"] <= 1.0 and res["train_images"] == 64
+
+    # timm export of the same checkpoint: a stock timm model, strictly loaded, computes our features
+    x = subprocess.run([sys.executable, "-m", "jepa_zoo.export", str(ckpt)], cwd=REPO, capture_output=True,
+                       text=True, timeout=600)
+    assert x.returncode == 0, (x.stdout + x.stderr)[-3000:]
+    from jepa_zoo.eval import load_checkpoint
+    from jepa_zoo.export import load_timm
+    from jepa_zoo.methods import build_model
+
+    timm_model = load_timm(ckpt.parent / "last_encoder.safetensors")
+    assert type(timm_model).__module__.startswith("timm.")
+    state = load_checkpoint(ckpt)
+    from jepa_zoo.config import validate
+    from omegaconf import OmegaConf
+
+    hp = state["hyper_parameters"]
+    model = build_model(validate(OmegaConf.create(hp["cfg"])), num_classes=hp.get("num_classes"))
+    model.load_state_dict(state["state_dict"])
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ours, theirs = model.eval_encoder.eval()(images), timm_model(images)
+    assert theirs.shape == ours.shape and torch.allclose(theirs, ours, atol=1e-5)
+    assert not torch.allclose(theirs, model.backbone.eval()(images), atol=1e-5)  # the EMA target, not online
+
+
+def test_export_refuses_a_cifar_stem_and_round_trips_a_resnet():
+    from jepa_zoo.config import BackboneConfig
+    from jepa_zoo.export import timm_export
+    from jepa_zoo.models.backbones import build_backbone
+    import timm
+
+    with pytest.raises(ValueError, match="cifar_stem"):
+        timm_export(build_backbone(BackboneConfig(name="resnet18", kind="timm", cifar_stem=True)))
+    enc = build_backbone(BackboneConfig(name="resnet18", kind="timm")).eval()
+    state, name, kwargs = timm_export(enc)
+    stock = timm.create_model(name, **kwargs).eval()
+    stock.load_state_dict(state)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(stock(x), enc(x), atol=1e-5)
+
+
+def test_finetune_trains_the_encoder_with_layer_decay():
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from jepa_zoo.config import BackboneConfig
+    from jepa_zoo.evaluation.finetune import FinetuneModule
+    from jepa_zoo.models.backbones import build_backbone
+
+    with pytest.raises(ValueError, match="layer_decay"):
+        FinetuneModule(torch.nn.Linear(2, 2), num_classes=3, layer_decay=0.0)
+    torch.manual_seed(0)
+    enc = build_backbone(BackboneConfig(img_size=16, patch_size=4, kwargs={"depth": 2}))
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    y = torch.randint(0, 3, (64,))
+    x = torch.randn(64, 3, 16, 16) * 0.5
+    x[torch.arange(64), y] += 2.0
+    module = FinetuneModule(enc, num_classes=3, lr=1e-2, layer_decay=0.5)
+    trainer = L.Trainer(max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True),
+                DataLoader(TensorDataset(x, y), batch_size=64))
+    lr_of = {id(p): g["initial_lr"] for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    stem, first, last, head = (lr_of[id(p)] for p in (enc.model.patch_embed.proj.weight,
+                                                       enc.model.blocks[0].mlp.fc1.weight,
+                                                       enc.model.blocks[1].mlp.fc1.weight, module.head.fc.weight))
+    assert (stem, first, last, head) == pytest.approx((0.25e-2, 0.5e-2, 1e-2, 1e-2))  # lr * 0.5^(L - l)
+    assert all(not torch.equal(before[k], v) for k, v in enc.state_dict().items() if v.is_floating_point())
+    res = module.results(trainer.validate(module, DataLoader(TensorDataset(x, y), batch_size=64), verbose=False)[0])
+    assert 0.0 <= res["top1"] <= res["top5"] <= 1.0

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import REPO
 
@@ -91,17 +92,23 @@ def test_resnet_and_tensorboard(tmp_path):
 
 
 @pytest.mark.slow
-def test_wandb_offline_without_account(tmp_path):
+def test_wandb_offline_without_account_and_resume_continues_the_run(tmp_path):
     env_home = tmp_path / "home"
     env_home.mkdir()
-    r = subprocess.run(
-        [sys.executable, "-m", "jepa_zoo.train", f"hydra.run.dir={tmp_path}", *FAST, "logger=wandb"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-        env={k: v for k, v in os.environ.items() if not k.startswith("WANDB")} | {"HOME": str(env_home)},
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")} | {"HOME": str(env_home)}
+    run_dir = tmp_path / "run"
+    for extra in (["trainer.max_steps=4"], ["trainer.max_steps=6", "resume=auto"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "jepa_zoo.train", f"hydra.run.dir={run_dir}", *FAST, "logger=wandb", *extra],
+            cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, env=env,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+    run_id = (run_dir / "wandb" / "run_id").read_text().strip()
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(p.name.endswith(f"-{run_id}") for p in runs)  # one W&B run, resumed
+    for p in runs:
+        data = (p / f"run-{run_id}.wandb").read_bytes()
+        assert b"num_slices" in data and b"train/loss" in data  # the resolved config and the metrics
 
 
 @pytest.mark.parametrize(
@@ -117,6 +124,15 @@ def test_bad_input_fails_cleanly(tmp_path, override, needle):
     assert r.returncode == 2
     out = r.stdout + r.stderr
     assert needle in out and "Traceback" not in out
+
+
+def test_unknown_group_option_lists_the_allowed_ones(tmp_path):
+    """Hydra's compose errors (before our code runs) exit 1 with its message, not a traceback."""
+    r = train(tmp_path, "method=nope")
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "Traceback" not in out
+    assert "Could not find 'method/nope'" in out and all(m in out for m in ("ijepa", "iwm", "lejepa"))
+    assert not (tmp_path / "checkpoints").exists()
 
 
 @pytest.mark.slow
@@ -142,3 +158,12 @@ def test_sweep_dir_names_stay_short_and_unique():
     assert short_dirname("method.lambd=0.1") == "method.lambd=0.1"
     a, b = short_dirname("x" * 300 + "a"), short_dirname("x" * 300 + "b")
     assert len(a) == 180 and a != b
+
+
+def test_lr_scales_with_the_global_batch(tmp_path):
+    r = train(tmp_path, *FAST[:6], "trainer.max_steps=1", *FAST[7:], "data.batch_size=16",
+              "method.optim.ref_batch_size=8", "method.optim.warmup_steps=0")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    lr = OmegaConf.load(tmp_path / "checkpoints" / "config.yaml").method.optim.lr
+    logged = [float(x["train/lr"]) for x in read_metrics(tmp_path) if x.get("train/lr")]
+    assert logged and logged[0] == pytest.approx(lr * 16 / 8)

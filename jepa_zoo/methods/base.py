@@ -61,6 +61,9 @@ class JEPAModule(L.LightningModule):
         self.backbone = build_backbone(cfg.backbone)
         self.probe: Optional[nn.Module] = None
         self.skipped_steps = 0
+        # the latest kept training step's output, features detached: callbacks read it in
+        # on_train_batch_end (jepa_zoo.callbacks.monitors.OnlineKNN); None after a skipped step
+        self.last_step_output: Optional[StepOutput] = None
         if num_classes:
             self._build_probe(num_classes)
 
@@ -111,6 +114,7 @@ class JEPAModule(L.LightningModule):
         out = self.step(batch)
         loss = out.loss
         bs = out.labels.shape[0] if out.labels is not None else None
+        self.last_step_output = None
         if self._nonfinite(loss):
             terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.logs.items() if torch.as_tensor(v).numel() == 1)
             msg = f"non-finite loss at step {self.global_step} (batch {batch_idx}): {terms}"
@@ -120,6 +124,8 @@ class JEPAModule(L.LightningModule):
             log.warning("%s; step skipped (%d so far)", msg, self.skipped_steps)
             self.log("train/skipped_steps", float(self.skipped_steps))
             return None  # Lightning skips backward and the optimiser step
+        feats = out.features.detach() if out.features is not None else None
+        self.last_step_output = dataclasses.replace(out, loss=loss.detach(), features=feats)
         if self.probe is not None and out.features is not None and out.labels is not None:
             logits = self.probe(out.features.detach())
             probe_loss = F.cross_entropy(logits, out.labels, ignore_index=-1)
@@ -177,6 +183,18 @@ class JEPAModule(L.LightningModule):
                 group["weight_decay"] = wd
         self.log("train/wd", wd)
 
+    @property
+    def global_batch_size(self) -> int:
+        """Images per optimiser step over all processes."""
+        t = self.trainer
+        return self.cfg.data.batch_size * t.world_size * t.accumulate_grad_batches
+
+    @property
+    def base_lr(self) -> float:
+        """``method.optim.lr``, scaled by ``global batch / method.optim.ref_batch_size`` when that is set."""
+        o = self.cfg.method.optim
+        return o.lr if o.ref_batch_size is None else o.lr * self.global_batch_size / o.ref_batch_size
+
     def configure_optimizers(self):
         o = self.cfg.method.optim
         groups = param_groups(self, o.weight_decay, exclude=("probe.", "target_encoder."))
@@ -189,5 +207,5 @@ class JEPAModule(L.LightningModule):
             groups.append({"params": list(self.probe.parameters()), "lr": p.lr, "weight_decay": p.weight_decay,
                            "name": "probe"})
             lambdas.append(lambda s: 1.0)
-        opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+        opt = torch.optim.AdamW(groups, lr=self.base_lr, betas=tuple(o.betas))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": LambdaLR(opt, lambdas), "interval": "step"}}

@@ -52,6 +52,7 @@ class ViTEncoder(nn.Module):
             drop_path_rate=cfg.drop_path_rate,
             **cfg.kwargs,
         )
+        self.cfg = cfg  # what built it (export rebuilds the stock timm model from it)
         self.patch_size = cfg.patch_size
         self.img_size = cfg.img_size
         self.embed_dim: int = self.model.embed_dim
@@ -92,6 +93,7 @@ class ViTEncoder(nn.Module):
 class TimmEncoder(nn.Module):
     def __init__(self, cfg: BackboneConfig):
         super().__init__()
+        self.cfg = cfg
         kwargs = dict(cfg.kwargs)
         if cfg.drop_path_rate:
             kwargs["drop_path_rate"] = cfg.drop_path_rate

@@ -1,0 +1,110 @@
+"""Callback: image panels at the end of validation, for every logger and as PNG files.
+
+Panels (those that apply to the method; see :mod:`jepa_zoo.evaluation.visual`):
+
+* ``masks`` (I-JEPA, IWM): the method's own multi-block collator applied to validation images;
+* ``pairs`` (IWM): the method's training transform (source view, target view, action) applied
+  to validation images (their normalisation undone, so the eval resize / centre crop is kept);
+* ``retrievals`` (every method): validation queries and their nearest validation neighbours by
+  cosine similarity of ``eval_encoder`` features.
+
+Each panel goes to W&B (``images/<name>``), TensorBoard (tag ``images/<name>``) and, always, to
+``<run dir>/images/<name>_step<global step>.png`` (CSV-logger runs have nothing else).  Rank 0
+only; masks and views come from a fixed seed inside a forked RNG, so successive panels show the
+same draws and the training random streams are left untouched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Tuple
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from torch import Tensor
+from torchvision.transforms.v2.functional import to_pil_image
+
+from jepa_zoo.data.actions import IWMViews
+from jepa_zoo.evaluation.visual import mask_overlay, pair_panel, retrieval_panel, to_uint8
+from jepa_zoo.masks.collator import MultiBlockCollator
+
+
+class ImageLogger(L.Callback):
+    def __init__(self, every_n_epochs: int = 1, num_images: int = 8, *, k: int = 5, bank_size: int = 128,
+                 seed: int = 0):
+        """``num_images`` rows per panel; retrieval searches the first ``bank_size`` validation
+        images (queries: the first ``num_images``) for ``k`` neighbours each."""
+        self.every_n_epochs = every_n_epochs
+        self.num_images = num_images
+        self.k = k
+        self.bank_size = max(bank_size, num_images)
+        self.seed = seed
+        self.min_size = 96  # images smaller than this are upscaled by an integer factor in the panels
+
+    # -- inputs ---------------------------------------------------------------------------
+    @staticmethod
+    def _stats(dm) -> Tuple[Tensor, Tensor]:
+        return torch.tensor(dm.cfg.mean).view(1, 3, 1, 1), torch.tensor(dm.cfg.std).view(1, 3, 1, 1)
+
+    def _denorm(self, x: Tensor, dm) -> Tensor:
+        mean, std = self._stats(dm)
+        return (x.cpu() * std + mean).clamp(0, 1)
+
+    @torch.no_grad()
+    def _features(self, pl_module, x: Tensor, batch: int) -> Tensor:
+        enc = pl_module.eval_encoder
+        dtype = next(enc.parameters()).dtype
+        return torch.cat([enc(c.to(pl_module.device, dtype)).float().cpu() for c in x.split(batch)])
+
+    # -- panels ---------------------------------------------------------------------------
+    def panels(self, pl_module, dm) -> Dict[str, Tensor]:
+        """The uint8 ``[3, H, W]`` panels that apply to ``pl_module``, by name."""
+        cfg = pl_module.cfg
+        n_bank = min(self.bank_size, len(dm.val_set))
+        x = torch.stack([dm.val_set[i][0] for i in range(n_bank)])  # normalised, as the encoder sees them
+        raw = self._denorm(x, dm)
+        n = min(self.num_images, n_bank)
+        up = max(1, self.min_size // raw.shape[-2])  # small images (CIFAR) drawn larger, pixels kept sharp
+        shown = F.interpolate(raw, scale_factor=up, mode="nearest") if up > 1 else raw
+        out: Dict[str, Tensor] = {}
+        with torch.random.fork_rng(devices=[]):  # the CPU generator only (which collators and transforms use)
+            torch.default_generator.manual_seed(self.seed)
+            collator = pl_module.collate_fn(cfg)
+            if isinstance(collator, MultiBlockCollator):
+                _, ctx, tgt, _ = collator([(img, 0) for img in raw[:n]])
+                out["masks"] = mask_overlay(shown[:n], ctx, tgt, collator.grid, cfg.backbone.patch_size * up)
+            transform = pl_module.train_transform(cfg)
+            if isinstance(transform, IWMViews):
+                src, tgt_view, action = (torch.stack(t) for t in zip(*(transform(img) for img in to_uint8(raw[:n]))))
+                out["pairs"] = pair_panel(self._denorm(src, dm), self._denorm(tgt_view, dm), action)
+        if n_bank >= 2:
+            feats = self._features(pl_module, x, dm.cfg.val_batch_size or dm.cfg.batch_size)
+            out["retrievals"] = retrieval_panel(shown[:n], shown, feats[:n], feats, self.k, self_index=torch.arange(n))
+        return out
+
+    # -- output ---------------------------------------------------------------------------
+    @staticmethod
+    def send(trainer: L.Trainer, name: str, image: Tensor) -> Path:
+        """``image`` (uint8 ``[3, H, W]``) to every W&B / TensorBoard logger of ``trainer`` as
+        ``images/<name>``, and to ``<default_root_dir>/images/<name>_step<step>.png``."""
+        key, step = f"images/{name}", trainer.global_step
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=key, images=[image.permute(1, 2, 0).numpy()], step=step)
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(key, image, step)
+        path = Path(trainer.default_root_dir) / "images" / f"{name}_step{step}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        to_pil_image(image).save(path, format="PNG")
+        return path
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        dm = trainer.datamodule
+        if getattr(dm, "val_set", None) is None or len(dm.val_set) == 0:
+            return  # no validation split: nothing to show
+        for name, image in self.panels(pl_module, dm).items():
+            self.send(trainer, name, image)

@@ -1,0 +1,148 @@
+"""Panels researchers look at: masks on images, IWM view pairs with their actions, retrievals.
+
+Each function takes float images ``[B, 3, H, W]`` in [0, 1] (normalisation
+undone) and returns one uint8 image grid ``[3, H', W']`` for a logger or a PNG.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+from torchvision.utils import draw_segmentation_masks, make_grid
+
+# The 7 numbers of IWM's action a_{x→y} (jepa_zoo.data.actions): target − source jitter deltas,
+# each over its range, then the source's destructive-augmentation flags.
+ACTION_NAMES = ("d_brightness", "d_contrast", "d_saturation", "d_hue", "grayscale", "blur", "solarize")
+
+TINT_ALPHA = 0.5  # weight of a target block's colour
+DIM = 0.3  # brightness kept by patches that are neither context nor target
+PAD = 2
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """Float images in [0, 1] -> uint8 (on the CPU)."""
+    return TF.to_dtype(images.detach().float().clamp(0, 1).cpu(), torch.uint8, scale=True)
+
+
+def block_colors(n: int) -> List[Tuple[int, int, int]]:
+    """``n`` distinct saturated colours, evenly spaced in hue."""
+    return [tuple(round(255 * c) for c in colorsys.hsv_to_rgb(i / n, 1.0, 1.0)) for i in range(n)]
+
+
+def _patch_mask(idx: Tensor, grid: Tuple[int, int], patch: int) -> Tensor:
+    """Raster patch indices ``[K]`` -> boolean pixel mask ``[H·patch, W·patch]``."""
+    gh, gw = grid
+    m = torch.zeros(gh * gw, dtype=torch.bool)
+    m[idx.cpu()] = True
+    return m.view(gh, gw).repeat_interleave(patch, 0).repeat_interleave(patch, 1)
+
+
+def mask_overlay(images: Tensor, context_idx: Tensor, target_idx: Tensor, grid: Union[int, Tuple[int, int]],
+                 patch: int) -> Tensor:
+    """I-JEPA / IWM masks drawn over the images: one row per image, the image then its masks.
+
+    In the masked copy the context patches (what the context encoder sees) keep their pixels,
+    each target block (what the predictor must predict) is tinted with its own colour
+    (``TINT_ALPHA`` of the colour; where blocks overlap the tint is black), and every other
+    patch is dimmed to ``DIM`` of its brightness.
+
+    Args:
+        images: float ``[B, 3, H, W]`` in [0, 1], ``H = grid_h · patch``, ``W = grid_w · patch``.
+        context_idx: ``[B, K_c]`` raster patch indices; target_idx: ``[B, T, K_t]``.
+    """
+    grid = (grid, grid) if isinstance(grid, int) else tuple(grid)
+    b, _, h, w = images.shape
+    if (h, w) != (grid[0] * patch, grid[1] * patch):
+        raise ValueError(f"images of {h}x{w} px do not match a {grid[0]}x{grid[1]} grid of {patch} px patches")
+    if context_idx.shape[0] != b or target_idx.shape[0] != b or target_idx.dim() != 3:
+        raise ValueError(f"expected context [B, K_c] and targets [B, T, K_t] for B={b}, "
+                         f"got {tuple(context_idx.shape)} and {tuple(target_idx.shape)}")
+    imgs = to_uint8(images)
+    colors = block_colors(target_idx.shape[1])
+    tiles = []
+    for i in range(b):
+        targets = torch.stack([_patch_mask(t, grid, patch) for t in target_idx[i]])
+        keep = _patch_mask(context_idx[i], grid, patch) | targets.any(0)
+        dimmed = torch.where(keep, imgs[i], (imgs[i].float() * DIM).to(torch.uint8))
+        tiles += [imgs[i], draw_segmentation_masks(dimmed, targets, alpha=TINT_ALPHA, colors=colors)]
+    return make_grid(tiles, nrow=2, padding=PAD)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def pair_panel(source: Tensor, target: Tensor, action: Tensor, names: Sequence[str] = ACTION_NAMES) -> Tensor:
+    """IWM's world-model inputs: one row per pair, source view | target view | the action a_{x→y}.
+
+    The action's 7 numbers are written beside each pair, one per line, named as in
+    :mod:`jepa_zoo.data.actions`: the target-minus-source jitter deltas (over their ranges,
+    in [−1, 1]) and the source's grayscale / blur / solarize flags.  Small views are upscaled
+    (nearest) so that the image is at least as tall as the text.
+
+    Args:
+        source, target: float ``[B, 3, H, W]`` in [0, 1]; action: ``[B, len(names)]``.
+    """
+    b = source.shape[0]
+    if target.shape != source.shape or action.shape != (b, len(names)):
+        raise ValueError(f"expected source/target [B, 3, H, W] and action [B, {len(names)}], got "
+                         f"{tuple(source.shape)}, {tuple(target.shape)}, {tuple(action.shape)}")
+    font_size = 11
+    line = font_size + 3
+    text_h = len(names) * line + 4
+    h, w = source.shape[-2:]
+    scale = max(1, math.ceil(text_h / h))
+    views = to_uint8(torch.cat([source, target]))
+    if scale > 1:
+        views = F.interpolate(views, scale_factor=scale, mode="nearest")
+    sh, sw = h * scale, w * scale
+    font = _font(font_size)
+    text_w = max(int(font.getlength(f"{n} +0.00")) for n in names) + 8
+    rows = []
+    for i in range(b):
+        canvas = Image.new("RGB", (2 * sw + PAD + text_w, max(sh, text_h)), (0, 0, 0))
+        canvas.paste(TF.to_pil_image(views[i]), (0, 0))
+        canvas.paste(TF.to_pil_image(views[b + i]), (sw + PAD, 0))
+        draw = ImageDraw.Draw(canvas)
+        for j, (name, v) in enumerate(zip(names, action[i].tolist())):
+            draw.text((2 * sw + PAD + 4, 2 + j * line), f"{name} {v:+.2f}", fill=(255, 255, 255), font=font)
+        rows.append(TF.pil_to_tensor(canvas))
+    return make_grid(rows, nrow=1, padding=PAD)
+
+
+def nearest(query_feats: Tensor, bank_feats: Tensor, k: int, self_index: Optional[Tensor] = None) -> Tensor:
+    """Indices ``[Q, k]`` of each query's ``k`` most cosine-similar bank entries, best first.
+
+    ``self_index[q]``: the bank position holding query ``q`` itself (when the bank is the query
+    set), never returned.  ``k`` is capped at the number of bank entries left.
+    """
+    sim = F.normalize(query_feats.float(), dim=-1) @ F.normalize(bank_feats.float(), dim=-1).T
+    if self_index is not None:
+        sim[torch.arange(sim.shape[0], device=sim.device), self_index.to(sim.device)] = -math.inf
+    k = min(k, bank_feats.shape[0] - (self_index is not None))
+    if k < 1:
+        raise ValueError(f"a bank of {bank_feats.shape[0]} images has no neighbours to show")
+    return sim.topk(k, dim=1).indices
+
+
+def retrieval_panel(query_images: Tensor, bank_images: Tensor, query_feats: Tensor, bank_feats: Tensor, k: int,
+                    self_index: Optional[Tensor] = None) -> Tensor:
+    """Nearest-neighbour retrieval: one row per query, the query then its ``k`` nearest bank images
+    by cosine similarity of the features, most similar first (distinct bank images; with
+    ``self_index`` the query's own entry in the bank is left out, see :func:`nearest`).
+
+    Args:
+        query_images ``[Q, 3, H, W]``, bank_images ``[N, 3, H, W]``: float in [0, 1];
+        query_feats ``[Q, D]``, bank_feats ``[N, D]``.
+    """
+    idx = nearest(query_feats, bank_feats, k, self_index).cpu()
+    queries, bank = to_uint8(query_images), to_uint8(bank_images)
+    tiles = [t for q in range(idx.shape[0]) for t in (queries[q], *bank[idx[q]])]
+    return make_grid(tiles, nrow=idx.shape[1] + 1, padding=PAD)

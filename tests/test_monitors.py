@@ -1,0 +1,211 @@
+"""Online monitors: RankMe / embedding statistics, the online kNN queue, and their callbacks."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch.plugins.precision import Precision
+
+from jepa_zoo.callbacks.monitors import EmbeddingMonitor, OnlineKNN, gather_rows
+from jepa_zoo.config import ConfigError, MonitorsConfig
+from jepa_zoo.evaluation.rankme import embedding_stats, rankme
+
+from test_train_entry import FAST, read_metrics, train
+
+
+def _orthonormal(n: int, r: int, seed: int) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(n, r, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return q
+
+
+# -- RankMe and embedding statistics ---------------------------------------------------------------
+@pytest.mark.parametrize("r", [1, 3, 10])
+def test_rankme_of_equal_singular_values_is_the_rank(r):
+    z = _orthonormal(200, r, 0) @ (3.0 * _orthonormal(32, r, 1).T)  # rank r, all σ = 3
+    assert rankme(z) == pytest.approx(r, abs=1e-3)
+
+
+def test_rankme_is_the_exp_entropy_of_normalised_singular_values():
+    z = torch.diag(torch.tensor([3.0, 1.0, 0.0]))  # p = (3/4, 1/4, 0)
+    expected = math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))  # 1.7548...
+    assert rankme(z) == pytest.approx(expected, abs=1e-5)
+    assert rankme(torch.cat([z, z])) == pytest.approx(expected, abs=1e-5)  # N does not matter, only σ ratios
+
+
+def test_rankme_of_isotropic_gaussian_is_near_full_and_of_collapse_near_one():
+    g = torch.Generator().manual_seed(0)
+    assert 0.95 * 32 < rankme(torch.randn(4096, 32, generator=g)) <= 32
+    collapsed = torch.randn(512, 1, generator=g) @ torch.randn(1, 32, generator=g)  # rank 1
+    assert rankme(collapsed) == pytest.approx(1.0, abs=1e-3)
+    assert rankme(torch.zeros(8, 4)) == 0.0
+    with pytest.raises(ValueError, match=r"\[N, D\]"):
+        rankme(torch.randn(5))
+
+
+def test_embedding_stats_collapse_isotropy_and_one_direction():
+    g = torch.Generator().manual_seed(0)
+    const = embedding_stats(torch.full((64, 16), 0.3) + torch.arange(16.0))
+    assert const["std"] == pytest.approx(0.0, abs=1e-12) and const["isotropy"] == 0.0
+
+    iso = embedding_stats(torch.randn(8192, 32, generator=g))
+    assert iso["std"] == pytest.approx(1 / math.sqrt(32), rel=0.03)
+    assert iso["isotropy"] > 0.95
+
+    one_dir = torch.randn(256, 1, generator=g) * torch.randn(1, 32, generator=g)  # u_i = ±v
+    assert embedding_stats(one_dir)["isotropy"] == pytest.approx(1 / 32, rel=1e-6)
+    with pytest.raises(ValueError):
+        embedding_stats(torch.randn(1, 8))
+
+
+def test_isotropy_is_the_normalised_participation_ratio_of_the_covariance():
+    z = torch.randn(300, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * torch.arange(1.0, 9.0)
+    u = torch.nn.functional.normalize(z, dim=1)
+    lam = torch.linalg.eigvalsh(torch.cov(u.T))
+    expected = float(lam.sum() ** 2 / (8 * (lam**2).sum()))
+    assert embedding_stats(z)["isotropy"] == pytest.approx(expected, rel=1e-9)
+    assert embedding_stats(z[:5])["isotropy"] == pytest.approx(  # N < D: the N x N Gram path
+        float(torch.linalg.eigvalsh(torch.cov(u[:5].T)).sum() ** 2
+              / (8 * (torch.linalg.eigvalsh(torch.cov(u[:5].T)) ** 2).sum())), rel=1e-9)
+
+
+# -- online kNN --------------------------------------------------------------------------------------
+def _clusters(n: int, seed: int, classes: int = 5, dim: int = 16, noise: float = 0.3):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(99)) * 3
+    y = torch.randint(0, classes, (n,), generator=g)
+    return centres[y] + noise * torch.randn(n, dim, generator=g), y
+
+
+def test_online_knn_classifies_separable_features_and_keeps_the_newest():
+    knn = OnlineKNN(queue_size=256, k=10)
+    x, y = _clusters(600, seed=0)
+    for xb, yb in zip(x.split(32), y.split(32)):
+        knn.push(xb, yb)
+    assert knn.filled == 256
+    feats, labels = knn.entries()
+    assert torch.equal(labels, y[-256:])  # oldest first, the newest 256
+    assert torch.allclose(feats.norm(dim=1), torch.ones(256))
+    q, qy = _clusters(200, seed=1)
+    correct, scored = knn.hits(q, qy)
+    assert scored == 200 and correct / scored > 0.95
+    # shuffled labels in the queue: chance level, so the test above measures the features
+    shuffled = OnlineKNN(queue_size=256, k=10)
+    shuffled.push(feats, labels[torch.randperm(256, generator=torch.Generator().manual_seed(0))])
+    assert shuffled.hits(q, qy)[0] / 200 < 0.5
+
+
+def test_online_knn_state_dict_round_trips_and_resizes():
+    knn = OnlineKNN(queue_size=64)
+    x, y = _clusters(150, seed=0)
+    knn.push(x[:100], y[:100])
+    knn.push(x[100:], y[100:])  # wraps: ptr is mid-queue
+    state = knn.state_dict()
+    assert state["features"].shape == (64, 16) and torch.equal(state["labels"], y[-64:])
+
+    restored = OnlineKNN(queue_size=64)
+    restored.load_state_dict(state)
+    for a, b in zip(restored.state_dict().values(), state.values()):
+        assert torch.allclose(a.float(), b.float())
+    q, qy = _clusters(50, seed=1)
+    assert restored.hits(q, qy) == knn.hits(q, qy)
+
+    smaller = OnlineKNN(queue_size=16)
+    smaller.load_state_dict(state)
+    assert torch.equal(smaller.entries()[1], y[-16:])
+    empty = OnlineKNN()
+    empty.load_state_dict(OnlineKNN().state_dict())
+    assert empty.filled == 0 and empty.hits(q, qy) == (0, 0)
+
+
+def _fake_run(callback, batches, encoder=torch.nn.Identity()):
+    """Drive a monitor's validation hooks as Lightning would (one process); returns what it logged."""
+    logged = {}
+    trainer = SimpleNamespace(sanity_checking=False, world_size=1, precision_plugin=Precision(),
+                              strategy=SimpleNamespace(reduce=lambda t, reduce_op: t))
+    module = SimpleNamespace(eval_encoder=encoder, device=torch.device("cpu"), all_gather=None,
+                             log=lambda name, value, **kw: logged.__setitem__(name, value))
+    callback.on_validation_epoch_start(trainer, module)
+    for i, batch in enumerate(batches):
+        callback.on_validation_batch_end(trainer, module, None, batch, i)
+    callback.on_validation_epoch_end(trainer, module)
+    return logged
+
+
+def test_knn_callback_logs_accuracy_and_nothing_for_unlabelled_data():
+    x, y = _clusters(300, seed=0)
+    knn = OnlineKNN(queue_size=256, k=10, max_images=40)
+    module = SimpleNamespace(last_step_output=SimpleNamespace(features=x, labels=y))
+    knn.on_train_batch_end(None, module, None, None, 0)
+    q, qy = _clusters(64, seed=1)
+    qy[40:] = (qy[40:] + 1) % 5  # wrong labels past max_images: scoring them would lower the accuracy
+    logged = _fake_run(knn, zip(q.split(16), qy.split(16)))
+    correct, scored = knn.hits(q[:40], qy[:40])
+    assert scored == 40 and correct >= 38
+    assert logged == {"val/knn_top1": correct / 40}
+
+    unlabelled = OnlineKNN(queue_size=64)
+    unlabelled.push(x, torch.full_like(y, -1))
+    assert _fake_run(unlabelled, [(q, qy)]) == {}
+    assert _fake_run(knn, [(q, torch.full_like(qy, -1))]) == {}
+
+
+def test_embedding_monitor_logs_rankme_std_isotropy_of_eval_encoder_features():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(100, 8, generator=g)
+    encoder = torch.nn.Linear(8, 8, bias=False)
+    with torch.no_grad():
+        encoder.weight.copy_(torch.diag(torch.tensor([1.0, 1, 1, 0, 0, 0, 0, 0])))  # rank 3
+    logged = _fake_run(EmbeddingMonitor(max_images=64), [(b, torch.zeros(len(b))) for b in images.split(30)],
+                       encoder)
+    assert set(logged) == {"val/rankme", "val/emb_std", "val/isotropy"}
+    z = encoder(images[:64]).detach()
+    assert logged["val/rankme"] == pytest.approx(rankme(z)) and 2 < logged["val/rankme"] < 3.01
+    assert logged["val/emb_std"] == pytest.approx(embedding_stats(z)["std"])
+    assert logged["val/isotropy"] < 3 / 8 + 1e-6
+
+
+def test_gather_rows_pads_unequal_ranks_and_keeps_rank_order():
+    other = torch.full((3, 4), 7.0)  # rank 1's rows
+
+    def all_gather(t):  # what two processes' all_gather would return on rank 0
+        if t.dim() == 0:
+            return torch.tensor([int(t), other.shape[0]])
+        pad = torch.cat([other, other.new_zeros(t.shape[0] - other.shape[0], 4)]) if t.shape[0] > 3 else other
+        assert pad.shape == t.shape  # all_gather needs equal shapes
+        return torch.stack([t, pad])
+
+    mine = torch.arange(20.0).view(5, 4)
+    assert torch.equal(gather_rows(mine, all_gather, 2), torch.cat([mine, other]))
+    assert torch.equal(gather_rows(mine[:3], all_gather, 2), torch.cat([mine[:3], other]))
+    assert gather_rows(mine, None, 1) is mine
+
+
+def test_monitors_config_is_checked():
+    with pytest.raises(ConfigError, match="monitors.knn_k"):
+        MonitorsConfig(knn_k=0)
+    with pytest.raises(ConfigError, match="monitors.max_images"):
+        MonitorsConfig(max_images=1)
+    from jepa_zoo.train import build_monitors
+
+    cfg = SimpleNamespace(monitors=MonitorsConfig(rankme=False, knn_queue=10))
+    (only,) = build_monitors(cfg)
+    assert isinstance(only, OnlineKNN) and only.queue_size == 10
+
+
+# -- the real entry point --------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_monitors_log_through_the_entry_point_and_the_queue_is_checkpointed(tmp_path):
+    assert "trainer.max_steps=4" in FAST and "data=fake" in FAST
+    r = train(tmp_path, *FAST, "monitors.knn_queue=100")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    rows = read_metrics(tmp_path)
+    vals = {k: [float(row[k]) for row in rows if row.get(k)] for k in
+            ("val/rankme", "val/emb_std", "val/isotropy", "val/knn_top1")}
+    assert all(len(v) == 1 for v in vals.values()), vals  # one validation run (one epoch)
+    assert 1 <= vals["val/rankme"][0] <= 16  # at most the 16 fake validation images
+    assert 0 < vals["val/emb_std"][0] < 1 and 0 < vals["val/isotropy"][0] <= 1
+    assert 0 <= vals["val/knn_top1"][0] <= 1
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    state = ckpt["callbacks"]["OnlineKNN"]
+    assert state["features"].shape[0] == 100 and state["labels"].min() >= 0  # 4 steps x 2 views x 16 > 100

@@ -134,6 +134,8 @@ def test_corrupt_and_truncated_images_are_skipped_or_fail_by_name(tmp_path):
     (root / "cat" / "garbage.jpg").write_bytes(b"this is not a jpeg")
     good = (root / "dog").glob("*.jpg").__next__().read_bytes()
     (root / "dog" / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (root / "cat" / "notes.txt").write_text("not an image: ignored by extension")
+    (root / "empty").mkdir()  # an empty class folder: no samples, no crash
     ds = SkipUnreadable(image_folder(root, eval_transform(32, 1.0, (0.5,) * 3, (0.5,) * 3)))
     assert len(ds) == 10
     with pytest.warns(UserWarning, match="skipped unreadable image .*garbage.jpg"):

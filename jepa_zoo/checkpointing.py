@@ -103,11 +103,35 @@ class SaveOnPreemption(Callback):
             log.warning("SIGTERM at step %d: saved %s; resume=auto continues from it", trainer.global_step, path)
 
 
+def slurm_requeue_plugins() -> list:
+    """Under hydra-submitit-launcher on SLURM, hand the time-limit signal to Lightning.
+
+    submitit asks SLURM for ``--signal=USR2@<signal_delay_s>`` (``SUBMITIT_PREEMPT_SIGNAL``
+    changes it) and installs its own handler, which with ``max_num_timeout=0`` only raises.
+    Reset that handler and make Lightning's SLURM environment listen to the same signal: it
+    saves ``<run dir>/hpc_ckpt_<n>.ckpt`` and requeues the job, which ``resume=auto`` (or
+    Lightning itself, when ``resume`` is unset) continues from.  Outside submitit: nothing."""
+    import signal
+
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return []
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    sig = getattr(signal, f"SIG{name}", None)
+    if sig is None:
+        raise ConfigError(f"SUBMITIT_PREEMPT_SIGNAL={name!r} is not a signal name (e.g. USR2)")
+    signal.signal(sig, signal.SIG_DFL)
+    return [SLURMEnvironment(auto_requeue=True, requeue_signal=sig)]
+
+
 class FinalCheckpoint(Callback):
     """Write ``last.ckpt`` when training ends (``max_steps``, ``max_epochs``, ``max_time``) unless
     it already holds the final step: with ``checkpoint.every_n_train_steps`` set, Lightning's
     ``ModelCheckpoint`` saves only on multiples of N, and the steps after the last multiple
-    would be lost."""
+    would be lost.  (Lightning counts the epoch as finished in this file even when
+    ``max_steps`` ended it midway; the loader position does not, so a run extended with a
+    larger ``max_steps`` sees the rest of that data epoch, counted as the next epoch.)"""
 
     def __init__(self, ckpt_dir: Path):
         self.ckpt_dir = Path(ckpt_dir)

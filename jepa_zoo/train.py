@@ -68,6 +68,17 @@ def build_monitors(cfg: TrainConfig) -> List[Any]:
         out.append(OnlineKNN(m.knn_queue, m.knn_k, m.knn_temperature, max_images=m.max_images))
     return out
 
+def _finish_wandb(logger: Any) -> None:
+    """End this job's W&B run: the jobs of a local ``--multirun`` share one process, and W&B
+    (through Lightning's logger) would otherwise log the next job into this job's run."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger) and getattr(logger, "_experiment", None) is not None:
+        import wandb
+
+        wandb.finish()
+
+
 def run(cfg: DictConfig) -> Dict[str, float]:
     """Validate, build and fit; return the final logged metrics (floats)."""
     import lightning as L
@@ -76,6 +87,7 @@ def run(cfg: DictConfig) -> Dict[str, float]:
 
     from jepa_zoo.checkpointing import (
         AtomicCheckpointIO, FinalCheckpoint, RNGState, SaveOnPreemption, check_compatible, resolve_resume,
+        slurm_requeue_plugins,
     )
     from jepa_zoo.data.datamodule import JEPADataModule
     from jepa_zoo.methods import build_model, get_method
@@ -96,7 +108,8 @@ def run(cfg: DictConfig) -> Dict[str, float]:
         OmegaConf.save(OmegaConf.structured(tc), ckpt_dir / "config.yaml")
 
     logger = hydra.utils.instantiate(tc.logger) if tc.logger else False
-    callbacks = build_callbacks(tc, ckpt_dir) + model.callbacks() + [SaveOnPreemption(ckpt_dir), FinalCheckpoint(ckpt_dir), RNGState()]
+    callbacks = build_callbacks(tc, ckpt_dir) + model.callbacks()
+    callbacks += [SaveOnPreemption(ckpt_dir), FinalCheckpoint(ckpt_dir), RNGState()]
     callbacks += build_monitors(tc)
     if tc.images.enabled:  # masks / view pairs / retrievals at validation, also as PNGs in the run dir
         from jepa_zoo.callbacks.images import ImageLogger
@@ -104,10 +117,13 @@ def run(cfg: DictConfig) -> Dict[str, float]:
         callbacks.append(ImageLogger(tc.images.every_n_epochs, tc.images.num_images, seed=tc.seed))
     try:
         trainer = L.Trainer(**tc.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
-                            plugins=[AtomicCheckpointIO()])
+                            plugins=[AtomicCheckpointIO(), *slurm_requeue_plugins()])
     except (ValueError, TypeError, MisconfigurationException) as e:
         raise ConfigError(f"trainer: {e}") from e
-    trainer.fit(model, datamodule=dm, ckpt_path=resume)
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=resume)
+    finally:
+        _finish_wandb(logger)
     metrics = {k: float(v) for k, v in trainer.logged_metrics.items()}
     log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
     return metrics

@@ -44,7 +44,7 @@ def test_kill_9_then_resume_auto_finishes_the_run(tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     killed_at = saved_step(ckpt_dir / "last.ckpt")
-    assert killed_at >= 6
+    assert killed_at >= 4  # step 6's file exists; the kill may land before last.ckpt is rewritten for it
     r = train(tmp_path, *LONG[:-2], "trainer.max_steps=12", "resume=auto")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "resume=auto: continuing from" in r.stdout + r.stderr
@@ -141,7 +141,8 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, method):
     p.wait()
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 3
-    assert ckpt["JEPADataModule"] == {"epoch": 0, "batches_done": 3}  # the next batch is epoch 0's 4th
+    position = ckpt["JEPADataModule"]  # the next batch is epoch 0's 4th (batch 16: 48 images seen)
+    assert (position["epoch"], position["batches_done"], position["samples_done"]) == (0, 3, 48)
     r = train(run, *common, "resume=auto")
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]

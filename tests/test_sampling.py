@@ -12,10 +12,13 @@ from jepa_zoo.masks.collator import MultiBlockCollator
 N, B = 48, 8
 
 
+def transform():
+    return T.Compose([T.RandomResizedCrop(32, scale=(0.2, 1.0)), T.RandomHorizontalFlip(), T.ToImage(),
+                      T.ToDtype(torch.float32, scale=True)])
+
+
 def dataset():
-    tf = T.Compose([T.RandomResizedCrop(32, scale=(0.2, 1.0)), T.RandomHorizontalFlip(), T.ToImage(),
-                    T.ToDtype(torch.float32, scale=True)])
-    return fake_dataset(N, 32, 5, tf, 0)
+    return fake_dataset(N, 32, 5, transform(), 0)
 
 
 def loader(ds, workers=0, replicas=1, rank=0, batch=B):
@@ -32,7 +35,9 @@ def test_seeds_are_distinct_and_deterministic():
 
 def test_each_epoch_is_a_new_permutation_of_every_index():
     s = ResumableSampler(dataset(), B, seed=3)
-    first, second = [i for i, *_ in s], [i for i, *_ in s]
+    first = [i for i, *_ in s]
+    s.took_batch()  # the model used the pass
+    second = [i for i, *_ in s]
     assert sorted(first) == sorted(second) == list(range(N)) and first != second
     assert s.current == 1 and s.epoch == 2
 
@@ -47,8 +52,13 @@ def test_ranks_split_each_global_batch():
             single[t * B:(t + 1) * B])
 
 
-def as_tensors(batches):
-    return [[x.clone() for x in (b[0], b[1], b[2], b[3])] for b in batches]
+def as_tensors(ld):
+    """One pass over a training loader, as training does it: every batch is taken by a step."""
+    out = []
+    for b in ld:
+        out.append([x.clone() for x in (b[0], b[1], b[2], b[3])])
+        ld.took_batch()
+    return out
 
 
 def equal(a, b):
@@ -76,19 +86,73 @@ def test_resume_continues_with_the_next_batch_then_the_next_epoch():
     assert len(resumed) == N // B  # the trainer's count of batches per epoch is unchanged
 
 
-def test_state_counts_taken_batches_and_rolls_over_at_the_epoch_end():
-    ds = dataset()
-    ld = loader(ds)
-    assert ld.state_dict() == {"epoch": 0, "batches_done": 0}
+def pos(ld):
+    st = ld.state_dict()
+    return st["epoch"], st["batches_done"]
+
+
+def test_position_counts_the_batches_the_model_took_and_rolls_over_at_the_epoch_end():
+    ld = loader(dataset())
+    assert pos(ld) == (0, 0)
     it = iter(ld)
     next(it), next(it), next(it)  # prefetched beyond what the model took: only took_batch counts
+    assert pos(ld) == (0, 0)
     ld.took_batch()
-    assert ld.state_dict() == {"epoch": 0, "batches_done": 1}
+    assert pos(ld) == (0, 1) and ld.state_dict()["samples_done"] == B
     for _ in range(N // B - 1):
         ld.took_batch()
-    assert ld.state_dict() == {"epoch": 1, "batches_done": 0}
-    ld.took_batch(per_epoch=10)  # a new pass has not started: still epoch 0's count, now 7 of 10
-    assert ld.state_dict() == {"epoch": 0, "batches_done": 7}
+    assert pos(ld) == (1, 0)
+    iter(ld)  # the next pass starts (its workers prefetch): still nothing of epoch 1 taken
+    assert pos(ld) == (1, 0)
+
+
+def test_a_pass_abandoned_before_any_batch_is_taken_starts_again():
+    """Lightning may start an iterator twice for one epoch (reloaded loaders, setup_data then the
+    epoch loop): the second pass must be the same epoch, not the next."""
+    s = ResumableSampler(dataset(), B, seed=3)
+    first, again = [i for i, *_ in s], [i for i, *_ in s]
+    assert first == again
+    s.took_batch()
+    assert [i for i, *_ in s] != first  # a pass the model used: the next one is the next epoch
+
+
+def test_position_right_after_a_resume_is_the_resumed_one():
+    ld = loader(dataset(), workers=2)
+    ld.load_state_dict({"epoch": 0, "batches_done": 1})
+    it = iter(ld)
+    next(it)  # the workers prefetch; the model has taken nothing yet
+    assert pos(ld) == (0, 1)  # a checkpoint written now (SIGTERM at start-up) resumes at the same place
+
+
+def test_resume_with_another_global_batch_continues_after_the_same_samples():
+    ds = dataset()
+    state = {"epoch": 0, "batches_done": 3, "samples_done": 3 * B, "global_batch": B}
+    smaller = loader(ds, batch=B // 2)
+    smaller.load_state_dict(state)
+    assert pos(smaller) == (0, 6)
+    two_ranks = loader(ds, replicas=2, rank=1, batch=B // 2)  # same global batch, two GPUs
+    two_ranks.load_state_dict(state)
+    assert pos(two_ranks) == (0, 3)
+    larger = loader(ds, batch=2 * B)
+    with pytest.warns(UserWarning, match="seen twice"):
+        larger.load_state_dict(state)
+    assert pos(larger) == (0, 1)
+
+
+def test_a_reloaded_training_loader_keeps_the_epochs_going():
+    """reload_dataloaders_every_n_epochs: a new loader each epoch must not restart at epoch 0."""
+    from jepa_zoo.config import DataConfig
+    from jepa_zoo.data.datamodule import JEPADataModule
+
+    dm = JEPADataModule(DataConfig(name="fake", fake_size=N, img_size=32, batch_size=B, num_workers=0),
+                        transform())
+    dm.setup("fit")
+    first = dm.train_dataloader()
+    epoch0 = [b[1].tolist() for b in first]
+    for _ in range(N // B):
+        dm.took_batch()
+    epoch1 = [b[1].tolist() for b in dm.train_dataloader()]
+    assert epoch0 != epoch1 and dm.train_sampler.current == 1
 
 
 def test_bad_resume_position_is_refused():

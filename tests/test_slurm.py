@@ -42,3 +42,20 @@ def test_submitit_local_executor_runs_a_sweep(tmp_path):
     assert [p.name.split("_")[0] for p in runs] == ["0", "1"] and all("seed=" in p.name for p in runs)
     assert all((p / "checkpoints" / "last.ckpt").is_file() for p in runs)
     assert list((tmp_path / ".submitit").glob("*/*_result.pkl"))  # really went through submitit
+
+
+def test_submitit_time_limit_signal_goes_to_lightnings_requeue(monkeypatch):
+    import signal
+
+    from jepa_zoo.checkpointing import slurm_requeue_plugins
+
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    assert slurm_requeue_plugins() == []
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    previous = signal.signal(signal.SIGUSR2, lambda *a: None)  # stands for submitit's handler
+    try:
+        (env,) = slurm_requeue_plugins()
+        assert env.requeue_signal == signal.SIGUSR2 and env.auto_requeue
+        assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL  # Lightning installs its own at fit
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

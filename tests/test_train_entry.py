@@ -111,6 +111,23 @@ def test_wandb_offline_without_account_and_resume_continues_the_run(tmp_path):
         assert b"num_slices" in data and b"train/loss" in data  # the resolved config and the metrics
 
 
+@pytest.mark.slow
+def test_wandb_multirun_jobs_get_their_own_runs_in_one_group(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")} | {"HOME": str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, "-m", "jepa_zoo.train", "--multirun", f"hydra.sweep.dir={tmp_path}/sweep/lejepa/now",
+         *FAST[:6], "trainer.max_steps=1", *FAST[7:], "logger=wandb", "seed=0,1"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, env=env,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = sorted(p for p in (tmp_path / "sweep" / "lejepa" / "now").iterdir() if p.is_dir())
+    ids = [(p / "wandb" / "run_id").read_text().strip() for p in jobs]
+    assert len(jobs) == 2 and ids[0] != ids[1]
+    for p, run_id in zip(jobs, ids):
+        (run,) = (p / "wandb").glob(f"offline-run-*-{run_id}")  # each job logged into its own run
+        assert b"lejepa/now" in (run / f"run-{run_id}.wandb").read_bytes()  # the sweep's group
+
+
 @pytest.mark.parametrize(
     "override,needle",
     [

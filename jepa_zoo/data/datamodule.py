@@ -6,14 +6,17 @@ datasets, the validation transform and the loaders.  ``prepare_data`` (local
 rank 0 only) extracts archives; ``setup`` builds the datasets on every rank.
 
 The training loader's order and randomness come from
-:mod:`jepa_zoo.data.sampling`; the datamodule tells the loader each time the
-training loop takes a batch, and Lightning saves the loader's position in
-checkpoints, so ``resume`` continues mid-epoch with the very next batch.
+:mod:`jepa_zoo.data.sampling`; a callback that every method installs
+(:class:`TookBatch`) tells the datamodule when a training step has used its
+batch, and the datamodule saves
+the loader's position in checkpoints, so ``resume`` continues mid-epoch with
+the very next batch.
 """
 
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 from urllib.error import URLError
@@ -47,6 +50,19 @@ def _torchvision_cifar10(root: str, train: bool, transform: Optional[Callable], 
         raise DataError(f"{looked} torchvision's CIFAR-10 in {root} is not usable either ({e}).") from e
 
 
+class TookBatch(L.Callback):
+    """After each training step, tell the datamodule its batch was used (``took_batch``).  A
+    callback, not a module hook: Lightning runs callbacks' ``on_train_batch_end`` before the
+    module's, and puts ``ModelCheckpoint`` last among callbacks, so a step checkpoint written
+    there already counts the step.  A checkpoint written while a step runs (SLURM's requeue
+    signal) does not count it, and the resumed run repeats it, as Lightning's loops do."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        took = getattr(trainer.datamodule, "took_batch", None)
+        if callable(took):
+            took()
+
+
 class JEPADataModule(L.LightningDataModule):
     def __init__(self, cfg: DataConfig, train_transform: Callable, collate_fn: Optional[Callable] = None, seed: int = 0):
         super().__init__()
@@ -58,6 +74,7 @@ class JEPADataModule(L.LightningDataModule):
         self.train_set: Optional[Dataset] = None
         self.val_set: Optional[Dataset] = None
         self.train_loader: Optional[ResumableLoader] = None
+        self.train_sampler: Optional[ResumableSampler] = None
         self._resume_at: Optional[Dict[str, int]] = None
 
     # -- datasets -----------------------------------------------------------------
@@ -152,8 +169,11 @@ class JEPADataModule(L.LightningDataModule):
         if not train:
             return DataLoader(ds, batch_size=batch_size, shuffle=False, **common)
         trainer = self.trainer
-        sampler = ResumableSampler(ds, batch_size, num_replicas=trainer.world_size if trainer else 1,
-                                   rank=trainer.global_rank if trainer else 0, seed=self.seed)
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        sampler = self.train_sampler
+        if sampler is None or (sampler.num_replicas, sampler.rank, sampler.batch_size) != (replicas, rank, batch_size):
+            sampler = self.train_sampler = ResumableSampler(ds, batch_size, replicas, rank, seed=self.seed)
+        # a reloaded loader (reload_dataloaders_every_n_epochs) keeps the sampler, so its epochs go on
         self.train_loader = ResumableLoader(ds, batch_size, sampler, self.collate_fn, **common)
         if self._resume_at is not None:
             self.train_loader.load_state_dict(self._resume_at)
@@ -175,12 +195,11 @@ class JEPADataModule(L.LightningDataModule):
             return []
         return self._loader(self.val_set, self.cfg.val_batch_size or self.cfg.batch_size, train=False)
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Tell the training loader the loop took a batch (its position is saved in checkpoints)."""
-        trainer = self.trainer
-        if trainer is not None and trainer.training and self.train_loader is not None:
-            self.train_loader.took_batch(trainer.num_training_batches)
-        return batch
+    def took_batch(self) -> None:
+        """A training step has used its batch (called by :class:`TookBatch`)."""
+        if self.train_loader is not None:
+            trainer = self.trainer
+            self.train_loader.took_batch(trainer.num_training_batches if trainer is not None else None)
 
     # The loader's position is saved and restored here rather than by Lightning's fit loop (which
     # also sees it, the loader being stateful): the schedules ask for ``estimated_stepping_batches``
@@ -190,4 +209,10 @@ class JEPADataModule(L.LightningDataModule):
         return self.train_loader.state_dict() if self.train_loader is not None else {}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
+        if state and self.train_loader is not None:
+            # strategies that restore after setup (FSDP, DeepSpeed) come here after the loader has
+            # started: too late to skip what the run had already seen
+            warnings.warn("the training loader started before its checkpointed position was restored (a strategy "
+                          "that restores after setup, e.g. FSDP or DeepSpeed): this epoch starts from its first "
+                          "batch; resume is not exact", stacklevel=2)
         self._resume_at = dict(state) if state else None

@@ -31,7 +31,8 @@ is not covered.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+import warnings
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
@@ -58,14 +59,16 @@ def batch_seed(seed: int, epoch: int, batch: int) -> int:
 
 
 class ResumableSampler(DistributedSampler):
-    """Yields ``(index, sample_seed, batch_seed)``: this rank's share of epoch ``e``'s permutation.
+    """Yields ``(index, sample_seed, batch_seed)``: this rank's share of epoch ``e``'s permutation,
+    and keeps the position the model has reached in it.
 
-    The epoch advances by one with each pass (``__iter__``); Lightning's
-    ``set_epoch`` is ignored because the fit loop creates the first pass's
-    iterator (and prefetches from it) before it calls ``set_epoch``.  A
-    subclass of ``DistributedSampler`` so that Lightning does not replace it
-    under DDP.  ``len`` is always the full epoch's count; a resumed first pass
-    yields fewer.
+    Each pass (``__iter__``) is the next epoch — unless the previous pass was abandoned before
+    the model took a batch from it (Lightning starts an iterator, and its workers prefetch,
+    more than once per epoch in some set-ups, e.g. ``reload_dataloaders_every_n_epochs``); then
+    that epoch starts again.  Lightning's ``set_epoch`` is ignored because the fit loop creates
+    the first pass's iterator before it calls ``set_epoch``.  A subclass of
+    ``DistributedSampler`` so that Lightning does not replace it under DDP.  ``len`` is always
+    the full epoch's count; a resumed pass yields fewer.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, num_replicas: int = 1, rank: int = 0, seed: int = 0):
@@ -73,15 +76,52 @@ class ResumableSampler(DistributedSampler):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.batch_size = batch_size
-        self.epoch = 0       # the epoch of the next pass
-        self.current = -1    # the epoch of the pass under way (-1: none yet)
-        self._skip = 0       # batches to skip at the start of the next pass
+        self.epoch, self._skip = 0, 0      # the next pass: its epoch and the batches it skips
+        self.current, self._start = -1, 0  # the pass under way (-1: none yet) and its skip
+        self._taken = 0                    # batches of the pass under way the model took (skip included)
+        self._consumed = False             # whether the model took any batch of the pass under way
+        self.per_epoch = self.num_samples // batch_size
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.num_replicas
 
     def resume(self, epoch: int, batches_done: int) -> None:
         """Make the next pass epoch ``epoch``, starting after its first ``batches_done`` batches."""
         if epoch < 0 or batches_done < 0:
             raise ValueError(f"cannot resume at epoch {epoch}, batch {batches_done}")
-        self.epoch, self._skip = epoch, batches_done
+        self.epoch, self._skip, self.current, self._consumed = epoch, batches_done, -1, False
+
+    def took_batch(self, per_epoch: Optional[int] = None) -> None:
+        """The model took one more batch of the pass under way; an epoch is ``per_epoch`` batches
+        (the trainer's ``num_training_batches``, which ``limit_train_batches`` can lower)."""
+        self._taken += 1
+        self._consumed = True
+        if per_epoch is not None:
+            self.per_epoch = per_epoch
+
+    def position(self) -> Dict[str, int]:
+        """Where the next batch the model has not taken is: ``{"epoch", "batches_done"}``, plus
+        ``samples_done`` (global) and the layout that produced it, for a resume on other hardware."""
+        if self.current < 0 or not self._consumed:  # nothing taken from the pass under way (if any)
+            epoch, done = (self.epoch, self._skip) if self.current < 0 else (self.current, self._start)
+        elif self._taken >= self.per_epoch:
+            epoch, done = self.current + 1, 0
+        else:
+            epoch, done = self.current, self._taken
+        return {"epoch": epoch, "batches_done": done, "samples_done": done * self.global_batch,
+                "global_batch": self.global_batch}
+
+    def load_position(self, state: Dict[str, int]) -> None:
+        """Resume at a :meth:`position`; with another global batch (other GPU count or per-GPU
+        batch) the epoch continues after the same number of samples, rounded down to a batch."""
+        done = int(state["batches_done"])
+        if "samples_done" in state and int(state.get("global_batch", self.global_batch)) != self.global_batch:
+            done = int(state["samples_done"]) // self.global_batch
+            if int(state["samples_done"]) % self.global_batch:
+                warnings.warn(f"resuming with a global batch of {self.global_batch} instead of "
+                              f"{state['global_batch']}: up to one batch of this epoch is seen twice", stacklevel=2)
+        self.resume(int(state["epoch"]), done)
 
     def set_epoch(self, epoch: int) -> None:  # noqa: D102 - see the class docstring
         pass
@@ -93,8 +133,13 @@ class ResumableSampler(DistributedSampler):
         return perm[self.rank : self.total_size : self.num_replicas]
 
     def __iter__(self) -> Iterator[Tuple[int, int, int]]:
-        epoch, start = self.epoch, self._skip * self.batch_size
-        self.current, self.epoch, self._skip = epoch, epoch + 1, 0
+        if self.current >= 0 and not self._consumed:  # the last pass was abandoned: start it again
+            epoch, skip = self.current, self._start
+        else:
+            epoch, skip = self.epoch, self._skip
+        self.current, self._start, self._taken, self._consumed = epoch, skip, skip, False
+        self.epoch, self._skip = epoch + 1, 0
+        start = skip * self.batch_size
         for pos, i in enumerate(self.order(epoch)[start:].tolist(), start):
             yield i, sample_seed(self.seed, epoch, i), batch_seed(self.seed, epoch, pos // self.batch_size)
 
@@ -113,7 +158,7 @@ class SeededSamples(Dataset):
     def __getitem__(self, key: Tuple[int, int, int]) -> Tuple[int, Any]:
         index, seed, bseed = key
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # CPU only: the training process's CUDA streams stay
             return bseed, self.dataset[index]
 
 
@@ -134,7 +179,7 @@ class SeededCollate:
                              "must be the sampler's")
         samples = [x for _, x in items]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seeds.pop())
+            torch.default_generator.manual_seed(seeds.pop())
             if getattr(self.collate_fn, "global_batch", False):
                 return self.collate_fn(samples, shard=self.shard)
             return self.collate_fn(samples)
@@ -142,10 +187,9 @@ class SeededCollate:
 
 class ResumableLoader(DataLoader):
     """The training loader: ``SeededSamples`` in the order of a :class:`ResumableSampler`, batches
-    collated by :class:`SeededCollate`.  ``took_batch`` is called as the training loop takes each
-    batch (the datamodule's ``on_before_batch_transfer``, i.e. after all prefetching), so
-    ``state_dict`` — Lightning saves it with the fit loop — is the position of the next batch the
-    model has not seen."""
+    collated by :class:`SeededCollate`.  Its ``state_dict`` is the sampler's position (the
+    datamodule saves it in checkpoints); ``took_batch`` is called when a training step has
+    used a batch (after all prefetching, which runs ahead of the model)."""
 
     def __init__(self, dataset: Dataset, batch_size: int, sampler: ResumableSampler,
                  collate_fn: Optional[Callable[[List[Any]], Any]] = None, **kwargs: Any):
@@ -153,26 +197,12 @@ class ResumableLoader(DataLoader):
             raise ValueError(f"batch_size {batch_size} differs from the sampler's {sampler.batch_size}")
         super().__init__(SeededSamples(dataset), batch_size=batch_size, sampler=sampler, drop_last=True,
                          collate_fn=SeededCollate(collate_fn, sampler.rank, sampler.num_replicas), **kwargs)
-        self._taken = (-1, 0)          # (epoch, batches taken in it)
-        self._per_epoch: Optional[int] = None
 
     def took_batch(self, per_epoch: Optional[int] = None) -> None:
-        """One more batch of the sampler's current pass went to the model; an epoch is
-        ``per_epoch`` batches (the trainer's ``num_training_batches``; default ``len(self)``)."""
-        epoch, taken = self._taken
-        now = self.sampler.current
-        self._taken = (now, taken + 1 if epoch == now else 1)
-        self._per_epoch = per_epoch
+        self.sampler.took_batch(per_epoch)
 
     def state_dict(self) -> dict:
-        epoch, taken = self._taken
-        if epoch < 0:
-            return {"epoch": self.sampler.epoch, "batches_done": 0}
-        per_epoch = self._per_epoch if self._per_epoch is not None else len(self)
-        if taken >= per_epoch:
-            return {"epoch": epoch + 1, "batches_done": 0}
-        return {"epoch": epoch, "batches_done": taken}
+        return self.sampler.position()
 
     def load_state_dict(self, state: dict) -> None:
-        self.sampler.resume(int(state["epoch"]), int(state["batches_done"]))
-        self._taken = (-1, 0)
+        self.sampler.load_position(state)

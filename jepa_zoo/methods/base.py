@@ -137,6 +137,13 @@ class JEPAModule(L.LightningModule):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return loss
 
+    def configure_callbacks(self) -> list:
+        """Callbacks every Trainer that fits this module needs: the datamodule's loader position
+        advances when a step has used its batch (:class:`~jepa_zoo.data.datamodule.TookBatch`)."""
+        from jepa_zoo.data.datamodule import TookBatch
+
+        return [TookBatch()]
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         if self.probe is None:
             return

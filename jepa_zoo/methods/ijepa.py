@@ -127,5 +127,6 @@ class IJEPA(JEPAModule):
         ema_update_(self.target_encoder, self.backbone, self._last_momentum)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
         if self._last_momentum is not None:
             self.log("train/ema_momentum", self._last_momentum)

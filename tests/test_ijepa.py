@@ -76,7 +76,8 @@ def test_ijepa_step_trains_context_encoder_and_predictor_only():
     batch = collate([(torch.randn(3, 32, 32), i) for i in range(4)])
     out = model.step(batch)
     assert torch.isfinite(out.loss) and out.features.shape == (4, 192)
-    assert {"context_size", "target_size", "target_std"} <= set(out.logs)
+    assert {"context_size", "target_size", "target_std", "pred_cos"} <= set(out.logs)
+    assert -1.0 <= float(out.logs["pred_cos"]) <= 1.0
     out.loss.backward()
     assert all(p.grad is None for p in model.target_encoder.parameters())
     assert model.backbone.model.patch_embed.proj.weight.grad is not None

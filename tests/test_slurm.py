@@ -25,7 +25,7 @@ def test_slurm_preset_sizes_the_allocation_from_the_trainer():
     assert get("_target_").endswith("SlurmLauncher")
     assert (get("nodes"), get("tasks_per_node"), get("gpus_per_node")) == (4, 8, 8)  # one task per GPU
     assert get("cpus_per_task") == 11 and get("partition") == "gpu"
-    assert get("signal_delay_s") > 0 and get("max_num_timeout") == 0  # Lightning requeues on SIGUSR1
+    assert get("signal_delay_s") > 0 and get("max_num_timeout") == 0  # Lightning requeues on the signal
 
 
 @pytest.mark.slow

@@ -115,6 +115,8 @@ class IJEPA(JEPAModule):
             "target_size": float(kt),
             # collapse monitor: spread of the pooled target features across the batch
             "target_std": pooled.float().std(dim=0).mean(),
+            # how close the predictions are to their targets, per token (1: exact direction)
+            "pred_cos": F.cosine_similarity(pred.detach().float(), y.float(), dim=-1).mean(),
         }
         return StepOutput(loss=loss, logs=logs, features=pooled, labels=labels)
 

@@ -295,6 +295,8 @@ class CheckpointConfig:
     def __post_init__(self) -> None:
         _check(self.every_n_train_steps is None or self.every_n_train_steps > 0,
                "checkpoint.every_n_train_steps", "must be > 0")
+        _check(self.save_top_k >= -1, "checkpoint.save_top_k",
+               f"must be -1 (keep all), 0 (only last.ckpt) or the number of recent checkpoints to keep, got {self.save_top_k}")
 
 
 @dataclass

@@ -47,6 +47,7 @@ def build_callbacks(cfg: TrainConfig, ckpt_dir: Path) -> List[Any]:
             save_last=True,
             enable_version_counter=False,  # resume=auto overwrites last.ckpt instead of writing last-v1.ckpt
             save_top_k=cfg.checkpoint.save_top_k,
+            monitor="step", mode="max",  # "top k" by step: keep the k most recent (Lightning allows k > 1 only with a monitor)
             every_n_train_steps=cfg.checkpoint.every_n_train_steps,
         ),
         # images/s averaged over the logging interval (train/samples_per_sec, train/device/...)

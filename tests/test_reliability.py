@@ -180,3 +180,12 @@ def test_the_final_step_is_checkpointed_when_n_does_not_divide_it(tmp_path):
     r = train(tmp_path, *FAST[:6], *FAST[7:], "trainer.max_steps=5", "checkpoint.every_n_train_steps=3")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert saved_step(tmp_path / "checkpoints" / "last.ckpt") == 5
+
+
+def test_keep_the_k_most_recent_step_checkpoints(tmp_path):
+    r = train(tmp_path, *FAST[:6], *FAST[7:], "trainer.max_steps=4", "checkpoint.every_n_train_steps=1",
+              "checkpoint.save_top_k=2")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step*.ckpt"))
+    assert kept == ["step00000003.ckpt", "step00000004.ckpt"]
+    assert saved_step(tmp_path / "checkpoints" / "last.ckpt") == 4

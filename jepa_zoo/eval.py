@@ -95,8 +95,6 @@ def run_knn(cfg: DictConfig, encoder: torch.nn.Module, bank_set: Dataset, val_se
 
 def run_probe(cfg: DictConfig, model, train_set: Dataset, val_set: Dataset, num_classes: int) -> Dict[str, Any]:
     """Train a grid of linear / attentive heads (and, with ``features=predictor``, the predictor)."""
-    import lightning as L
-
     from jepa_zoo.evaluation.probes import ProbeModule
 
     predictor = None
@@ -108,24 +106,30 @@ def run_probe(cfg: DictConfig, model, train_set: Dataset, val_set: Dataset, num_
     p = cfg.probe
     probe = ProbeModule(model.eval_encoder, num_classes, cfg.protocol, lrs=list(p.lrs), wds=list(p.wds),
                         predictor=predictor, predictor_lr=p.predictor_lr, num_heads=p.num_heads)
+    return probe.results(_fit(cfg, p, probe, train_set, val_set, "val/top1/"))
+
+
+def _fit(cfg: DictConfig, schedule: DictConfig, module, train_set: Dataset, val_set: Dataset, top1: str) -> Dict:
+    """Train ``module`` (``schedule``: epochs, max_steps, precision) and validate it once at the
+    end; the trainer's logged metrics.  ``top1``: the prefix of the metric that shows a
+    validation ran (``max_steps`` may end training before the epoch-end validation)."""
+    import lightning as L
+
     loader = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
     trainer = L.Trainer(
-        max_epochs=p.epochs, max_steps=p.max_steps if p.max_steps is not None else -1, precision=p.precision,
-        logger=False, enable_checkpointing=False, enable_progress_bar=cfg.progress_bar,
-        enable_model_summary=False, num_sanity_val_steps=0, check_val_every_n_epoch=p.epochs,
+        max_epochs=schedule.epochs, max_steps=schedule.max_steps if schedule.max_steps is not None else -1,
+        precision=schedule.precision, logger=False, enable_checkpointing=False, enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False, num_sanity_val_steps=0, check_val_every_n_epoch=schedule.epochs,
         default_root_dir=str(Path(HydraConfig.get().runtime.output_dir)) if HydraConfig.initialized() else None,
     )
-    trainer.fit(probe, DataLoader(train_set, shuffle=True, drop_last=True, **loader),
-                DataLoader(val_set, **loader))
-    if not any(k.startswith("val/top1/") for k in trainer.logged_metrics):  # max_steps ended before validation
-        trainer.validate(probe, DataLoader(val_set, **loader), verbose=False)
-    return probe.results(trainer.logged_metrics)
+    trainer.fit(module, DataLoader(train_set, shuffle=True, drop_last=True, **loader), DataLoader(val_set, **loader))
+    if not any(k.startswith(top1) for k in trainer.logged_metrics):
+        trainer.validate(module, DataLoader(val_set, **loader), verbose=False)
+    return trainer.logged_metrics
 
 
 def run_finetune(cfg: DictConfig, model, train_set: Dataset, val_set: Dataset, num_classes: int) -> Dict[str, Any]:
     """Fine-tune the evaluation encoder end to end with a linear head."""
-    import lightning as L
-
     from jepa_zoo.evaluation.finetune import FinetuneModule
 
     f = cfg.finetune
@@ -134,17 +138,7 @@ def run_finetune(cfg: DictConfig, model, train_set: Dataset, val_set: Dataset, n
                                 layer_decay=f.layer_decay, label_smoothing=f.label_smoothing)
     except ValueError as e:
         raise ConfigError(f"finetune: {e}") from None
-    loader = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
-    trainer = L.Trainer(
-        max_epochs=f.epochs, max_steps=f.max_steps if f.max_steps is not None else -1, precision=f.precision,
-        logger=False, enable_checkpointing=False, enable_progress_bar=cfg.progress_bar,
-        enable_model_summary=False, num_sanity_val_steps=0, check_val_every_n_epoch=f.epochs,
-        default_root_dir=str(Path(HydraConfig.get().runtime.output_dir)) if HydraConfig.initialized() else None,
-    )
-    trainer.fit(module, DataLoader(train_set, shuffle=True, drop_last=True, **loader), DataLoader(val_set, **loader))
-    if "val/top1" not in trainer.logged_metrics:  # max_steps ended before validation
-        trainer.validate(module, DataLoader(val_set, **loader), verbose=False)
-    return module.results(trainer.logged_metrics)
+    return module.results(_fit(cfg, f, module, train_set, val_set, "val/top1"))
 
 
 def evaluate(cfg: DictConfig) -> Dict[str, Any]:

@@ -104,9 +104,9 @@ def build_official(a: argparse.Namespace, masks: str):
         collate = MaskCollator(input_size=224, patch_size=16, **MASKS)
     else:
         from jepa_zoo.config import MaskingConfig
-        from jepa_zoo.masks.collator import MultiBlockCollator
+        from jepa_zoo.masks.collator import MaskCollator
 
-        ours = MultiBlockCollator((14, 14), MaskingConfig(name="multiblock"))
+        ours = MaskCollator((14, 14), MaskingConfig(name="multiblock"))
 
         def collate(samples):
             images, ctx, tgt, labels = ours(samples)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -189,9 +189,15 @@ class LeJEPAConfig(MethodConfig):
         _check(self.t_max > 0, "method.t_max", "must be > 0")
 
 
+MASKING_NAMES = ("none", "multiblock", "rasterized", "block", "random")
+PATCH_MASKINGS = MASKING_NAMES[1:]
+
+
 @dataclass
 class MaskingConfig:
-    """Patch masks.  ``none``: whole images (LeJEPA); ``multiblock``: I-JEPA context + target blocks."""
+    """Patch masks.  ``none``: whole images (LeJEPA); ``multiblock``: I-JEPA context + target blocks;
+    ``rasterized`` / ``block`` / ``random``: the paper's ablations, context = complement of the targets
+    (``num_targets`` and ``target_*`` used by ``block``, ``target_scale`` by ``random``)."""
 
     name: str = "none"
     num_targets: int = 4
@@ -201,8 +207,12 @@ class MaskingConfig:
     min_keep: int = 10
 
     def __post_init__(self) -> None:
-        _check(self.name in ("none", "multiblock"), "masking.name", f"must be 'none' or 'multiblock', got {self.name!r}")
+        _check(self.name in MASKING_NAMES, "masking.name", f"must be one of {', '.join(MASKING_NAMES)}, got {self.name!r}")
         _check(self.num_targets >= 1, "masking.num_targets", "must be >= 1")
+        _check(self.num_targets == 1 or self.name not in ("rasterized", "random"), "masking.num_targets",
+               f"masking={self.name} draws one target, got {self.num_targets}")
+        _check(self.target_scale[1] < 1.0 or self.name not in ("block", "random"), "masking.target_scale",
+               f"masking={self.name} needs a scale below 1 (the context is what the targets leave)")
         _check_range(self.target_scale, "masking.target_scale", 1e-6, 1.0)
         _check_range(self.context_scale, "masking.context_scale", 1e-6, 1.0)
         _check_range(self.target_aspect, "masking.target_aspect", 1e-6, 100.0)
@@ -323,6 +333,8 @@ class MonitorsConfig:
     knn_k: int = 20
     knn_temperature: float = 0.07
     max_images: int = 2048  # validation images each monitor embeds per validation run
+    perf: bool = True  # perf/ metrics per logging interval (jepa_zoo.callbacks.perf)
+    perf_flops: bool = True  # count the first step's model FLOPs (perf/tflops_per_device, perf/mfu)
 
     def __post_init__(self) -> None:
         _check(self.knn_queue >= 1, "monitors.knn_queue", f"must be >= 1, got {self.knn_queue}")
@@ -346,14 +358,16 @@ class TrainConfig:
     run_dir: str = "."
     resume: Optional[str] = None  # auto: the run dir's last.ckpt if any; or a checkpoint path
     nonfinite_loss: str = "stop"  # stop: end the run with a message; skip: skip the optimiser step
+    progress_every_n_steps: int = 1  # progress-bar refresh (each refresh reads the logged values: a host sync)
 
     def __post_init__(self) -> None:
+        _check(self.progress_every_n_steps >= 1, "progress_every_n_steps", f"must be >= 1, got {self.progress_every_n_steps}")
         _check(self.nonfinite_loss in ("stop", "skip"), "nonfinite_loss",
                f"must be 'stop' or 'skip', got {self.nonfinite_loss!r}")
 
 
 METHOD_SCHEMAS: Dict[str, type] = {"lejepa": LeJEPAConfig, "ijepa": IJEPAConfig, "iwm": IWMConfig}
-MASKING_OF_METHOD: Dict[str, str] = {"lejepa": "none", "ijepa": "multiblock", "iwm": "multiblock"}
+MASKINGS_OF_METHOD: Dict[str, Tuple[str, ...]] = {"lejepa": ("none",), "ijepa": PATCH_MASKINGS, "iwm": PATCH_MASKINGS}
 
 
 def _trainer_keys() -> set:
@@ -402,14 +416,16 @@ def validate(cfg: DictConfig) -> TrainConfig:
 
 def _check_combination(c: TrainConfig) -> None:
     """Cross-section rules that no single schema can see."""
-    want = MASKING_OF_METHOD[c.method.name]
-    _check(c.masking.name == want, "masking", f"method={c.method.name} uses masking={want}, got {c.masking.name}")
-    if c.masking.name == "multiblock":
+    allowed = MASKINGS_OF_METHOD[c.method.name]
+    _check(c.masking.name in allowed, "masking",
+           f"method={c.method.name} uses masking={'|'.join(allowed)}, got {c.masking.name}")
+    if c.masking.name in PATCH_MASKINGS:
         _check(c.backbone.kind == "vit", "backbone", f"method={c.method.name} needs a ViT backbone (vit_t ... vit_h)")
         _check(c.backbone.img_size == c.data.img_size, "backbone.img_size",
                f"must equal data.img_size ({c.data.img_size}) for patch masks, got {c.backbone.img_size}")
         grid = c.backbone.img_size // c.backbone.patch_size
         n = grid * grid
-        _check(n >= 2 * c.masking.min_keep, "backbone.patch_size",
+        _check(c.masking.name != "multiblock" or n >= 2 * c.masking.min_keep, "backbone.patch_size",
                f"a {grid}x{grid} patch grid ({n} patches) is too small for multi-block masks with "
                f"masking.min_keep={c.masking.min_keep}; use a smaller patch or a larger image")
+        _check(grid >= 2, "backbone.patch_size", f"a {grid}x{grid} patch grid is too small to mask")

@@ -34,12 +34,19 @@ def _single_log_stream() -> None:
 
 
 def build_callbacks(cfg: TrainConfig, ckpt_dir: Path) -> List[Any]:
-    from lightning.pytorch.callbacks import ModelCheckpoint, ThroughputMonitor
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from jepa_zoo.callbacks.perf import PerfMonitor
 
     def batch_size(batch: Any) -> int:
         return int(batch[-1].shape[0])  # labels are last in every method's batch
 
-    return [
+    perf = [PerfMonitor(batch_size, count_flops=cfg.monitors.perf_flops)] if cfg.monitors.perf else []
+    if cfg.trainer.get("enable_progress_bar", True):
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        perf.append(TQDMProgressBar(refresh_rate=cfg.progress_every_n_steps))
+    return perf + [
         ModelCheckpoint(
             dirpath=ckpt_dir,
             filename="step{step:08d}",
@@ -49,10 +56,6 @@ def build_callbacks(cfg: TrainConfig, ckpt_dir: Path) -> List[Any]:
             save_top_k=cfg.checkpoint.save_top_k,
             monitor="step", mode="max",  # "top k" by step: keep the k most recent (Lightning allows k > 1 only with a monitor)
             every_n_train_steps=cfg.checkpoint.every_n_train_steps,
-        ),
-        # images/s averaged over the logging interval (train/samples_per_sec, train/device/...)
-        ThroughputMonitor(
-            batch_size_fn=batch_size, window_size=max(2, int(cfg.trainer.get("log_every_n_steps", 50))), separator="/"
         ),
     ]
 

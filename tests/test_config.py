@@ -17,6 +17,9 @@ GROUP_EXTRAS = {("backbone", "timm"): ["backbone.name=convnext_atto"]}
 # combinations that must be refused with a clear message, not composed into a broken run
 INCOMPATIBLE = {
     ("lejepa", "masking", "multiblock"): "masking",
+    ("lejepa", "masking", "rasterized"): "masking",
+    ("lejepa", "masking", "block"): "masking",
+    ("lejepa", "masking", "random"): "masking",
     ("ijepa", "masking", "none"): "masking",
     ("ijepa", "backbone", "resnet18"): "ViT backbone",
     ("ijepa", "backbone", "resnet50"): "ViT backbone",

@@ -3,7 +3,7 @@ import torch
 
 from jepa_zoo.config import BackboneConfig, DataConfig, IJEPAConfig, MaskingConfig, TrainConfig
 from jepa_zoo.losses.jepa import latent_prediction_loss
-from jepa_zoo.masks.collator import MultiBlockCollator
+from jepa_zoo.masks.collator import MaskCollator
 from jepa_zoo.methods.ijepa import IJEPA
 from jepa_zoo.models.ema import ema_momentum, ema_update_, make_target
 from jepa_zoo.models.predictor import Predictor
@@ -63,7 +63,7 @@ def tiny_cfg() -> TrainConfig:
 
 
 def test_collator_adds_masks():
-    collate = MultiBlockCollator((8, 8), MaskingConfig(name="multiblock"))
+    collate = MaskCollator((8, 8), MaskingConfig(name="multiblock"))
     images, ctx, tgt, labels = collate([(torch.zeros(3, 32, 32), i) for i in range(4)])
     assert images.shape == (4, 3, 32, 32) and labels.tolist() == [0, 1, 2, 3]
     assert ctx.shape[0] == 4 and tgt.shape[:2] == (4, 4)

@@ -53,10 +53,14 @@ def test_lejepa_trains_through_the_entry_point(tmp_path):
     rows = read_metrics(tmp_path)
     keys = set().union(*rows)
     for k in ("train/loss", "train/pred_loss", "train/sigreg_loss", "train/lr", "probe/train_loss",
-              "probe/train_acc", "probe/val_acc", "train/device/samples_per_sec"):
+              "probe/train_acc", "probe/val_acc", "perf/images_per_sec", "perf/step_time_s",
+              "perf/tflops_per_device", "perf/peak_mem_gib"):
         assert k in keys, (k, keys)
     steps = [int(r["step"]) for r in rows if r.get("train/loss")]
     assert steps == [0, 1, 2, 3]
+    perf = [r for r in rows if r.get("perf/images_per_sec")]
+    assert perf and all(float(r["perf/images_per_sec"]) > 0 and float(r["perf/tflops_per_device"]) > 0 for r in perf)
+    assert "perf/mfu" not in keys  # no peak FLOP/s is known for a CPU
 
     import torch
 

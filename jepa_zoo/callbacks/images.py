@@ -28,7 +28,7 @@ from torchvision.transforms.v2.functional import to_pil_image
 
 from jepa_zoo.data.actions import IWMViews
 from jepa_zoo.evaluation.visual import mask_overlay, pair_panel, retrieval_panel, to_uint8
-from jepa_zoo.masks.collator import MultiBlockCollator
+from jepa_zoo.masks.collator import MaskCollator
 
 
 class ImageLogger(L.Callback):
@@ -72,7 +72,7 @@ class ImageLogger(L.Callback):
         with torch.random.fork_rng(devices=[]):  # the CPU generator only (which collators and transforms use)
             torch.default_generator.manual_seed(self.seed)
             collator = pl_module.collate_fn(cfg)
-            if isinstance(collator, MultiBlockCollator):
+            if isinstance(collator, MaskCollator):
                 _, ctx, tgt, _ = collator([(img, 0) for img in raw[:n]])
                 out["masks"] = mask_overlay(shown[:n], ctx, tgt, collator.grid, cfg.backbone.patch_size * up)
             transform = pl_module.train_transform(cfg)

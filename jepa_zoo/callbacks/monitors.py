@@ -142,6 +142,11 @@ class OnlineKNN(_ValFeatures):
                              f"{tuple(labels.shape)}")
         f = F.normalize(features.detach().float(), dim=1)[-self.queue_size:]
         y = labels.detach().long()[-self.queue_size:]
+        # rows of a non-finite (skipped) step are queued as zeros with label -1, so they never vote;
+        # torch.where keeps this on the device (no host sync per step)
+        finite = torch.isfinite(f).all(dim=1)
+        f = torch.where(finite[:, None], f, torch.zeros_like(f))
+        y = torch.where(finite, y, torch.full_like(y, -1))
         if self.queue is None or self.queue.shape[1] != f.shape[1]:
             self.queue = f.new_zeros(self.queue_size, f.shape[1])
             self.queue_labels = y.new_full((self.queue_size,), -1)

@@ -15,7 +15,7 @@ would have drawn, whatever the number of loader workers or ranks:
   seed of its *global* batch ``batch_seed(seed, e, t)``; :class:`SeededSamples`
   runs the dataset's transform (crops, flips, jitter, IWM actions) under the
   former and :class:`SeededCollate` draws the masks under the latter.  A
-  collator that supports it (``MultiBlockCollator``) draws the masks of the
+  collator that supports it (``MaskCollator``) draws the masks of the
   whole global batch (``B × R`` rows) and keeps this rank's rows ``r, r + R,
   ...``, so the masks, and the batch-wide choices in them (block sizes, the
   number of context patches), are the same on 1 or on 64 processes.  Views

@@ -1,7 +1,10 @@
-"""Batch collator that adds multi-block masks: ``(images, context_idx, target_idx, labels)``.
+"""Batch collator that adds patch masks: ``(images, context_idx, target_idx, labels)``.
 
 ``images`` is whatever the transform returned, collated: one tensor (I-JEPA)
-or a list such as IWM's ``[source, target, action]``.
+or a list such as IWM's ``[source, target, action]``.  ``masking.name`` picks
+the strategy: ``multiblock`` (the paper's, :mod:`jepa_zoo.masks.multiblock`)
+or one of its ablations ``rasterized``, ``block``, ``random``
+(:mod:`jepa_zoo.masks.strategies`).
 
 Masks are drawn in the dataloader workers, off the training step, from
 torch's default generator, which the training loader seeds per global batch
@@ -15,26 +18,42 @@ from __future__ import annotations
 
 from typing import Any, List, Sequence, Tuple
 
+from torch import Tensor
 from torch.utils.data import default_collate
 
 from jepa_zoo.config import MaskingConfig
 from jepa_zoo.masks.multiblock import sample_masks
+from jepa_zoo.masks.strategies import block_masks, random_masks, rasterized_masks
+
+STRATEGIES = ("multiblock", "rasterized", "block", "random")
 
 
-class MultiBlockCollator:
+def draw_masks(m: MaskingConfig, batch_size: int, grid: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+    """``context [B, K_c]`` and ``targets [B, T, K_t]`` from the strategy ``masking.name``."""
+    if m.name == "multiblock":
+        return sample_masks(batch_size, grid, num_targets=m.num_targets, target_scale=m.target_scale,
+                            target_aspect=m.target_aspect, context_scale=m.context_scale, min_keep=m.min_keep)
+    if m.name == "rasterized":
+        return rasterized_masks(batch_size, grid)
+    if m.name == "block":
+        return block_masks(batch_size, grid, num_targets=m.num_targets, target_scale=m.target_scale,
+                           target_aspect=m.target_aspect)
+    if m.name == "random":
+        return random_masks(batch_size, grid, target_scale=m.target_scale)
+    raise ValueError(f"masking.name {m.name!r} draws no patch masks; expected one of {STRATEGIES}")
+
+
+class MaskCollator:
     global_batch = True  # SeededCollate passes shard=(rank, replicas)
 
     def __init__(self, grid: Tuple[int, int], masking: MaskingConfig):
         self.grid = tuple(grid)
         self.masking = masking
+        if masking.name not in STRATEGIES:  # fail at construction, not in a loader worker
+            raise ValueError(f"masking.name {masking.name!r} draws no patch masks; expected one of {STRATEGIES}")
 
     def __call__(self, samples: Sequence[Any], shard: Tuple[int, int] = (0, 1)) -> List[Any]:
         images, labels = default_collate(samples)
         rank, replicas = shard
-        m = self.masking
-        ctx, tgt = sample_masks(
-            len(samples) * replicas, self.grid, generator=None, num_targets=m.num_targets,
-            target_scale=m.target_scale, target_aspect=m.target_aspect, context_scale=m.context_scale,
-            min_keep=m.min_keep,
-        )
+        ctx, tgt = draw_masks(self.masking, len(samples) * replicas, self.grid)
         return [images, ctx[rank::replicas], tgt[rank::replicas], labels]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import lightning as L
 import torch
@@ -36,6 +36,11 @@ from jepa_zoo.models.heads import linear_probe
 from jepa_zoo.optim import cosine_ramp, param_groups, warmup_cosine
 
 log = logging.getLogger(__name__)
+
+
+def _supports_found_inf(opt: torch.optim.Optimizer) -> bool:
+    """Whether ``opt.step`` honours ``opt.found_inf`` (torch's fused Adam/AdamW/SGD)."""
+    return bool(opt.defaults.get("fused"))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -60,7 +65,11 @@ class JEPAModule(L.LightningModule):
         self.save_hyperparameters({"cfg": dataclasses.asdict(cfg), "num_classes": num_classes})
         self.backbone = build_backbone(cfg.backbone)
         self.probe: Optional[nn.Module] = None
-        self.skipped_steps = 0
+        self.skipped_steps = 0  # skipped steps the host has seen (check_skipped)
+        self._skipped_total = torch.zeros((), dtype=torch.long)  # on the device: every skipped step
+        self._first_skipped = torch.full((), -1, dtype=torch.long)  # on the device: the first one's step
+        self._loss_bad: Optional[Tensor] = None
+        self._stats_before: Optional[List[Tensor]] = None
         # the latest kept training step's output, features detached: callbacks read it in
         # on_train_batch_end (jepa_zoo.callbacks.monitors.OnlineKNN); None after a skipped step
         self.last_step_output: Optional[StepOutput] = None
@@ -103,29 +112,26 @@ class JEPAModule(L.LightningModule):
             self._build_probe(dm.num_classes)
 
     # -- steps ----------------------------------------------------------------------------
-    def _nonfinite(self, loss: Tensor) -> bool:
-        """Whether the loss is NaN/inf on any rank (all ranks must agree to skip a step)."""
-        bad = not bool(torch.isfinite(loss.detach()))
-        if self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        return bad
+    # A non-finite step is skipped on the device, without a host sync: the loss and gradient checks
+    # produce a 0-dim tensor that the fused AdamW reads as ``found_inf`` (it then leaves parameters,
+    # moments and step counts as they were, as under AMP's GradScaler).  The host looks at the count
+    # of skipped steps only on logging steps, where Lightning converts the logged tensors anyway.
+    def _running_stats(self) -> List[Tensor]:
+        """BatchNorm running statistics: the forward updates them, so a skipped step must restore them."""
+        return [b for m in self.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.training
+                for b in (m.running_mean, m.running_var) if b is not None]
 
     def training_step(self, batch: Any, batch_idx: int) -> Optional[Tensor]:
+        if self._stats_before is None:  # the first micro-batch of this optimiser step
+            stats = self._running_stats()
+            self._stats_before = [b.clone() for b in stats] if stats else None
         out = self.step(batch)
         loss = out.loss
         bs = out.labels.shape[0] if out.labels is not None else None
-        self.last_step_output = None
-        if self._nonfinite(loss):
-            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.logs.items() if torch.as_tensor(v).numel() == 1)
-            msg = f"non-finite loss at step {self.global_step} (batch {batch_idx}): {terms}"
-            if self.cfg.nonfinite_loss == "stop":
-                raise NonFiniteLossError(msg)
-            self.skipped_steps += 1
-            log.warning("%s; step skipped (%d so far)", msg, self.skipped_steps)
-            self.log("train/skipped_steps", float(self.skipped_steps))
-            return None  # Lightning skips backward and the optimiser step
-        feats = out.features.detach() if out.features is not None else None
-        self.last_step_output = dataclasses.replace(out, loss=loss.detach(), features=feats)
+        bad = ~torch.isfinite(loss.detach())
+        self._loss_bad = bad if self._loss_bad is None else self._loss_bad | bad  # over accumulated micro-batches
+        self.last_step_output = dataclasses.replace(
+            out, loss=loss.detach(), features=out.features.detach() if out.features is not None else None)
         if self.probe is not None and out.features is not None and out.labels is not None:
             logits = self.probe(out.features.detach())
             probe_loss = F.cross_entropy(logits, out.labels, ignore_index=-1)
@@ -136,6 +142,52 @@ class JEPAModule(L.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in out.logs.items()}, prog_bar=True, batch_size=bs)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Flag the step non-finite (loss on any rank, or any gradient) for the fused optimiser."""
+        bad = getattr(self, "_loss_bad", None)
+        if bad is None:
+            return
+        self._loss_bad = None
+        if self.trainer.world_size > 1:  # gradients are already averaged; a rank's loss is not
+            bad = self.trainer.strategy.reduce(bad.float(), reduce_op="sum") > 0
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:
+            bad = bad | ~torch.isfinite(torch.nn.utils.get_total_norm(grads, foreach=True))
+        self._skipped_total = self._skipped_total.to(bad.device) + bad.long()
+        first = self._first_skipped.to(bad.device)
+        self._first_skipped = torch.where(bad & (first < 0), torch.full_like(first, self.global_step), first)
+        self.log("train/skipped_steps", self._skipped_total.float())
+        if self._stats_before is not None:  # a skipped step's forward must not leave NaN running stats
+            for buf, old in zip(self._running_stats(), self._stats_before):
+                buf.copy_(torch.where(bad, old, buf))
+            self._stats_before = None
+        inner = getattr(optimizer, "optimizer", optimizer)  # Lightning's wrapper -> the torch optimiser
+        if _supports_found_inf(inner):
+            inner.found_inf = bad.float()
+        elif bool(bad):  # a host sync: only optimisers without a device-side skip get here
+            for p in self.parameters():
+                p.grad = None
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.trainer._logger_connector.should_update_logs:  # Lightning converts the logs now anyway
+            self.check_skipped()
+
+    def on_train_end(self) -> None:
+        self.check_skipped()
+
+    def check_skipped(self) -> None:
+        """Report steps skipped since the last check: raise (``nonfinite_loss=stop``) or warn (``skip``)."""
+        total = int(self._skipped_total)
+        new, self.skipped_steps = total - self.skipped_steps, total
+        if new <= 0:
+            return
+        msg = (f"non-finite loss or gradients: {new} step(s) skipped up to step {self.global_step}, "
+               f"{total} in all, the first at step {int(self._first_skipped)}; their updates were not "
+               f"applied, so the weights hold no NaN/inf")
+        if self.cfg.nonfinite_loss == "stop":
+            raise NonFiniteLossError(msg)
+        log.warning(msg)
 
     def configure_callbacks(self) -> list:
         """Callbacks every Trainer that fits this module needs: the datamodule's loader position
@@ -214,5 +266,7 @@ class JEPAModule(L.LightningModule):
             groups.append({"params": list(self.probe.parameters()), "lr": p.lr, "weight_decay": p.weight_decay,
                            "name": "probe"})
             lambdas.append(lambda s: 1.0)
-        opt = torch.optim.AdamW(groups, lr=self.base_lr, betas=tuple(o.betas))
+        # fused: one kernel for the whole update, and a device-side skip of non-finite steps (found_inf)
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+        opt = torch.optim.AdamW(groups, lr=self.base_lr, betas=tuple(o.betas), fused=fused or None)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": LambdaLR(opt, lambdas), "interval": "step"}}

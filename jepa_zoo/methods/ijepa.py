@@ -26,7 +26,7 @@ from torch import Tensor
 from jepa_zoo.config import IJEPAConfig, TrainConfig
 from jepa_zoo.data.views import view_transform
 from jepa_zoo.losses.jepa import latent_prediction_loss
-from jepa_zoo.masks.collator import MultiBlockCollator
+from jepa_zoo.masks.collator import MaskCollator
 from jepa_zoo.methods.base import JEPAModule, StepOutput
 from jepa_zoo.models.backbones import ViTEncoder, gather_tokens
 from jepa_zoo.models.ema import ema_momentum, ema_update_, make_target
@@ -88,7 +88,7 @@ class IJEPA(JEPAModule):
     @staticmethod
     def collate_fn(cfg: TrainConfig) -> Optional[Callable]:
         g = cfg.backbone.img_size // cfg.backbone.patch_size
-        return MultiBlockCollator((g, g), cfg.masking)
+        return MaskCollator((g, g), cfg.masking)
 
     @property
     def eval_encoder(self) -> torch.nn.Module:

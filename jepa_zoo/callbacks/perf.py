@@ -1,0 +1,142 @@
+"""Training speed under ``perf/``: images/s, step time, achieved FLOP/s, MFU and peak memory.
+
+Measured over each logging interval (``trainer.log_every_n_steps`` optimiser steps), with one
+host–device synchronisation per interval, at the step where Lightning writes the logs anyway.
+Lightning's ``ThroughputMonitor`` synchronises CUDA after every batch (a host sync inside every
+step) and names its metrics after the stage; this callback does neither.  FLOPs are counted with
+``torch.utils.flop_counter`` (as Lightning's ``measure_flops`` does) and the device's peak comes
+from Lightning's ``get_available_flops``.
+
+Logged on the steps Lightning writes logs (per process; rank 0's values reach the loggers)::
+
+    perf/images_per_sec             global: images of the interval × world size / seconds
+    perf/images_per_sec_per_device  images of the interval / seconds
+    perf/step_time_s                seconds / optimiser steps of the interval
+    perf/tflops_per_device          model FLOPs per step × steps / seconds / 1e12
+    perf/mfu                        achieved FLOP/s / the device's peak (CUDA devices Lightning knows)
+    perf/peak_mem_gib               CUDA max allocated, else the process's peak RSS
+
+"Images" are source images (a LeJEPA sample of 8 views counts once).  Validation time is left
+out of the interval; checkpoint writes are in it.  The model FLOPs are counted once, on the first
+training step of the fit, forward + backward (optimiser and EMA are not matmuls); I-JEPA's mask
+sizes vary per batch, so for it this is the first batch's count, an estimate.  On CPU the math
+SDPA kernel runs during that one step, as the counter has no formula for the CPU flash kernel.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from contextlib import ExitStack
+from typing import Any, Callable, Dict, Optional
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.throughput import get_available_flops
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The matmul dtype of a Lightning precision string (what the device's peak is quoted for)."""
+    p = str(precision)
+    if p.startswith("bf16"):
+        return torch.bfloat16
+    if p.startswith("16"):
+        return torch.float16
+    if p.startswith("64"):
+        return torch.float64
+    return torch.float32
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """CUDA: the most memory the caching allocator has handed out; else the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+class PerfMonitor(L.Callback):
+    def __init__(self, batch_size_fn: Callable[[Any], int], count_flops: bool = True):
+        self.batch_size_fn = batch_size_fn
+        self.count_flops = count_flops
+        self.flops_per_step: Optional[int] = None
+        self.available_flops: Optional[float] = None
+        self._counter: Optional[ExitStack] = None
+        self._flop_mode: Any = None
+        self._reset(None, 0)
+
+    def _reset(self, t0: Optional[float], step: int) -> None:
+        self._t0, self._step0, self._images, self._paused = t0, step, 0, 0.0
+
+    def setup(self, trainer: "L.Trainer", pl_module: "L.LightningModule", stage: str) -> None:
+        self.available_flops = get_available_flops(trainer.strategy.root_device, compute_dtype(trainer.precision))
+
+    # -- FLOPs of the first step ------------------------------------------------------------------
+    def on_train_batch_start(self, trainer, pl_module, batch: Any, batch_idx: int) -> None:
+        if self.count_flops and self.flops_per_step is None and self._counter is None:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            from torch.utils.flop_counter import FlopCounterMode
+
+            self._counter = ExitStack()
+            if trainer.strategy.root_device.type == "cpu":
+                self._counter.enter_context(sdpa_kernel(SDPBackend.MATH))
+            self._flop_mode = self._counter.enter_context(FlopCounterMode(display=False))
+
+    def _stop_counting(self) -> None:
+        if self._counter is not None:
+            self._counter.close()
+            self.flops_per_step = int(self._flop_mode.get_total_flops()) or None
+            self._counter = self._flop_mode = None
+
+    # -- intervals --------------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
+        counted = self._counter is not None
+        self._stop_counting()
+        device = trainer.strategy.root_device
+        if counted or self._t0 is None:  # the counting step (slower) and the first step stay out
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            self._reset(time.perf_counter(), trainer.global_step)
+            return
+        self._images += self.batch_size_fn(batch)
+        # the same test Lightning's logger connector (and ThroughputMonitor) uses to write logs
+        if not trainer._logger_connector.should_update_logs or trainer.global_step == self._step0:
+            return
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # once per logging interval
+        now = time.perf_counter()
+        seconds = now - self._t0 - self._paused
+        steps = trainer.global_step - self._step0
+        if seconds > 0 and steps > 0:
+            pl_module.log_dict(self.metrics(seconds, steps, self._images, trainer.world_size, device),
+                               on_step=True, on_epoch=False)
+        self._reset(now, trainer.global_step)
+
+    def metrics(self, seconds: float, steps: int, images: int, world_size: int,
+                device: torch.device) -> Dict[str, float]:
+        out = {
+            "perf/images_per_sec": images * world_size / seconds,
+            "perf/images_per_sec_per_device": images / seconds,
+            "perf/step_time_s": seconds / steps,
+            "perf/peak_mem_gib": peak_memory_gib(device),
+        }
+        if self.flops_per_step:
+            achieved = self.flops_per_step * steps / seconds
+            out["perf/tflops_per_device"] = achieved / 1e12
+            if self.available_flops:
+                out["perf/mfu"] = achieved / self.available_flops
+        return out
+
+    # -- validation is not training time ----------------------------------------------------------
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._val_t0 = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._t0 is not None and getattr(self, "_val_t0", None) is not None:
+            self._paused += time.perf_counter() - self._val_t0
+        self._val_t0 = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._stop_counting()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._stop_counting()  # never leave the FLOP counter's dispatch mode switched on

@@ -70,9 +70,14 @@ def _status_mb(field: str) -> float:
     return int(line.split()[1]) / 1024
 
 
-def build_official(a: argparse.Namespace, masks: str):
+def build_official(a: argparse.Namespace, masks: str, amp: str = "none"):
     """The official model, optimiser, schedules and ``a.batches`` batches (its collator, or ours when
-    ``masks == "official_jz_masks"``); returns ``(train_step, batches)``."""
+    ``masks == "official_jz_masks"``); returns ``(train_step, batches)``.
+
+    ``amp``: ``none`` (fp32, ``use_bfloat16=False``); ``configured`` (``use_bfloat16=True`` as in
+    every official config: its ``torch.cuda.amp.autocast`` + ``GradScaler``, which on a CPU leave
+    the step in fp32); ``cpu_bf16`` (our modification: its step under ``torch.autocast("cpu",
+    bfloat16)``, to show what bf16 alone gives on this CPU)."""
     import torch
     import torch.nn.functional as F
 
@@ -94,9 +99,16 @@ def build_official(a: argparse.Namespace, masks: str):
     for p in target_encoder.parameters():
         p.requires_grad = False
     ipe, epochs = 1000, 300  # only shape the schedules
-    optimizer, _, scheduler, wd_scheduler = init_opt(
+    optimizer, scaler, scheduler, wd_scheduler = init_opt(
         encoder=encoder, predictor=predictor, wd=0.04, final_wd=0.4, start_lr=2e-4, ref_lr=1e-3, final_lr=1e-6,
-        iterations_per_epoch=ipe, warmup=40, num_epochs=epochs, ipe_scale=1.0, use_bfloat16=False)
+        iterations_per_epoch=ipe, warmup=40, num_epochs=epochs, ipe_scale=1.0, use_bfloat16=amp == "configured")
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*torch.cuda.amp.*")  # its CUDA AMP calls on a CPU
+    if amp == "cpu_bf16":
+        autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    else:
+        autocast = lambda: torch.cuda.amp.autocast(dtype=torch.bfloat16, enabled=amp == "configured")  # noqa: E731
     momentum_scheduler = (0.996 + i * (1.0 - 0.996) / (ipe * epochs) for i in range(ipe * epochs + 1))
 
     gen = torch.Generator().manual_seed(0)
@@ -117,21 +129,27 @@ def build_official(a: argparse.Namespace, masks: str):
         udata, masks_enc, masks_pred = collate([(torch.randn(3, 224, 224, generator=gen), 0) for _ in range(a.batch)])
         batches.append((udata[0], masks_enc, masks_pred))
 
-    def train_step(batch):  # the body of train_step() in the official src/train.py, fp32, one process
+    def train_step(batch):  # the body of train_step() in the official src/train.py, one process
         imgs, masks_enc, masks_pred = batch
         scheduler.step()
         wd_scheduler.step()
-        with torch.no_grad():
-            h = target_encoder(imgs)
-            h = F.layer_norm(h, (h.size(-1),))
-            B = len(h)
-            h = apply_masks(h, masks_pred)
-            h = repeat_interleave_batch(h, B, repeat=len(masks_enc))
-        z = encoder(imgs, masks_enc)
-        z = predictor(z, masks_enc, masks_pred)
-        loss = AllReduce.apply(F.smooth_l1_loss(z, h))
-        loss.backward()
-        optimizer.step()
+        with autocast():
+            with torch.no_grad():
+                h = target_encoder(imgs)
+                h = F.layer_norm(h, (h.size(-1),))
+                B = len(h)
+                h = apply_masks(h, masks_pred)
+                h = repeat_interleave_batch(h, B, repeat=len(masks_enc))
+            z = encoder(imgs, masks_enc)
+            z = predictor(z, masks_enc, masks_pred)
+            loss = AllReduce.apply(F.smooth_l1_loss(z, h))
+        if amp == "configured":
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         grad_logger(encoder.named_parameters())
         optimizer.zero_grad()
         with torch.no_grad():
@@ -179,24 +197,28 @@ def official_child(a: argparse.Namespace) -> dict:
 def interleaved_child(a: argparse.Namespace) -> list:
     """One process holding all three steps, alternating them step by step: load from other processes
     slows every implementation alike, so the ratio of medians holds on a busy machine (no RSS here)."""
-    from contextlib import nullcontext
-
     from hydra import compose, initialize_config_dir
 
-    from jepa_zoo.bench import CONF_DIR, build_batches, data_module, make_train_step, split_config
+    from jepa_zoo.bench import CONF_DIR, autocast_of, build_batches, data_module, device_of, make_train_step, split_config
     from jepa_zoo.config import validate
     from jepa_zoo.methods import build_model
 
     overrides = ["run_dir=/tmp/jz-bench-official-ijepa", "method=ijepa", f"backbone={OURS_BACKBONE[a.model]}",
                  f"data.batch_size={a.batch}", f"method.pred_depth={a.pred_depth}", f"method.pred_dim={a.pred_dim}",
-                 "method.probe.enabled=false"]
+                 "method.probe.enabled=false",
+                 f"trainer.precision={'bf16-mixed' if a.precision == 'bf16' else '32-true'}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         tc = validate(split_config(compose("bench", overrides=overrides))[0])
     model = build_model(tc, num_classes=tc.data.num_classes).train()
-    ours_step, _ = make_train_step(model, tc, nullcontext)
+    ours_step, _ = make_train_step(model, tc, autocast_of(tc, device_of(tc)))
     impls = {"ours": (ours_step, build_batches(data_module(tc), a.batches, a.batch))}
-    for masks in ("official", "official_jz_masks"):
-        impls[masks] = build_official(a, masks)
+    if a.precision == "fp32":
+        for masks in ("official", "official_jz_masks"):
+            impls[masks] = build_official(a, masks)
+    else:  # bf16: ours in bf16-mixed; the official step as configured (fp32 on a CPU) and under CPU autocast
+        for masks in ("official", "official_jz_masks"):
+            impls[masks] = build_official(a, masks, amp="configured")
+        impls["official_jz_masks_cpu_bf16"] = build_official(a, "official_jz_masks", amp="cpu_bf16")
     times: dict = {k: [] for k in impls}
     for i in range(a.warmup + a.steps):
         for name in (list(impls) if i % 2 == 0 else list(impls)[::-1]):
@@ -205,7 +227,7 @@ def interleaved_child(a: argparse.Namespace) -> list:
             step(batches[i % len(batches)])
             if i >= a.warmup:
                 times[name].append(time.perf_counter() - t0)
-    return [{"impl": name, "mode": "interleaved", "model": a.model, "batch_size": a.batch, "steps": a.steps,
+    return [{"impl": name, "mode": "interleaved", "precision": a.precision, "model": a.model, "batch_size": a.batch, "steps": a.steps,
              "images_per_s": round(a.batch * len(t) / sum(t), 3), "step_ms_mean": round(1e3 * sum(t) / len(t), 2),
              "step_ms_median": round(1e3 * statistics.median(t), 2)} for name, t in times.items()]
 
@@ -224,20 +246,25 @@ def main() -> None:
     ap.add_argument("--impls", nargs="+", default=["ours", "official", "official_jz_masks"])
     ap.add_argument("--interleaved", action="store_true",
                     help="time all three in one process, alternating step by step (for a busy machine; no RSS)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16 (with --interleaved): ours in bf16-mixed against the official step with "
+                         "use_bfloat16=True as its configs set it, and under CPU autocast")
     ap.add_argument("--child", choices=["official", "official_jz_masks"], help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         print(json.dumps(official_child(a)), flush=True)
         return
+    if a.precision == "bf16" and not a.interleaved:
+        sys.exit("--precision bf16 needs --interleaved")
     if a.interleaved:
         sys.path.insert(0, str(REPO))
         out = interleaved_child(a)
         for line in out:
             print(json.dumps(line), flush=True)
         med = {o["impl"]: o["step_ms_median"] for o in out}
-        print(json.dumps({"summary": True, "mode": "interleaved", "model": a.model, "batch_size": a.batch,
-                          "speedup_vs_official": round(med["official"] / med["ours"], 3),
-                          "speedup_vs_official_jz_masks": round(med["official_jz_masks"] / med["ours"], 3)}))
+        print(json.dumps({"summary": True, "mode": "interleaved", "precision": a.precision, "model": a.model,
+                          "batch_size": a.batch,
+                          **{f"speedup_vs_{k}": round(v / med["ours"], 3) for k, v in med.items() if k != "ours"}}))
         return
     if not (Path(a.ijepa_src) / "src" / "models" / "vision_transformer.py").exists():
         sys.exit(f"--ijepa-src {a.ijepa_src}: not a facebookresearch/ijepa checkout (no src/models/vision_transformer.py)")

@@ -197,7 +197,7 @@ PATCH_MASKINGS = MASKING_NAMES[1:]
 class MaskingConfig:
     """Patch masks.  ``none``: whole images (LeJEPA); ``multiblock``: I-JEPA context + target blocks;
     ``rasterized`` / ``block`` / ``random``: the paper's ablations, context = complement of the targets
-    (``num_targets`` and ``target_*`` used by ``block``, ``target_scale`` by ``random``)."""
+    (one target; ``target_scale`` and ``target_aspect`` used by ``block``, ``target_scale`` by ``random``)."""
 
     name: str = "none"
     num_targets: int = 4
@@ -209,11 +209,11 @@ class MaskingConfig:
     def __post_init__(self) -> None:
         _check(self.name in MASKING_NAMES, "masking.name", f"must be one of {', '.join(MASKING_NAMES)}, got {self.name!r}")
         _check(self.num_targets >= 1, "masking.num_targets", "must be >= 1")
-        _check(self.num_targets == 1 or self.name not in ("rasterized", "random"), "masking.num_targets",
-               f"masking={self.name} draws one target, got {self.num_targets}")
+        _check(self.num_targets == 1 or self.name not in ("rasterized", "block", "random"), "masking.num_targets",
+               f"masking={self.name} draws one target (the paper's ablation), got {self.num_targets}")
+        _check_range(self.target_scale, "masking.target_scale", 1e-6, 1.0)
         _check(self.target_scale[1] < 1.0 or self.name not in ("block", "random"), "masking.target_scale",
                f"masking={self.name} needs a scale below 1 (the context is what the targets leave)")
-        _check_range(self.target_scale, "masking.target_scale", 1e-6, 1.0)
         _check_range(self.context_scale, "masking.context_scale", 1e-6, 1.0)
         _check_range(self.target_aspect, "masking.target_aspect", 1e-6, 100.0)
         _check(self.min_keep >= 1, "masking.min_keep", "must be >= 1")

@@ -111,6 +111,10 @@ def test_collator_draws_the_named_strategy(name):
 def test_config_rejects_what_a_strategy_cannot_do():
     with pytest.raises(ConfigError, match="masking.num_targets"):
         MaskingConfig(name="random", num_targets=4)
+    with pytest.raises(ConfigError, match="masking.num_targets"):  # 4 blocks of 60 % can cover the grid
+        MaskingConfig(name="block", num_targets=4, target_scale=[0.6, 0.6])
+    with pytest.raises(ConfigError, match="masking.target_scale"):
+        MaskingConfig(name="block", num_targets=1, target_scale=[0.6])
     with pytest.raises(ConfigError, match="masking.target_scale"):
         MaskingConfig(name="block", num_targets=1, target_scale=[0.5, 1.0])
     with pytest.raises(ConfigError, match="masking.name"):

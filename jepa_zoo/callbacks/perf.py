@@ -14,11 +14,11 @@ Logged on the steps Lightning writes logs (per process; rank 0's values reach th
     perf/step_time_s                seconds / optimiser steps of the interval
     perf/tflops_per_device          model FLOPs per step × steps / seconds / 1e12
     perf/mfu                        achieved FLOP/s / the device's peak (CUDA devices Lightning knows)
-    perf/peak_mem_gib               CUDA max allocated, else the process's peak RSS
+    perf/peak_mem_gib               CUDA max allocated, else the process's peak RSS (since the start)
 
 "Images" are source images (a LeJEPA sample of 8 views counts once).  Validation time is left
 out of the interval; checkpoint writes are in it.  The model FLOPs are counted once, on the first
-training step of the fit, forward + backward (optimiser and EMA are not matmuls); I-JEPA's mask
+optimiser step of the fit (all its micro-batches), forward + backward (optimiser and EMA are not matmuls); I-JEPA's mask
 sizes vary per batch, so for it this is the first batch's count, an estimate.  On CPU the math
 SDPA kernel runs during that one step, as the counter has no formula for the CPU flash kernel.
 """
@@ -62,6 +62,8 @@ class PerfMonitor(L.Callback):
         self.available_flops: Optional[float] = None
         self._counter: Optional[ExitStack] = None
         self._flop_mode: Any = None
+        self._counted = False  # FLOPs counted (or found to be 0) once per fit
+        self._last_step = -1
         self._reset(None, 0)
 
     def _reset(self, t0: Optional[float], step: int) -> None:
@@ -70,9 +72,12 @@ class PerfMonitor(L.Callback):
     def setup(self, trainer: "L.Trainer", pl_module: "L.LightningModule", stage: str) -> None:
         self.available_flops = get_available_flops(trainer.strategy.root_device, compute_dtype(trainer.precision))
 
-    # -- FLOPs of the first step ------------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._last_step = trainer.global_step  # (a resumed fit starts past 0)
+
+    # -- FLOPs of the first optimiser step ---------------------------------------------------------
     def on_train_batch_start(self, trainer, pl_module, batch: Any, batch_idx: int) -> None:
-        if self.count_flops and self.flops_per_step is None and self._counter is None:
+        if self.count_flops and not self._counted and self._counter is None:
             from torch.nn.attention import SDPBackend, sdpa_kernel
             from torch.utils.flop_counter import FlopCounterMode
 
@@ -86,20 +91,24 @@ class PerfMonitor(L.Callback):
             self._counter.close()
             self.flops_per_step = int(self._flop_mode.get_total_flops()) or None
             self._counter = self._flop_mode = None
+            self._counted = True
 
     # -- intervals --------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs: Any, batch: Any, batch_idx: int) -> None:
-        counted = self._counter is not None
-        self._stop_counting()
+        # an optimiser step happened in this batch (not an accumulating micro-batch) iff the step advanced
+        stepped, self._last_step = trainer.global_step != self._last_step, trainer.global_step
         device = trainer.strategy.root_device
-        if counted or self._t0 is None:  # the counting step (slower) and the first step stay out
+        if self._t0 is None or self._counter is not None:  # the first (counting) optimiser step stays out
+            if not stepped:
+                return  # the counter stays open over every micro-batch of that step
+            self._stop_counting()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             self._reset(time.perf_counter(), trainer.global_step)
             return
         self._images += self.batch_size_fn(batch)
-        # the same test Lightning's logger connector (and ThroughputMonitor) uses to write logs
-        if not trainer._logger_connector.should_update_logs or trainer.global_step == self._step0:
+        # the test Lightning's logger connector (and ThroughputMonitor) uses to write logs
+        if not stepped or not trainer._logger_connector.should_update_logs or trainer.global_step == self._step0:
             return
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # once per logging interval
@@ -128,9 +137,13 @@ class PerfMonitor(L.Callback):
 
     # -- validation is not training time ----------------------------------------------------------
     def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)  # queued training work is training time
         self._val_t0 = time.perf_counter()
 
     def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
         if self._t0 is not None and getattr(self, "_val_t0", None) is not None:
             self._paused += time.perf_counter() - self._val_t0
         self._val_t0 = None

@@ -70,8 +70,8 @@ class JEPAModule(L.LightningModule):
         self._first_skipped = torch.full((), -1, dtype=torch.long)  # on the device: the first one's step
         self._loss_bad: Optional[Tensor] = None
         self._stats_before: Optional[List[Tensor]] = None
-        # the latest kept training step's output, features detached: callbacks read it in
-        # on_train_batch_end (jepa_zoo.callbacks.monitors.OnlineKNN); None after a skipped step
+        # the latest training step's output, features detached: callbacks read it in
+        # on_train_batch_end (jepa_zoo.callbacks.monitors.OnlineKNN); non-finite rows are theirs to drop
         self.last_step_output: Optional[StepOutput] = None
         if num_classes:
             self._build_probe(num_classes)
@@ -151,8 +151,9 @@ class JEPAModule(L.LightningModule):
         self._loss_bad = None
         if self.trainer.world_size > 1:  # gradients are already averaged; a rank's loss is not
             bad = self.trainer.strategy.reduce(bad.float(), reduce_op="sum") > 0
+        scaler = self._grad_scaler()
         grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads:
+        if grads and scaler is None:  # under a GradScaler, overflowing gradients are its business
             bad = bad | ~torch.isfinite(torch.nn.utils.get_total_norm(grads, foreach=True))
         self._skipped_total = self._skipped_total.to(bad.device) + bad.long()
         first = self._first_skipped.to(bad.device)
@@ -163,11 +164,22 @@ class JEPAModule(L.LightningModule):
                 buf.copy_(torch.where(bad, old, buf))
             self._stats_before = None
         inner = getattr(optimizer, "optimizer", optimizer)  # Lightning's wrapper -> the torch optimiser
+        if scaler is not None:  # 16-mixed: the scaler skips steps with non-finite (hence NaN-loss) gradients
+            return
         if _supports_found_inf(inner):
             inner.found_inf = bad.float()
         elif bool(bad):  # a host sync: only optimisers without a device-side skip get here
             for p in self.parameters():
                 p.grad = None
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        for opt in self.trainer.optimizers:  # the flag belongs to this step only
+            opt.__dict__.pop("found_inf", None)
+
+    def _grad_scaler(self) -> Optional[Any]:
+        """The AMP GradScaler of ``16-mixed`` precision, if any."""
+        return getattr(self.trainer.precision_plugin, "scaler", None)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.trainer._logger_connector.should_update_logs:  # Lightning converts the logs now anyway
@@ -175,6 +187,13 @@ class JEPAModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         self.check_skipped()
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["skipped_steps"] = int(self._skipped_total)  # a host read, at checkpoint time only
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
+        self._skipped_total = torch.tensor(self.skipped_steps, dtype=torch.long)
 
     def check_skipped(self) -> None:
         """Report steps skipped since the last check: raise (``nonfinite_loss=stop``) or warn (``skip``)."""
@@ -267,6 +286,8 @@ class JEPAModule(L.LightningModule):
                            "name": "probe"})
             lambdas.append(lambda s: 1.0)
         # fused: one kernel for the whole update, and a device-side skip of non-finite steps (found_inf)
-        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+        # (not under 16-mixed's GradScaler: Lightning would then leave the gradients scaled for clipping)
+        fused = self._grad_scaler() is None and all(
+            p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
         opt = torch.optim.AdamW(groups, lr=self.base_lr, betas=tuple(o.betas), fused=fused or None)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": LambdaLR(opt, lambdas), "interval": "step"}}

@@ -1,0 +1,57 @@
+"""The perf/ speed monitor: intervals of optimiser steps, FLOPs of one optimiser step, accumulation."""
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from jepa_zoo.callbacks.perf import PerfMonitor, compute_dtype
+
+
+class Tiny(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(32, 16, bias=False)
+
+    def training_step(self, batch, batch_idx):
+        x, _ = batch
+        return self.net(x).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def fit(tmp_path, accumulate: int, steps: int = 5):
+    data = DataLoader(TensorDataset(torch.randn(256, 32), torch.zeros(256, dtype=torch.long)), batch_size=4)
+    monitor = PerfMonitor(lambda b: int(b[-1].shape[0]))
+    logger = CSVLogger(tmp_path)
+    trainer = L.Trainer(max_steps=steps, accumulate_grad_batches=accumulate, log_every_n_steps=1, logger=logger,
+                        callbacks=[monitor], enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, accelerator="cpu", devices=1)
+    trainer.fit(Tiny(), data)
+    import csv
+
+    with open(f"{logger.log_dir}/metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("perf/images_per_sec")]
+    return monitor, rows
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_flops_are_one_optimiser_step_and_intervals_are_whole_steps(tmp_path, accumulate):
+    monitor, rows = fit(tmp_path, accumulate)
+    # forward: 2·B·32·16 FLOPs; backward: the weight gradient only (the input needs none), as much again
+    per_micro = 2 * 4 * 32 * 16 * 2
+    assert monitor.flops_per_step == per_micro * accumulate
+    # the first (counting) step is left out; one row per later optimiser step
+    assert [int(r["step"]) for r in rows] == list(range(1, 5))
+    for r in rows:
+        assert float(r["perf/images_per_sec"]) > 0 and float(r["perf/step_time_s"]) > 0
+        assert float(r["perf/tflops_per_device"]) > 0 and float(r["perf/peak_mem_gib"]) > 0
+    assert "perf/mfu" not in rows[0]  # no known peak for a CPU
+
+
+def test_compute_dtype():
+    assert compute_dtype("bf16-mixed") == torch.bfloat16 and compute_dtype("16-mixed") == torch.float16
+    assert compute_dtype("32-true") == torch.float32

@@ -18,9 +18,11 @@ Logged on the steps Lightning writes logs (per process; rank 0's values reach th
 
 "Images" are source images (a LeJEPA sample of 8 views counts once).  Validation time is left
 out of the interval; checkpoint writes are in it.  The model FLOPs are counted once, on the first
-optimiser step of the fit (all its micro-batches), forward + backward (optimiser and EMA are not matmuls); I-JEPA's mask
-sizes vary per batch, so for it this is the first batch's count, an estimate.  On CPU the math
-SDPA kernel runs during that one step, as the counter has no formula for the CPU flash kernel.
+optimiser step of the fit (all its micro-batches), forward + backward (optimiser and EMA are not
+matmuls); I-JEPA's mask sizes vary per batch, so for it this is the first batch's count, an
+estimate.  The counted step runs the kernels every step runs, so a resumed run stays bit-identical;
+on CPU that leaves out the attention's own matmuls, as the counter has no formula for the CPU flash
+kernel (``python -m jepa_zoo.bench`` counts them, with the math kernel).
 """
 
 from __future__ import annotations
@@ -78,12 +80,9 @@ class PerfMonitor(L.Callback):
     # -- FLOPs of the first optimiser step ---------------------------------------------------------
     def on_train_batch_start(self, trainer, pl_module, batch: Any, batch_idx: int) -> None:
         if self.count_flops and not self._counted and self._counter is None:
-            from torch.nn.attention import SDPBackend, sdpa_kernel
             from torch.utils.flop_counter import FlopCounterMode
 
             self._counter = ExitStack()
-            if trainer.strategy.root_device.type == "cpu":
-                self._counter.enter_context(sdpa_kernel(SDPBackend.MATH))
             self._flop_mode = self._counter.enter_context(FlopCounterMode(display=False))
 
     def _stop_counting(self) -> None:

@@ -178,8 +178,9 @@ class JEPAModule(L.LightningModule):
             opt.__dict__.pop("found_inf", None)
 
     def _grad_scaler(self) -> Optional[Any]:
-        """The AMP GradScaler of ``16-mixed`` precision, if any."""
-        return getattr(self.trainer.precision_plugin, "scaler", None)
+        """The AMP GradScaler of ``16-mixed`` precision, if any (none without a Trainer, as in the bench)."""
+        trainer = self._trainer  # the ``trainer`` property raises when detached
+        return getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.trainer._logger_connector.should_update_logs:  # Lightning converts the logs now anyway

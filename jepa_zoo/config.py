@@ -310,6 +310,17 @@ class CheckpointConfig:
 
 
 @dataclass
+class FSDPConfig:
+    """Options of ``trainer.strategy=fsdp`` (:class:`jepa_zoo.parallel.FSDPStrategy`, torch's FSDP2)."""
+    reshard_after_forward: bool = True  # free gathered weights after each block's forward (ZeRO-3)
+    param_dtype: Optional[str] = None  # bf16/fp16: gather and compute weights in it (gradients reduced in fp32)
+
+    def __post_init__(self) -> None:
+        _check(self.param_dtype in (None, "bf16", "fp16", "fp32"), "fsdp.param_dtype",
+               f"must be bf16, fp16, fp32 or null, got {self.param_dtype!r}")
+
+
+@dataclass
 class ImagesConfig:
     """Image panels at validation (masks, IWM pairs, retrievals): to W&B / TensorBoard and
     ``<run dir>/images/*.png`` (:class:`jepa_zoo.callbacks.images.ImageLogger`)."""
@@ -354,6 +365,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     monitors: MonitorsConfig = field(default_factory=MonitorsConfig)
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     seed: int = 0
     run_dir: str = "."
     resume: Optional[str] = None  # auto: the run dir's last.ckpt if any; or a checkpoint path
@@ -416,6 +428,9 @@ def validate(cfg: DictConfig) -> TrainConfig:
 
 def _check_combination(c: TrainConfig) -> None:
     """Cross-section rules that no single schema can see."""
+    if c.trainer.get("strategy") == "fsdp":
+        _check(c.trainer.get("precision") not in ("16-mixed", "16", 16), "trainer.precision",
+               "16-mixed (fp16 with a GradScaler) is not supported with strategy=fsdp; use bf16-mixed")
     allowed = MASKINGS_OF_METHOD[c.method.name]
     _check(c.masking.name in allowed, "masking",
            f"method={c.method.name} uses masking={'|'.join(allowed)}, got {c.masking.name}")

@@ -119,8 +119,13 @@ def run(cfg: DictConfig) -> Dict[str, float]:
         from jepa_zoo.callbacks.images import ImageLogger
 
         callbacks.append(ImageLogger(tc.images.every_n_epochs, tc.images.num_images, seed=tc.seed))
+    trainer_args = dict(tc.trainer)
+    if trainer_args.get("strategy") == "fsdp":  # torch's FSDP2 on every process (jepa_zoo/parallel.py)
+        from jepa_zoo.parallel import FSDPStrategy
+
+        trainer_args["strategy"] = FSDPStrategy(tc.fsdp.reshard_after_forward, tc.fsdp.param_dtype)
     try:
-        trainer = L.Trainer(**tc.trainer, default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
+        trainer = L.Trainer(**trainer_args, default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
                             plugins=[AtomicCheckpointIO(), *slurm_requeue_plugins()])
     except (ValueError, TypeError, MisconfigurationException) as e:
         raise ConfigError(f"trainer: {e}") from e

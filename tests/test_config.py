@@ -109,11 +109,19 @@ def test_vit_b_command_line(compose_cfg):
         ("backbone.patch_size=5", "backbone.patch_size"),
         ("method.views.local_scale=[0.5,0.1]", "method.views.local_scale"),
         ("+data.colour=1", "data.colour"),
+        ("fsdp.param_dtype=int8", "fsdp.param_dtype"),
     ],
 )
 def test_bad_values_name_the_key(compose_cfg, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(compose_cfg("data=fake", override))
+
+
+def test_fsdp_refuses_fp16_with_a_grad_scaler(compose_cfg):
+    with pytest.raises(ConfigError, match=r"trainer\.precision.*bf16-mixed"):
+        validate(compose_cfg("data=fake", "hardware=fsdp", "trainer.precision=16-mixed"))
+    tc = validate(compose_cfg("data=fake", "hardware=fsdp", "fsdp.param_dtype=bf16"))
+    assert tc.trainer["strategy"] == "fsdp" and tc.fsdp.param_dtype == "bf16"
 
 
 def test_missing_root_is_clear(compose_cfg):

@@ -101,10 +101,17 @@ class ImageLogger(L.Callback):
         return path
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or (trainer.current_epoch + 1) % self.every_n_epochs:
+        from jepa_zoo.parallel import is_sharded
+
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        # sharded weights (fsdp) are gathered collectively: every process runs the forwards, rank 0 sends
+        if not trainer.is_global_zero and not is_sharded(pl_module):
             return
         dm = trainer.datamodule
         if getattr(dm, "val_set", None) is None or len(dm.val_set) == 0:
             return  # no validation split: nothing to show
-        for name, image in self.panels(pl_module, dm).items():
-            self.send(trainer, name, image)
+        panels = self.panels(pl_module, dm)
+        if trainer.is_global_zero:
+            for name, image in panels.items():
+                self.send(trainer, name, image)

@@ -210,8 +210,11 @@ class JEPADataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
         if state and self.train_loader is not None:
-            # strategies that restore after setup (FSDP, DeepSpeed) come here after the loader has
-            # started: too late to skip what the run had already seen
+            # strategies that restore after setup (fsdp) come here after the loader was built for
+            # ``estimated_stepping_batches``; its sampler takes the position if no pass has begun
+            if not self.train_loader.sampler.started:
+                self.train_loader.load_state_dict(state)
+                return
             warnings.warn("the training loader started before its checkpointed position was restored (a strategy "
                           "that restores after setup, e.g. FSDP or DeepSpeed): this epoch starts from its first "
                           "batch; resume is not exact", stacklevel=2)

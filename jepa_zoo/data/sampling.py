@@ -100,6 +100,11 @@ class ResumableSampler(DistributedSampler):
         if per_epoch is not None:
             self.per_epoch = per_epoch
 
+    @property
+    def started(self) -> bool:
+        """Whether a pass over the data has begun (``load_position`` then applies to the next one only)."""
+        return self.current >= 0
+
     def position(self) -> Dict[str, int]:
         """Where the next batch the model has not taken is: ``{"epoch", "batches_done"}``, plus
         ``samples_done`` (global) and the layout that produced it, for a resume on other hardware."""

@@ -154,7 +154,10 @@ class JEPAModule(L.LightningModule):
         scaler = self._grad_scaler()
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if grads and scaler is None:  # under a GradScaler, overflowing gradients are its business
-            bad = bad | ~torch.isfinite(torch.nn.utils.get_total_norm(grads, foreach=True))
+            norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+            if hasattr(norm, "full_tensor"):  # sharded gradients (fsdp): the norm over every process's shard
+                norm = norm.full_tensor()
+            bad = bad | ~torch.isfinite(norm)
         self._skipped_total = self._skipped_total.to(bad.device) + bad.long()
         first = self._first_skipped.to(bad.device)
         self._first_skipped = torch.where(bad & (first < 0), torch.full_like(first, self.global_step), first)
@@ -208,6 +211,21 @@ class JEPAModule(L.LightningModule):
         if self.cfg.nonfinite_loss == "stop":
             raise NonFiniteLossError(msg)
         log.warning(msg)
+
+    def configure_model(self) -> None:
+        """Shard the method's blocks and modules when the strategy is :class:`jepa_zoo.parallel.FSDPStrategy`
+        (``trainer.strategy=fsdp``); nothing otherwise.  Lightning calls this after ``setup``, where
+        the probe is built, and before the optimiser is made."""
+        from jepa_zoo.parallel import FSDPStrategy, is_sharded, shard_
+
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if not isinstance(strategy, FSDPStrategy) or is_sharded(self):
+            return
+        mesh = self.device_mesh["data_parallel"]
+        units = shard_(self, mesh, reshard_after_forward=strategy.reshard_after_forward,
+                       param_dtype=strategy.param_dtype)
+        log.info("fsdp: %d modules sharded over %d processes (%s)", len(units), mesh.size(),
+                 ", ".join(u for u in units if "." not in u))
 
     def configure_callbacks(self) -> list:
         """Callbacks every Trainer that fits this module needs: the datamodule's loader position

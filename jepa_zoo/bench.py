@@ -188,17 +188,10 @@ def build_batches(dm, n: int, batch_size: int) -> List[Any]:
 
 
 def compile_model(model) -> None:
-    """``torch.compile`` the encoder(s), predictor and projector in place (what the step calls)."""
-    import torch
+    """``torch.compile`` what training's ``compile=true`` compiles (:func:`jepa_zoo.models.compile.compile_blocks_`)."""
+    from jepa_zoo.models.compile import compile_blocks_
 
-    for name in ("backbone", "target_encoder", "predictor", "projector"):
-        m = getattr(model, name, None)
-        if m is None:
-            continue
-        if hasattr(m, "forward_tokens"):  # ViTEncoder: forward() calls forward_tokens()
-            m.forward_tokens = torch.compile(m.forward_tokens)
-        else:
-            m.compile()
+    compile_blocks_(model)
 
 
 def make_train_step(model, tc: TrainConfig, autocast: Callable[[], Any]) -> Tuple[Callable[[Any], Any], Any]:

@@ -366,6 +366,7 @@ class TrainConfig:
     images: ImagesConfig = field(default_factory=ImagesConfig)
     monitors: MonitorsConfig = field(default_factory=MonitorsConfig)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+    compile: bool = False  # torch.compile the transformer blocks (jepa_zoo/models/compile.py)
     seed: int = 0
     run_dir: str = "."
     resume: Optional[str] = None  # auto: the run dir's last.ckpt if any; or a checkpoint path

@@ -69,6 +69,7 @@ class JEPAModule(L.LightningModule):
         self._skipped_total = torch.zeros((), dtype=torch.long)  # on the device: every skipped step
         self._first_skipped = torch.full((), -1, dtype=torch.long)  # on the device: the first one's step
         self._loss_bad: Optional[Tensor] = None
+        self._model_configured = False  # configure_model (compile, fsdp) has run
         self._stats_before: Optional[List[Tensor]] = None
         # the latest training step's output, features detached: callbacks read it in
         # on_train_batch_end (jepa_zoo.callbacks.monitors.OnlineKNN); non-finite rows are theirs to drop
@@ -213,13 +214,22 @@ class JEPAModule(L.LightningModule):
         log.warning(msg)
 
     def configure_model(self) -> None:
-        """Shard the method's blocks and modules when the strategy is :class:`jepa_zoo.parallel.FSDPStrategy`
-        (``trainer.strategy=fsdp``); nothing otherwise.  Lightning calls this after ``setup``, where
-        the probe is built, and before the optimiser is made."""
-        from jepa_zoo.parallel import FSDPStrategy, is_sharded, shard_
+        """``compile=true``: compile the transformer blocks (:mod:`jepa_zoo.models.compile`); then, when
+        the strategy is :class:`jepa_zoo.parallel.FSDPStrategy` (``trainer.strategy=fsdp``), shard the
+        blocks and modules.  Lightning calls this after ``setup``, where the probe is built, and
+        before the optimiser is made; only the first call does anything."""
+        from jepa_zoo.parallel import FSDPStrategy, shard_
 
+        if self._model_configured:
+            return
+        self._model_configured = True
+        if self.cfg.compile:
+            from jepa_zoo.models.compile import compile_blocks_
+
+            log.info("compile: %d modules compiled with torch.compile (the first steps compile them)",
+                     len(compile_blocks_(self)))
         strategy = self._trainer.strategy if self._trainer is not None else None
-        if not isinstance(strategy, FSDPStrategy) or is_sharded(self):
+        if not isinstance(strategy, FSDPStrategy):
             return
         mesh = self.device_mesh["data_parallel"]
         units = shard_(self, mesh, reshard_after_forward=strategy.reshard_after_forward,

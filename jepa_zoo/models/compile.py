@@ -1,0 +1,38 @@
+"""``torch.compile`` for training and the benchmark harness: ``compile=true`` / ``bench.compile=true``.
+
+What is compiled, in place (``nn.Module.compile``), is where the FLOPs are: every transformer
+block (timm's ``Block``: the encoders' and the predictor's) and the whole network of a CNN
+encoder.  Patch embedding, masking gathers, heads and losses stay eager.  Blocks are compiled
+one by one rather than the whole step, so that
+
+* the graphs are small and shared: all blocks of one width have the same code, and only the
+  token count varies (I-JEPA's context and target sizes change per batch: after the second
+  size, dynamo makes that dimension dynamic instead of recompiling per size);
+* FSDP's per-block all-gathers stay outside the compiled code: compiling comes before
+  sharding (:meth:`jepa_zoo.methods.base.JEPAModule.configure_model`), the FSDP2 recipe.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from torch import nn
+
+
+def compile_blocks_(model: nn.Module) -> List[str]:
+    """Compile ``model``'s transformer blocks and CNN encoders in place; return their names."""
+    from timm.models.vision_transformer import Block
+
+    from jepa_zoo.models.backbones import TimmEncoder
+
+    done: List[str] = []
+    for name, m in model.named_modules():
+        if any(name.startswith(d + ".") for d in done):
+            continue  # inside something already compiled
+        if isinstance(m, Block):
+            m.compile()
+            done.append(name)
+        elif isinstance(m, TimmEncoder):
+            m.model.compile()
+            done.append(f"{name}.model")
+    return done

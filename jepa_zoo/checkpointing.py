@@ -78,6 +78,11 @@ def check_compatible(path: str, tc: TrainConfig) -> None:
     cfg = (state.get("hyper_parameters") or {}).get("cfg") if isinstance(state, dict) else None
     if not isinstance(cfg, dict):
         raise ConfigError(f"resume: {path} is not a jepa_zoo checkpoint (no hyper_parameters.cfg)")
+    if tc.trainer.get("strategy") == "fsdp" and (cfg.get("trainer") or {}).get("strategy") != "fsdp":
+        # Lightning maps a full checkpoint's optimiser state onto sharded parameters by their order in
+        # ``model.parameters()``; only an FSDP run writes it in that order (ours groups them by decay)
+        raise ConfigError(f"resume: {path} was not written under trainer.strategy=fsdp; its optimiser state "
+                          f"cannot be resumed under fsdp (the other way, fsdp -> ddp or one process, works)")
     theirs = (cfg["method"]["name"], cfg["backbone"]["name"], cfg["backbone"]["patch_size"])
     ours = (tc.method.name, tc.backbone.name, tc.backbone.patch_size)
     if theirs != ours:

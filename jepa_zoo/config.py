@@ -313,11 +313,11 @@ class CheckpointConfig:
 class FSDPConfig:
     """Options of ``trainer.strategy=fsdp`` (:class:`jepa_zoo.parallel.FSDPStrategy`, torch's FSDP2)."""
     reshard_after_forward: bool = True  # free gathered weights after each block's forward (ZeRO-3)
-    param_dtype: Optional[str] = None  # bf16/fp16: gather and compute weights in it (gradients reduced in fp32)
+    param_dtype: Optional[str] = None  # bf16: gather and compute weights in bf16 (gradients reduced in fp32)
 
     def __post_init__(self) -> None:
-        _check(self.param_dtype in (None, "bf16", "fp16", "fp32"), "fsdp.param_dtype",
-               f"must be bf16, fp16, fp32 or null, got {self.param_dtype!r}")
+        _check(self.param_dtype in (None, "bf16"), "fsdp.param_dtype",
+               f"must be bf16 or null (fp32 weights), got {self.param_dtype!r}")
 
 
 @dataclass
@@ -430,8 +430,16 @@ def validate(cfg: DictConfig) -> TrainConfig:
 def _check_combination(c: TrainConfig) -> None:
     """Cross-section rules that no single schema can see."""
     if c.trainer.get("strategy") == "fsdp":
-        _check(c.trainer.get("precision") not in ("16-mixed", "16", 16), "trainer.precision",
-               "16-mixed (fp16 with a GradScaler) is not supported with strategy=fsdp; use bf16-mixed")
+        precision = str(c.trainer.get("precision"))
+        _check(precision not in ("16-mixed", "16", "16-true"), "trainer.precision",
+               f"{precision} (fp16) is not supported with strategy=fsdp; use bf16-mixed")
+        _check(c.fsdp.param_dtype is None or precision == "bf16-mixed", "fsdp.param_dtype",
+               f"bf16 weights need trainer.precision=bf16-mixed (autocast keeps norms and losses in fp32), "
+               f"got {precision}")
+        _check(not c.trainer.get("sync_batchnorm"), "trainer.sync_batchnorm",
+               "is not applied under strategy=fsdp (each process would normalise its own batch without "
+               "saying so); set trainer.sync_batchnorm=false, or use a backbone and projector without "
+               "BatchNorm (ViTs; LeJEPA's method.proj_layers=1)")
     allowed = MASKINGS_OF_METHOD[c.method.name]
     _check(c.masking.name in allowed, "masking",
            f"method={c.method.name} uses masking={'|'.join(allowed)}, got {c.masking.name}")

@@ -27,7 +27,7 @@ from torch import nn
 
 # methods called instead of ``forward`` that need the unit's full weights (FSDP2 hooks ``forward`` only)
 FORWARD_METHODS = ("forward_tokens",)
-PARAM_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+PARAM_DTYPES = {"bf16": torch.bfloat16}  # fp16 would need a gradient scaler
 
 
 def _block_types() -> tuple:
@@ -45,10 +45,11 @@ def shard_(model: nn.Module, mesh: Any, *, reshard_after_forward: bool = True,
             of its own outside its children.
         mesh: the 1-D data-parallel device mesh.
         reshard_after_forward: free the gathered weights after each unit's forward (ZeRO-3) or
-            keep them until the backward (less communication, more memory).
-        param_dtype: ``bf16``/``fp16``: gather weights (and run the units) in that dtype, reduce
-            gradients in fp32; ``None``: weights stay fp32 (autocast still runs the matmuls in bf16
-            under ``trainer.precision=bf16-mixed``).
+            keep them until the backward (less communication, more memory).  Units without
+            trainable parameters (the EMA target) always reshard: they have no backward.
+        param_dtype: ``bf16``: gather weights (and run the units) in bf16, reduce gradients in
+            fp32; ``None``: weights stay fp32 (autocast still runs the matmuls in bf16 under
+            ``trainer.precision=bf16-mixed``).
 
     Returns:
         The names of the sharded modules, blocks first.
@@ -60,16 +61,23 @@ def shard_(model: nn.Module, mesh: Any, *, reshard_after_forward: bool = True,
         raise ValueError(f"fsdp: {type(model).__name__} holds parameters outside its child modules: {own}")
     if param_dtype is not None and param_dtype not in PARAM_DTYPES:
         raise ValueError(f"fsdp.param_dtype must be one of {sorted(PARAM_DTYPES)} or null, got {param_dtype!r}")
-    kwargs: dict = {"mesh": mesh, "reshard_after_forward": reshard_after_forward}
+    kwargs: dict = {"mesh": mesh}
     if param_dtype is not None:
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=PARAM_DTYPES[param_dtype], reduce_dtype=torch.float32)
+
+    def shard(m: nn.Module) -> None:
+        # a frozen unit (the EMA target) has no backward to free its gathered weights in: it always
+        # reshards after its forward, so that its parameters are shards again for the EMA update
+        trainable = any(p.requires_grad for p in m.parameters())
+        fully_shard(m, reshard_after_forward=reshard_after_forward or not trainable, **kwargs)
+
     names = [n for n, m in model.named_modules() if isinstance(m, _block_types())]
     for n in names:
-        fully_shard(model.get_submodule(n), **kwargs)
+        shard(model.get_submodule(n))
     for n, child in model.named_children():
         if next(child.parameters(), None) is None:
             continue
-        fully_shard(child, **kwargs)
+        shard(child)
         for method in FORWARD_METHODS:
             if hasattr(child, method):
                 register_fsdp_forward_method(child, method)

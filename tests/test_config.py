@@ -117,9 +117,18 @@ def test_bad_values_name_the_key(compose_cfg, override, key):
         validate(compose_cfg("data=fake", override))
 
 
-def test_fsdp_refuses_fp16_with_a_grad_scaler(compose_cfg):
-    with pytest.raises(ConfigError, match=r"trainer\.precision.*bf16-mixed"):
-        validate(compose_cfg("data=fake", "hardware=fsdp", "trainer.precision=16-mixed"))
+@pytest.mark.parametrize("overrides,key", [
+    (["trainer.precision=16-mixed"], "trainer.precision"),
+    (["fsdp.param_dtype=fp16"], "fsdp.param_dtype"),
+    (["fsdp.param_dtype=bf16", "trainer.precision=32-true"], "fsdp.param_dtype"),
+    (["+trainer.sync_batchnorm=true"], "trainer.sync_batchnorm"),
+])
+def test_fsdp_refuses_what_it_cannot_do(compose_cfg, overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(compose_cfg("data=fake", "hardware=fsdp", *overrides))
+
+
+def test_fsdp_bf16_weights_compose(compose_cfg):
     tc = validate(compose_cfg("data=fake", "hardware=fsdp", "fsdp.param_dtype=bf16"))
     assert tc.trainer["strategy"] == "fsdp" and tc.fsdp.param_dtype == "bf16"
 

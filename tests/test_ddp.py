@@ -4,7 +4,7 @@ end with the parameters of 1 process with batch B (same global batch, same image
 Both strategies: DDP (replicated weights, all-reduced gradients) and FSDP (``trainer.strategy=fsdp``,
 jepa_zoo/parallel.py: sharded weights, gradients and AdamW state, a sharded EMA target).  I-JEPA runs
 with EMA momentum 0.5 so that the target encoder moves as much as the online one in 3 steps and
-its agreement is checked too.  Gradient clipping is on under FSDP so that its path over sharded
+its agreement is checked too, with ``fsdp.reshard_after_forward=false``.  Gradient clipping is on under FSDP so that its path over sharded
 gradients runs (AdamW's invariance to the gradient's scale hides a wrong norm in 3 steps)."""
 
 import pytest
@@ -29,6 +29,9 @@ def params(run_dir):
 
 
 STRATEGY = {"ddp": [], "fsdp": ["trainer.gradient_clip_val=0.05"]}
+# I-JEPA under FSDP keeps gathered weights from forward to backward; the frozen EMA target must
+# still reshard (it has no backward) for its shards to meet the online encoder's in the EMA update
+FSDP_METHOD = {"ijepa": ["fsdp.reshard_after_forward=false"], "lejepa": []}
 
 
 @pytest.mark.slow
@@ -37,8 +40,9 @@ STRATEGY = {"ddp": [], "fsdp": ["trainer.gradient_clip_val=0.05"]}
 def test_two_processes_with_half_batches_match_one_process(tmp_path, compose_cfg, method, strategy):
     one = train(tmp_path / "one", *COMMON, *METHOD[method], *STRATEGY[strategy], "data.batch_size=16")
     assert one.returncode == 0, (one.stdout + one.stderr)[-3000:]
+    extra = FSDP_METHOD[method] if strategy == "fsdp" else []
     two = train(tmp_path / "two", *COMMON, *METHOD[method], *STRATEGY[strategy], "data.batch_size=8",
-                "trainer.devices=2", f"trainer.strategy={strategy}")
+                "trainer.devices=2", f"trainer.strategy={strategy}", *extra)
     out = two.stdout + two.stderr
     assert two.returncode == 0, out[-3000:]
     assert "world_size: 2" in out or "MEMBER: 2/2" in out  # really two processes

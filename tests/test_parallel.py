@@ -29,3 +29,19 @@ def test_unknown_param_dtype_is_refused(make):
 
 def test_a_plain_module_is_not_sharded():
     assert not is_sharded(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_resume_under_fsdp_refuses_a_checkpoint_written_without_it(tmp_path, compose_cfg):
+    import dataclasses
+
+    from jepa_zoo.checkpointing import check_compatible
+    from jepa_zoo.config import ConfigError, validate
+
+    plain = validate(compose_cfg("data=fake"))
+    fsdp = validate(compose_cfg("data=fake", "trainer.strategy=fsdp"))
+    for tc, name in ((plain, "plain.ckpt"), (fsdp, "fsdp.ckpt")):
+        torch.save({"hyper_parameters": {"cfg": dataclasses.asdict(tc)}}, tmp_path / name)
+    check_compatible(str(tmp_path / "fsdp.ckpt"), fsdp)
+    check_compatible(str(tmp_path / "fsdp.ckpt"), plain)  # fsdp -> DDP or one process: its order maps back
+    with pytest.raises(ConfigError, match="not written under trainer.strategy=fsdp"):
+        check_compatible(str(tmp_path / "plain.ckpt"), fsdp)

@@ -1,8 +1,8 @@
 """``torch.compile`` for training and the benchmark harness: ``compile=true`` / ``bench.compile=true``.
 
 What is compiled, in place (``nn.Module.compile``), is where the FLOPs are: every transformer
-block (timm's ``Block``: the encoders' and the predictor's) and the whole network of a CNN
-encoder.  Patch embedding, masking gathers, heads and losses stay eager.  Blocks are compiled
+block (timm's ``Block``: the encoders' and the predictor's, also inside ``backbone=timm`` ViTs)
+and the whole network of a CNN encoder.  Patch embedding, masking gathers, heads and losses stay eager.  Blocks are compiled
 one by one rather than the whole step, so that
 
 * the graphs are small and shared: all blocks of one width have the same code, and only the
@@ -32,7 +32,7 @@ def compile_blocks_(model: nn.Module) -> List[str]:
         if isinstance(m, Block):
             m.compile()
             done.append(name)
-        elif isinstance(m, TimmEncoder):
-            m.model.compile()
+        elif isinstance(m, TimmEncoder) and not any(isinstance(b, Block) for b in m.modules()):
+            m.model.compile()  # a CNN: the whole network (a timm ViT by name gets its blocks compiled)
             done.append(f"{name}.model")
     return done

@@ -152,3 +152,18 @@ def test_corrupt_and_truncated_images_are_skipped_or_fail_by_name(tmp_path):
     dm.setup("fit")
     with pytest.warns(UserWarning, match="skipped unreadable image"):
         assert [b[0].shape[0] for b in dm.train_dataloader()] == [5, 5]
+
+
+def test_blur_kernel_covers_three_sigma_and_matches_the_full_kernel():
+    from torchvision.transforms.v2 import functional as F
+
+    from jepa_zoo.data.views import GaussianBlur, sigma_kernel
+
+    assert [sigma_kernel(s, 23) for s in (0.1, 1.0, 1.5, 2.0)] == [3, 7, 11, 13]
+    assert sigma_kernel(2.0, 9) == 9  # capped by the view's largest kernel
+    x = (torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    blur = GaussianBlur(23, sigma=(1.5, 1.5))
+    assert blur.make_params([x])["kernel_size"] == [11, 11]
+    out, full = blur(x), F.gaussian_blur(x, [23, 23], [1.5, 1.5])
+    assert out.dtype == torch.uint8 and not torch.equal(out, x)
+    assert (out.int() - full.int()).abs().max() <= 1  # the same image to within rounding

@@ -28,7 +28,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from jepa_zoo.data.views import blur_kernel
+from jepa_zoo.data.views import blur_kernel, sigma_kernel
 
 ACTION_DIM = 7
 IDENTITY = (1.0, 1.0, 1.0, 0.0)
@@ -60,14 +60,16 @@ def draw_jitter(strength: Sequence[float], p: float, gen: Optional[torch.Generat
 
 def apply_photometric(img: Tensor, ph: Photometric, blur_size: int) -> Tensor:
     """``img`` float ``[3, H, W]`` (or batched) in [0, 1] -> the view, in the fixed order
-    brightness, contrast, saturation, hue, grayscale, blur, solarize."""
+    brightness, contrast, saturation, hue, grayscale, blur, solarize.  The blur's kernel covers
+    ±3σ, at most ``blur_size`` taps (:func:`jepa_zoo.data.views.sigma_kernel`)."""
     b, c, s, h = ph.jitter
     if ph.jitter != IDENTITY:
         img = TF.adjust_hue(TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(img, b), c), s), h)
     if ph.grayscale:
         img = TF.rgb_to_grayscale(img, num_output_channels=3)
     if ph.blur_sigma is not None:
-        img = TF.gaussian_blur(img, [blur_size, blur_size], [ph.blur_sigma, ph.blur_sigma])
+        k = sigma_kernel(ph.blur_sigma, blur_size)
+        img = TF.gaussian_blur(img, [k, k], [ph.blur_sigma, ph.blur_sigma])
     if ph.solarize:
         img = TF.solarize(img, threshold=0.5)
     return img

@@ -98,8 +98,10 @@ class MultiView:
         self.num_local = cfg.num_local
         self.global_tf = view_transform(cfg.global_size, cfg.global_scale, **common)
         self.local_tf = view_transform(cfg.local_size, cfg.local_scale, **common)
+        self.to_image = v2.ToImage()
 
     def __call__(self, img) -> List[torch.Tensor]:
+        img = self.to_image(img)  # once, not once per view (each view's ToImage then passes it through)
         return [self.global_tf(img) for _ in range(self.num_global)] + [
             self.local_tf(img) for _ in range(self.num_local)
         ]

@@ -41,7 +41,9 @@ def build_callbacks(cfg: TrainConfig, ckpt_dir: Path) -> List[Any]:
     def batch_size(batch: Any) -> int:
         return int(batch[-1].shape[0])  # labels are last in every method's batch
 
-    perf = [PerfMonitor(batch_size, count_flops=cfg.monitors.perf_flops)] if cfg.monitors.perf else []
+    # compile=true: the first interval after the (eager) counted step is torch.compile's, not training's
+    perf = ([PerfMonitor(batch_size, count_flops=cfg.monitors.perf_flops, skip_intervals=int(cfg.compile))]
+            if cfg.monitors.perf else [])
     if cfg.trainer.get("enable_progress_bar", True):
         from lightning.pytorch.callbacks import TQDMProgressBar
 

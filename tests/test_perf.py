@@ -23,9 +23,9 @@ class Tiny(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def fit(tmp_path, accumulate: int, steps: int = 5):
+def fit(tmp_path, accumulate: int, steps: int = 5, skip_intervals: int = 0):
     data = DataLoader(TensorDataset(torch.randn(256, 32), torch.zeros(256, dtype=torch.long)), batch_size=4)
-    monitor = PerfMonitor(lambda b: int(b[-1].shape[0]))
+    monitor = PerfMonitor(lambda b: int(b[-1].shape[0]), skip_intervals=skip_intervals)
     logger = CSVLogger(tmp_path)
     trainer = L.Trainer(max_steps=steps, accumulate_grad_batches=accumulate, log_every_n_steps=1, logger=logger,
                         callbacks=[monitor], enable_progress_bar=False, enable_model_summary=False,
@@ -50,6 +50,11 @@ def test_flops_are_one_optimiser_step_and_intervals_are_whole_steps(tmp_path, ac
         assert float(r["perf/images_per_sec"]) > 0 and float(r["perf/step_time_s"]) > 0
         assert float(r["perf/tflops_per_device"]) > 0 and float(r["perf/peak_mem_gib"]) > 0
     assert "perf/mfu" not in rows[0]  # no known peak for a CPU
+
+
+def test_the_compile_interval_can_be_left_out(tmp_path):
+    _, rows = fit(tmp_path, 1, skip_intervals=1)
+    assert [int(r["step"]) for r in rows] == list(range(2, 5))  # step 1's interval (compilation) is not logged
 
 
 def test_compute_dtype():

@@ -57,9 +57,13 @@ def peak_memory_gib(device: torch.device) -> float:
 
 
 class PerfMonitor(L.Callback):
-    def __init__(self, batch_size_fn: Callable[[Any], int], count_flops: bool = True):
+    def __init__(self, batch_size_fn: Callable[[Any], int], count_flops: bool = True, skip_intervals: int = 0):
+        """``skip_intervals``: logging intervals left out at the start of a fit (``compile=true``: 1, the
+        interval in which torch.compile compiles; the counted first step runs eagerly)."""
         self.batch_size_fn = batch_size_fn
         self.count_flops = count_flops
+        self.skip_intervals = skip_intervals
+        self._to_skip = skip_intervals
         self.flops_per_step: Optional[int] = None
         self.available_flops: Optional[float] = None
         self._counter: Optional[ExitStack] = None
@@ -76,6 +80,7 @@ class PerfMonitor(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._last_step = trainer.global_step  # (a resumed fit starts past 0)
+        self._to_skip = self.skip_intervals  # a resumed process compiles again
 
     # -- FLOPs of the first optimiser step ---------------------------------------------------------
     def on_train_batch_start(self, trainer, pl_module, batch: Any, batch_idx: int) -> None:
@@ -114,7 +119,9 @@ class PerfMonitor(L.Callback):
         now = time.perf_counter()
         seconds = now - self._t0 - self._paused
         steps = trainer.global_step - self._step0
-        if seconds > 0 and steps > 0:
+        if self._to_skip > 0:
+            self._to_skip -= 1
+        elif seconds > 0 and steps > 0:
             pl_module.log_dict(self.metrics(seconds, steps, self._images, trainer.world_size, device),
                                on_step=True, on_epoch=False)
         self._reset(now, trainer.global_step)

@@ -81,6 +81,7 @@ def test_fsdp_killed_and_resumed_run_is_bit_identical(tmp_path):
     import time
 
     from conftest import REPO
+    from test_reliability import assert_same_training_state
 
     common = [*COMMON[:2], "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
               "trainer.deterministic=true", "trainer.max_steps=8", "checkpoint.every_n_train_steps=3",
@@ -103,13 +104,7 @@ def test_fsdp_killed_and_resumed_run_is_bit_identical(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     assert "resume is not exact" not in out
-    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    b = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 8
-    differ = [k for k, v in a["state_dict"].items() if not torch.equal(v, b["state_dict"][k])]
-    assert not differ, differ[:5]
-    opt_a, opt_b = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
-    assert opt_a.keys() == opt_b.keys() and all(torch.equal(opt_a[i]["exp_avg"], opt_b[i]["exp_avg"]) for i in opt_a)
+    assert_same_training_state(tmp_path / "straight", run, step=8)
 
 
 @pytest.mark.slow

@@ -120,6 +120,16 @@ def test_atomic_save_leaves_the_old_checkpoint_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left behind
 
 
+def assert_same_training_state(run_a: Path, run_b: Path, step: int) -> None:
+    """Both runs' ``last.ckpt`` are at ``step`` with equal weights (EMA target included) and AdamW moments."""
+    a, b = (torch.load(r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True) for r in (run_a, run_b))
+    assert a["global_step"] == b["global_step"] == step
+    differ = [k for k, v in a["state_dict"].items() if not torch.equal(v, b["state_dict"][k])]
+    assert not differ, differ[:5]
+    opt_a, opt_b = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    assert opt_a.keys() == opt_b.keys() and all(torch.equal(opt_a[i]["exp_avg"], opt_b[i]["exp_avg"]) for i in opt_a)
+
+
 METHOD_FAST = {
     "lejepa": ["method=lejepa", "backbone.patch_size=8", "method.proj_hidden_dim=64", "method.num_slices=32",
                "method.views.num_local=2"],
@@ -155,13 +165,7 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, method):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     assert "not resumable" not in out
-    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    b = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 8
-    differ = [k for k, v in a["state_dict"].items() if not torch.equal(v, b["state_dict"][k])]
-    assert not differ, differ[:5]
-    opt_a, opt_b = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
-    assert all(torch.equal(opt_a[i]["exp_avg"], opt_b[i]["exp_avg"]) for i in opt_a)
+    assert_same_training_state(tmp_path / "straight", run, step=8)
     # the losses logged after the resume are the uninterrupted run's, step for step
     losses = [{int(x["step"]): x["train/loss"] for x in read_metrics(d) if x.get("train/loss")}
               for d in (tmp_path / "straight", run)]

@@ -110,13 +110,18 @@ class ViewsConfig:
     grayscale_p: float = 0.2
     blur_p: float = 0.5
     solarize_p: float = 0.2
+    photometric: str = "loader"  # where jitter/grey/blur/solarize run: loader workers, or the device
 
     def __post_init__(self) -> None:
+        _check(self.photometric in ("loader", "device"), "method.views.photometric",
+               f"must be 'loader' or 'device', got {self.photometric!r}")
         _check(self.num_global >= 1, "method.views.num_global", f"must be >= 1, got {self.num_global}")
         _check(self.num_local >= 0, "method.views.num_local", f"must be >= 0, got {self.num_local}")
         _check_range(self.global_scale, "method.views.global_scale", 0.0, 1.0)
         _check_range(self.local_scale, "method.views.local_scale", 0.0, 1.0)
-        _check(len(self.jitter) == 4, "method.views.jitter", "expected [brightness, contrast, saturation, hue]")
+        _check(len(self.jitter) == 4 and all(0 <= j for j in self.jitter) and self.jitter[3] <= 0.5,
+               "method.views.jitter", f"expected [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, "
+               f"got {list(self.jitter)}")
         for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
             v = getattr(self, name)
             _check(0.0 <= v <= 1.0, f"method.views.{name}", f"probability must be in [0, 1], got {v}")

@@ -75,9 +75,13 @@ def fit_with_probe(monkeypatch, compose_cfg, *overrides: str) -> HostReadProbe:
     return probe
 
 
-@pytest.mark.parametrize("method", sorted(METHOD) + ["iwm"])
+ARGS = {**METHOD, "iwm": ["method=iwm", "method.pred_depth=1", "method.mrr.enabled=false"],
+        "lejepa-photometric-on-device": [*METHOD["lejepa"], "method.views.photometric=device"]}
+
+
+@pytest.mark.parametrize("method", sorted(ARGS))
 def test_no_host_reads_between_logging_steps(monkeypatch, compose_cfg, method):
-    args = METHOD.get(method, ["method=iwm", "method.pred_depth=1", "method.mrr.enabled=false"])
+    args = ARGS[method]
     probe = fit_with_probe(monkeypatch, compose_cfg, *args, "progress_every_n_steps=4", "nonfinite_loss=skip")
     assert probe.probed_steps >= 4
     assert not probe.hits, dict(probe.hits)

@@ -95,3 +95,30 @@ def test_wrong_number_of_views_is_an_error():
     model = LeJEPA(tiny_cfg(BACKBONES["vit"]))
     with pytest.raises(ValueError, match="expected 4 views"):
         model.step(([torch.randn(2, 3, 32, 32)], torch.arange(2)))
+
+
+def test_photometric_on_device_is_the_step_on_the_transformed_views():
+    """views.photometric=device: the step on (uint8 crops, draws) is the step on the views the
+    batched ops make, in float32 even under bf16 autocast; plain tensors are refused by name."""
+    from torch.utils.data import default_collate
+
+    from jepa_zoo.data.photometric import apply_photometric, draw_params
+    from jepa_zoo.data.views import blur_kernel
+
+    cfg = tiny_cfg(BACKBONES["vit"])
+    cfg.method.views.photometric = "device"
+    torch.manual_seed(0)
+    model = LeJEPA(cfg)
+    crops = [torch.randint(0, 256, (4, 3, s, s), dtype=torch.uint8) for s in (32, 32, 16, 16)]
+    draws = [default_collate([draw_params([0.4, 0.4, 0.2, 0.1], 0.8, 0.2, 0.5, 0.2) for _ in range(4)])
+             for _ in crops]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = model.photometric((crops[2], draws[2]))
+    assert x.dtype == torch.float32 and x.shape == (4, 3, 16, 16)
+    done = [apply_photometric(c, d, cfg.data.mean, cfg.data.std, blur_kernel(c.shape[-1])) for c, d in zip(crops, draws)]
+    on_device = model.step((list(zip(crops, draws)), torch.arange(4)))
+    cfg.method.views.photometric = "loader"
+    assert torch.equal(on_device.loss, model.step((done, torch.arange(4))).loss)
+    cfg.method.views.photometric = "device"
+    with pytest.raises(ValueError, match="photometric=device expects each view as"):
+        model.step((done, torch.arange(4)))

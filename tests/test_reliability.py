@@ -136,6 +136,7 @@ METHOD_FAST = {
     "ijepa": ["method=ijepa", "method.pred_depth=1"],
     "iwm": ["method=iwm", "method.pred_depth=1", "method.mrr.enabled=false"],
 }
+METHOD_FAST["lejepa-photometric-on-device"] = [*METHOD_FAST["lejepa"], "method.views.photometric=device"]
 
 
 @pytest.mark.slow

@@ -3,7 +3,9 @@
 * :func:`view_transform` — one augmented view: RandomResizedCrop, flip,
   ColorJitter (p), grayscale (p), Gaussian blur (p), solarize (p), normalise.
 * :class:`MultiView` — LeJEPA's multi-crop: ``V_g`` global + ``V_l`` local views,
-  returned as a list (globals first); the default collate stacks each view.
+  returned as a list (globals first); the default collate stacks each view.  With
+  ``photometric=device`` each view is a uint8 crop and its photometric parameters, applied on
+  the training device (:mod:`jepa_zoo.data.photometric`).
 * :func:`eval_transform` — resize + centre crop + normalise for validation.
 
 Blur kernels scale with the view size (at most about 10 % of it, odd), so the
@@ -14,13 +16,14 @@ covers ±3σ of the drawn σ (:class:`GaussianBlur`).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from jepa_zoo.config import ViewsConfig
+from jepa_zoo.data.photometric import PhotometricParams, draw_params
 
 
 def _normalize(mean: Sequence[float], std: Sequence[float]) -> List[Callable]:
@@ -70,11 +73,7 @@ def view_transform(
     std: Sequence[float] = (0.229, 0.224, 0.225),
 ) -> v2.Compose:
     """One stochastic view of a PIL image or uint8 tensor -> normalised float ``[3, size, size]``."""
-    ops: List[Callable] = [
-        v2.ToImage(),
-        v2.RandomResizedCrop(size, scale=tuple(scale), antialias=True),
-        v2.RandomHorizontalFlip(flip_p),
-    ]
+    ops = crop_transform(size, scale, flip_p).transforms
     if jitter_p > 0:
         ops.append(v2.RandomApply([v2.ColorJitter(*jitter)], p=jitter_p))
     if grayscale_p > 0:
@@ -84,6 +83,30 @@ def view_transform(
     if solarize_p > 0:
         ops.append(v2.RandomSolarize(threshold=128, p=solarize_p))
     return v2.Compose(ops + _normalize(mean, std))
+
+
+def crop_transform(size: int, scale: Sequence[float], flip_p: float = 0.5) -> v2.Compose:
+    """The geometric part of a view: PIL image or uint8 tensor -> uint8 ``[3, size, size]``."""
+    return v2.Compose([
+        v2.ToImage(),
+        v2.RandomResizedCrop(size, scale=tuple(scale), antialias=True),
+        v2.RandomHorizontalFlip(flip_p),
+    ])
+
+
+class DeviceView:
+    """A view whose photometric ops run on the training device: ``(uint8 crop, its parameters)``."""
+
+    def __init__(self, size: int, scale: Sequence[float], cfg: ViewsConfig):
+        self.crop = crop_transform(size, scale, cfg.flip_p)
+        self.probs = dict(jitter=cfg.jitter, jitter_p=cfg.jitter_p, grayscale_p=cfg.grayscale_p,
+                          blur_p=cfg.blur_p, solarize_p=cfg.solarize_p)
+
+    def __call__(self, img) -> Tuple[torch.Tensor, PhotometricParams]:
+        return self.crop(img), draw_params(**self.probs)
+
+    def __repr__(self) -> str:
+        return f"DeviceView({self.crop}, photometric on the device: {self.probs})"
 
 
 class MultiView:
@@ -96,11 +119,15 @@ class MultiView:
         )
         self.num_global = cfg.num_global
         self.num_local = cfg.num_local
-        self.global_tf = view_transform(cfg.global_size, cfg.global_scale, **common)
-        self.local_tf = view_transform(cfg.local_size, cfg.local_scale, **common)
+        if cfg.photometric == "device":
+            self.global_tf: Callable = DeviceView(cfg.global_size, cfg.global_scale, cfg)
+            self.local_tf: Callable = DeviceView(cfg.local_size, cfg.local_scale, cfg)
+        else:
+            self.global_tf = view_transform(cfg.global_size, cfg.global_scale, **common)
+            self.local_tf = view_transform(cfg.local_size, cfg.local_scale, **common)
         self.to_image = v2.ToImage()
 
-    def __call__(self, img) -> List[torch.Tensor]:
+    def __call__(self, img) -> List[Any]:
         img = self.to_image(img)  # once, not once per view (each view's ToImage then passes it through)
         return [self.global_tf(img) for _ in range(self.num_global)] + [
             self.local_tf(img) for _ in range(self.num_local)

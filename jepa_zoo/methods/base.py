@@ -213,6 +213,13 @@ class JEPAModule(L.LightningModule):
             raise NonFiniteLossError(msg)
         log.warning(msg)
 
+    def compile_(self) -> List[str]:
+        """``torch.compile`` in place what ``compile=true`` compiles (the transformer blocks,
+        :mod:`jepa_zoo.models.compile`); return the names compiled.  Methods add their own parts."""
+        from jepa_zoo.models.compile import compile_blocks_
+
+        return compile_blocks_(self)
+
     def configure_model(self) -> None:
         """``compile=true``: compile the transformer blocks (:mod:`jepa_zoo.models.compile`); then, when
         the strategy is :class:`jepa_zoo.parallel.FSDPStrategy` (``trainer.strategy=fsdp``), shard the
@@ -224,10 +231,8 @@ class JEPAModule(L.LightningModule):
             return
         self._model_configured = True
         if self.cfg.compile:
-            from jepa_zoo.models.compile import compile_blocks_
-
             log.info("compile: %d modules compiled with torch.compile (the first steps compile them)",
-                     len(compile_blocks_(self)))
+                     len(self.compile_()))
         strategy = self._trainer.strategy if self._trainer is not None else None
         if not isinstance(strategy, FSDPStrategy):
             return

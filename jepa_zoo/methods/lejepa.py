@@ -2,6 +2,7 @@
 
 Algorithm (one step, ``V = V_g + V_l`` views of each of ``N`` images)::
 
+    x_v = photometric(crop_v)         only with views.photometric=device (else done by the loader)
     e_v = f(x_v)                      backbone, pooled      (V, N, D)
     z_v = g(e_v)                      MLP projector         (V, N, K)
     c   = mean_{v < V_g} z_v          centre of the global views
@@ -17,12 +18,13 @@ embeddings.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import torch
 
 from jepa_zoo.config import LeJEPAConfig, TrainConfig
-from jepa_zoo.data.views import MultiView
+from jepa_zoo.data.photometric import apply_photometric
+from jepa_zoo.data.views import MultiView, blur_kernel
 from jepa_zoo.losses.jepa import lejepa_loss
 from jepa_zoo.losses.sigreg import SIGReg
 from jepa_zoo.methods.base import JEPAModule, StepOutput
@@ -35,10 +37,30 @@ class LeJEPA(JEPAModule):
         m: LeJEPAConfig = self.cfg.method  # cfg may be a checkpoint's plain dict
         self.projector = mlp_projector(self.backbone.embed_dim, m.proj_hidden_dim, m.proj_dim, m.proj_layers)
         self.sigreg = SIGReg(m.num_slices, m.t_max, m.num_points, seed=self.cfg.seed)
+        self._photometric_fn: Callable[..., torch.Tensor] = apply_photometric
+
+    def compile_(self) -> List[str]:
+        """The blocks, and with ``views.photometric=device`` the batched photometric ops (one graph
+        per view size, no graph break: their element-wise passes fuse)."""
+        done = super().compile_()
+        if self.cfg.method.views.photometric == "device":
+            self._photometric_fn = torch.compile(apply_photometric, dynamic=False, fullgraph=True)
+            done.append("photometric")
+        return done
 
     @staticmethod
     def train_transform(cfg: TrainConfig) -> Callable:
         return MultiView(cfg.method.views, cfg.data.mean, cfg.data.std)
+
+    def photometric(self, view: Any) -> torch.Tensor:
+        """A batch of ``(uint8 crops, their photometric parameters)`` -> normalised float views,
+        computed in float32 outside autocast (:mod:`jepa_zoo.data.photometric`)."""
+        if not (isinstance(view, (tuple, list)) and len(view) == 2):
+            raise ValueError("method.views.photometric=device expects each view as (uint8 crops, parameters) from "
+                             f"the method's own training transform, got {type(view).__name__}")
+        x, params = view
+        with torch.autocast(x.device.type, enabled=False):
+            return self._photometric_fn(x, params, self.cfg.data.mean, self.cfg.data.std, blur_kernel(x.shape[-1]))
 
     def step(self, batch: Any) -> StepOutput:
         views, labels = batch
@@ -46,6 +68,8 @@ class LeJEPA(JEPAModule):
         n_global = m.views.num_global
         if len(views) != n_global + m.views.num_local:
             raise ValueError(f"expected {n_global + m.views.num_local} views, got {len(views)}")
+        if m.views.photometric == "device":
+            views = [self.photometric(v) for v in views]
         n = views[0].shape[0]
         emb = [self.backbone(torch.cat(views[:n_global]))]
         if len(views) > n_global:

@@ -1,0 +1,207 @@
+"""Batched photometric ops (views.photometric=device) against torchvision's per-image ops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import default_collate
+from torchvision.transforms.v2 import functional as TF
+
+from jepa_zoo.config import ViewsConfig
+from jepa_zoo.data import photometric as P
+from jepa_zoo.data.views import MultiView, sigma_kernel
+
+ATOL = 2e-5
+
+
+def images(n: int = 6, size: int = 20, seed: int = 0) -> torch.Tensor:
+    """Random float images in [0, 1] with hard cases: grey pixels, saturated primaries, ties."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, size, size, generator=g)
+    x[0, :, :4] = x[0, :1, :4]  # grey (zero chroma)
+    x[1, :, :2, :] = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)  # pure red
+    x[1, :, 2:4, :] = torch.tensor([1.0, 1.0, 0.0]).view(3, 1, 1)  # R = G = max
+    x[1, :, 4:6, :] = torch.tensor([0.0, 0.5, 0.5]).view(3, 1, 1)  # G = B = max
+    x[2] = torch.zeros(3, size, size)  # black
+    return x
+
+
+def per_image(fn, x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    return torch.stack([fn(xi, float(v)) for xi, v in zip(x, values)])
+
+
+@pytest.mark.parametrize("ours, theirs, lo, hi", [
+    (P.adjust_brightness, TF.adjust_brightness, 0.0, 2.0),
+    (P.adjust_contrast, TF.adjust_contrast, 0.0, 2.0),
+    (P.adjust_saturation, TF.adjust_saturation, 0.0, 2.0),
+    (P.adjust_hue, TF.adjust_hue, -0.5, 0.5),
+])
+def test_each_jitter_op_matches_torchvision_per_sample(ours, theirs, lo, hi):
+    x = images()
+    v = torch.linspace(lo, hi, x.shape[0])
+    torch.testing.assert_close(ours(x, v), per_image(theirs, x, v), atol=ATOL, rtol=0)
+
+
+def test_identity_factors_leave_the_images_unchanged():
+    """The where-free jitter relies on factor 1 (brightness, contrast, saturation) being exact."""
+    x = images()
+    one = torch.ones(x.shape[0])
+    for op in (P.adjust_brightness, P.adjust_contrast, P.adjust_saturation):
+        assert torch.equal(op(x, one), x)
+    assert (P.adjust_hue(x, torch.zeros(x.shape[0])) - x).abs().max() < 1e-6
+
+
+def test_grayscale_blur_solarize_match_torchvision():
+    x = images()
+    torch.testing.assert_close(P.grayscale(x).expand_as(x), TF.rgb_to_grayscale(x, num_output_channels=3),
+                               atol=ATOL, rtol=0)
+    sigma = torch.tensor([0.1, 0.3, 0.7, 1.0, 1.4, 2.0])
+    ours = P.gaussian_blur(x, sigma, 7)
+    for i, s in enumerate(sigma.tolist()):
+        k = sigma_kernel(s, 7)  # the loader path's kernel for this σ
+        torch.testing.assert_close(ours[i], TF.gaussian_blur(x[i], [k, k], [s, s]), atol=ATOL, rtol=0)
+    params = P.PhotometricParams(
+        jitter=torch.zeros(6, dtype=torch.bool), factors=torch.ones(6, 4), order=torch.arange(4).repeat(6, 1),
+        gray=torch.zeros(6, dtype=torch.bool), blur=torch.zeros(6, dtype=torch.bool), sigma=sigma,
+        solarize=torch.ones(6, dtype=torch.bool))
+    solarized = P.apply_photometric(x, params, [0.0] * 3, [1.0] * 3, 7)
+    torch.testing.assert_close(solarized, TF.solarize(x, P.SOLARIZE_THRESHOLD), atol=ATOL, rtol=0)
+
+
+def reference(x: torch.Tensor, p: P.PhotometricParams, mean, std, max_kernel: int) -> torch.Tensor:
+    """torchvision's functional ops, one image at a time, in the loader path's order."""
+    ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+    out = []
+    for i, xi in enumerate(x):
+        if p.jitter[i]:
+            for op in p.order[i].tolist():
+                xi = ops[op](xi, float(p.factors[i, op]))
+        if p.gray[i]:
+            xi = TF.rgb_to_grayscale(xi, num_output_channels=3)
+        if p.blur[i]:
+            k = sigma_kernel(float(p.sigma[i]), max_kernel)
+            xi = TF.gaussian_blur(xi, [k, k], [float(p.sigma[i])] * 2)
+        if p.solarize[i]:
+            xi = TF.solarize(xi, P.SOLARIZE_THRESHOLD)
+        out.append(TF.normalize(xi, mean, std))
+    return torch.stack(out)
+
+
+def test_apply_photometric_matches_torchvision_composition():
+    x = images(n=24, seed=1)
+    torch.manual_seed(3)
+    draws = [P.draw_params([0.4, 0.4, 0.2, 0.1], 0.8, 0.3, 0.5, 0.3) for _ in range(24)]
+    p = default_collate(draws)
+    assert isinstance(p, P.PhotometricParams) and p.factors.shape == (24, 4)
+    assert p.jitter.any() and p.blur.any() and p.solarize.any() and p.gray.any()
+    assert len({tuple(o) for o in p.order.tolist()}) > 1  # several orders in one batch
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    torch.testing.assert_close(P.apply_photometric(x, p, mean, std, 7), reference(x, p, mean, std, 7),
+                               atol=1e-4, rtol=0)
+
+
+def test_uint8_input_agrees_with_the_loader_path_to_a_few_levels():
+    """torchvision on uint8 rounds between ops; the device path stays in float."""
+    x8 = (images(n=16, seed=2) * 255).round().to(torch.uint8)
+    torch.manual_seed(5)
+    p = default_collate([P.draw_params([0.4, 0.4, 0.2, 0.1], 0.8, 0.2, 0.5, 0.2) for _ in range(16)])
+    ours = P.apply_photometric(x8, p, [0.0] * 3, [1.0] * 3, 7)
+    ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+    stats = []
+    for i in range(16):
+        xi = x8[i]
+        if p.jitter[i]:
+            for op in p.order[i].tolist():
+                xi = ops[op](xi, float(p.factors[i, op]))
+        if p.gray[i]:
+            xi = TF.rgb_to_grayscale(xi, num_output_channels=3)
+        if p.blur[i]:
+            k = sigma_kernel(float(p.sigma[i]), 7)
+            xi = TF.gaussian_blur(xi, [k, k], [float(p.sigma[i])] * 2)
+        if p.solarize[i]:
+            xi = TF.solarize(xi, 128)
+        diff = (ours[i] * 255 - xi.float()).abs()
+        stats.append((diff.mean().item(), diff.max().item()))
+    assert max(m for m, _ in stats) < 2.0 and max(d for _, d in stats) <= 6, stats
+
+
+def test_draws_follow_the_configured_distributions():
+    torch.manual_seed(0)
+    n = 4000
+    p = default_collate([P.draw_params([0.4, 0.3, 0.2, 0.1], 0.8, 0.2, 0.5, 0.1) for _ in range(n)])
+    for field, prob in (("jitter", 0.8), ("gray", 0.2), ("blur", 0.5), ("solarize", 0.1)):
+        rate = getattr(p, field).float().mean().item()
+        assert abs(rate - prob) < 4 * (prob * (1 - prob) / n) ** 0.5, (field, rate)
+    lo = torch.tensor([0.6, 0.7, 0.8, -0.1])
+    hi = torch.tensor([1.4, 1.3, 1.2, 0.1])
+    assert (p.factors >= lo).all() and (p.factors <= hi).all()
+    assert (p.factors.amin(0) - lo).abs().max() < 0.01 and (p.factors.amax(0) - hi).abs().max() < 0.01
+    assert (p.sigma >= 0.1).all() and (p.sigma <= 2.0).all()
+    assert (p.order.sort(dim=1).values == torch.arange(4)).all()
+    first = torch.bincount(p.order[:, 0], minlength=4).float() / n
+    assert (first - 0.25).abs().max() < 0.03  # each op first about a quarter of the time
+
+
+def test_bad_inputs_are_named():
+    x = images()[:2]
+    p = default_collate([P.draw_params([0.4] * 3 + [0.1], 0.8, 0.2, 0.5, 0.2) for _ in range(3)])
+    with pytest.raises(ValueError, match="3 views do not match 2 images"):
+        P.apply_photometric(x, p, [0.0] * 3, [1.0] * 3, 3)
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        P.apply_photometric(x[:, :1], p, [0.0] * 3, [1.0] * 3, 3)
+    with pytest.raises(ValueError, match="hue <= 0.5"):
+        P.jitter_ranges([0.4, 0.4, 0.4, 0.7])
+
+
+def test_multiview_on_device_returns_uint8_crops_and_their_draws():
+    from PIL import Image
+
+    img = Image.fromarray((torch.rand(40, 50, 3) * 255).to(torch.uint8).numpy())
+    cfg = ViewsConfig(num_global=2, global_size=32, num_local=3, local_size=16, photometric="device")
+    views = MultiView(cfg, [0.5] * 3, [0.25] * 3)(img)
+    assert len(views) == 5
+    assert [tuple(v[0].shape) for v in views] == [(3, 32, 32)] * 2 + [(3, 16, 16)] * 3
+    assert all(v[0].dtype == torch.uint8 and isinstance(v[1], P.PhotometricParams) for v in views)
+    with pytest.raises(Exception, match="photometric"):
+        ViewsConfig(photometric="gpu")
+
+
+@pytest.mark.slow
+def test_compile_true_compiles_the_device_ops_into_one_graph():
+    """compile=true: LeJEPA's device photometric ops run compiled (fullgraph: no graph break) and
+    give the eager result."""
+    from jepa_zoo.config import BackboneConfig, LeJEPAConfig, TrainConfig
+    from jepa_zoo.methods.lejepa import LeJEPA
+
+    views = ViewsConfig(global_size=16, local_size=8, num_local=1, photometric="device")
+    backbone = BackboneConfig(kind="vit", name="vit_tiny_patch16_224", img_size=16, patch_size=8, kwargs={"depth": 1})
+    model = LeJEPA(TrainConfig(method=LeJEPAConfig(proj_hidden_dim=16, proj_dim=8, num_slices=8, views=views),
+                               backbone=backbone, compile=True))
+    model.configure_model()
+    assert model._photometric_fn is not P.apply_photometric
+    x = (images(n=8, size=16, seed=4) * 255).to(torch.uint8)
+    torch.manual_seed(1)
+    p = default_collate([P.draw_params([0.4, 0.4, 0.2, 0.1], 0.8, 0.2, 0.5, 0.2) for _ in range(8)])
+    eager = P.apply_photometric(x, p, model.cfg.data.mean, model.cfg.data.std, 3)
+    torch.testing.assert_close(model.photometric((x, p)), eager, atol=1e-5, rtol=0)
+
+
+def test_traffic_benchmark_counts_bytes(capsys, monkeypatch):
+    """benchmarks/photometric_traffic.py (the GPU cost estimate in docs/performance.md) runs and
+    its count scales with the batch it reports."""
+    import json
+    import runpy
+    import sys
+
+    from conftest import REPO
+
+    script = str(REPO / "benchmarks" / "photometric_traffic.py")
+    out = []
+    for batch in (64, 128):
+        monkeypatch.setattr(sys, "argv", [script, "--sample", "2", "--views", "16x1", "--batch", str(batch),
+                                         "--bandwidth", "1e9"])
+        runpy.run_path(script, run_name="__main__")
+        out.append(json.loads(capsys.readouterr().out))
+    assert out[0]["fp32_passes"] == out[1]["fp32_passes"] > 20 and out[0]["kernels_per_batch"] > 50
+    assert out[0]["est_ms_per_batch"] > 5
+    assert out[1]["est_ms_per_batch"] == pytest.approx(2 * out[0]["est_ms_per_batch"], abs=0.2)

@@ -17,8 +17,10 @@ print one per job); logs go to stderr and the run dir's ``bench.log``.
   device's dense bf16 peak.
 * ``bench.what=data``: the data pipeline alone: decode + views (+ mask collation) through a
   DataLoader with ``data.num_workers`` workers (images/s in total and per worker), the
-  one-process cost per image, and the collation and mask cost per batch.  Use real JPEGs:
-  ``data=folder data.root=../shared/data/imagenet-sample-1k.tar``.
+  one-process cost per image, and the collation and mask cost per batch; with
+  ``method.views.photometric=device`` (LeJEPA) the workers only crop, and the batched photometric
+  ops the step takes over are timed on the bench's device (``device_photometric_ms_per_batch``).
+  Use real JPEGs: ``data=folder data.root=../shared/data/imagenet-sample-1k.tar``.
 
 Not in the timed step: Lightning's loop (hooks, ``self.log``), the weight-decay schedule and the
 EMA momentum schedule (host-side scalars; the momentum is held at its start value).
@@ -188,10 +190,8 @@ def build_batches(dm, n: int, batch_size: int) -> List[Any]:
 
 
 def compile_model(model) -> None:
-    """``torch.compile`` what training's ``compile=true`` compiles (:func:`jepa_zoo.models.compile.compile_blocks_`)."""
-    from jepa_zoo.models.compile import compile_blocks_
-
-    compile_blocks_(model)
+    """``torch.compile`` what training's ``compile=true`` compiles (:meth:`JEPAModule.compile_`)."""
+    model.compile_()
 
 
 def make_train_step(model, tc: TrainConfig, autocast: Callable[[], Any]) -> Tuple[Callable[[Any], Any], Any]:
@@ -311,6 +311,31 @@ def measure_step(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
     return out
 
 
+def time_photometric(tc: TrainConfig, batch: Any, device, reps: int) -> float:
+    """ms per batch of the batched photometric ops (``views.photometric=device``) on ``device``:
+    the work the training step takes over from the loader."""
+    import torch
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+
+    from jepa_zoo.data.photometric import apply_photometric
+    from jepa_zoo.data.views import blur_kernel
+
+    views = move_data_to_device(batch[0], device)
+
+    def run() -> None:
+        for x, params in views:
+            apply_photometric(x, params, tc.data.mean, tc.data.std, blur_kernel(x.shape[-1]))
+
+    run()  # warm-up (allocator, kernels)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    for _ in range(reps):
+        run()
+    sync()
+    return 1e3 * (time.perf_counter() - t) / reps
+
+
 def measure_data(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
     from torch.utils.data import default_collate
 
@@ -332,6 +357,8 @@ def measure_data(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
 
     collate_ms = per_batch_ms(collate)
     mask_ms = collate_ms - per_batch_ms(default_collate) if dm.collate_fn is not None else None
+    on_device = getattr(getattr(tc.method, "views", None), "photometric", None) == "device"
+    photometric_ms = time_photometric(tc, collate(samples), device_of(tc), reps) if on_device else None
 
     loader = dm.train_dataloader()
 
@@ -353,7 +380,9 @@ def measure_data(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
         "images_per_s": round(ips, 2), "images_per_s_per_worker": round(ips / max(workers, 1), 2),
         "decode_views_ms_per_image": round(per_image_ms, 3), "collate_ms_per_batch": round(collate_ms, 3),
         "mask_ms_per_batch": round(mask_ms, 3) if mask_ms is not None else None,
-        **environment(None),
+        "photometric": "device" if on_device else "loader",
+        "device_photometric_ms_per_batch": round(photometric_ms, 3) if photometric_ms is not None else None,
+        **environment(device_of(tc) if on_device else None),
     }
 
 

@@ -67,6 +67,14 @@ def test_data_pipeline_on_fake_data(tmp_path):
     assert out["decode_views_ms_per_image"] > 0 and out["mask_ms_per_batch"] is not None
 
 
+def test_data_pipeline_with_photometric_on_device(tmp_path):
+    """LeJEPA with views.photometric=device: the workers crop, the batched ops are timed apart."""
+    out = result(bench(tmp_path, "method=lejepa", "method.views.num_local=2", "bench.what=data", "data=fake",
+                       "data.batch_size=8", "bench.steps=2", "bench.warmup=1", "method.views.photometric=device"))
+    assert out["photometric"] == "device" and out["device_photometric_ms_per_batch"] > 0
+    assert out["images_per_s"] > 0 and out["mask_ms_per_batch"] is None
+
+
 @pytest.mark.parametrize(
     "override,needle",
     [

@@ -319,6 +319,7 @@ class FSDPConfig:
     """Options of ``trainer.strategy=fsdp`` (:class:`jepa_zoo.parallel.FSDPStrategy`, torch's FSDP2)."""
     reshard_after_forward: bool = True  # free gathered weights after each block's forward (ZeRO-3)
     param_dtype: Optional[str] = None  # bf16: gather and compute weights in bf16 (gradients reduced in fp32)
+    reduce_every_micro_batch: bool = True  # false: with gradient accumulation, reduce-scatter only the sum
 
     def __post_init__(self) -> None:
         _check(self.param_dtype in (None, "bf16"), "fsdp.param_dtype",

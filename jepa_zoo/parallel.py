@@ -19,7 +19,8 @@ which is how the tests check it against one process.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, List, Optional
 
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
@@ -97,18 +98,43 @@ class FSDPStrategy(ModelParallelStrategy):
 
     Args:
         reshard_after_forward, param_dtype: see :func:`shard_`.
+        reduce_every_micro_batch: with ``trainer.accumulate_grad_batches = k > 1``, reduce-scatter
+            each micro-batch's gradients (``True``: the gradients stay sharded, the least memory)
+            or only the sum, after the last micro-batch (``False``: 1/k of the gradient traffic;
+            each process holds full unsharded gradients between micro-batches), see
+            :meth:`block_backward_sync`.
 
     Checkpoints are ordinary ``.ckpt`` files with the full weights and optimiser state, gathered
     on rank 0 (CPU memory): ``jepa_zoo.eval``, ``export``, ``resume=auto`` and single-process runs
     read them as any other checkpoint.
     """
 
-    def __init__(self, reshard_after_forward: bool = True, param_dtype: Optional[str] = None, **kwargs: Any) -> None:
+    def __init__(self, reshard_after_forward: bool = True, param_dtype: Optional[str] = None,
+                 reduce_every_micro_batch: bool = True, **kwargs: Any) -> None:
         super().__init__(save_distributed_checkpoint=False, **kwargs)
         if param_dtype is not None and param_dtype not in PARAM_DTYPES:
             raise ValueError(f"fsdp.param_dtype must be one of {sorted(PARAM_DTYPES)} or null, got {param_dtype!r}")
         self.reshard_after_forward = reshard_after_forward
         self.param_dtype = param_dtype
+        self.reduce_every_micro_batch = reduce_every_micro_batch
+
+    @contextmanager
+    def block_backward_sync(self) -> Iterator[None]:
+        """Lightning runs the backward of every micro-batch but an accumulation's last inside this
+        context (for DDP it is ``no_sync``).  With ``reduce_every_micro_batch=False`` the FSDP units
+        keep those gradients unsharded and local (FSDP2's ``set_requires_gradient_sync(False)``);
+        the last micro-batch's backward then reduce-scatters the accumulated sum once."""
+        from torch.distributed.fsdp import FSDPModule
+
+        units = [] if self.reduce_every_micro_batch else [
+            m for m in self.lightning_module.modules() if isinstance(m, FSDPModule)]
+        for u in units:
+            u.set_requires_gradient_sync(False, recurse=False)
+        try:
+            yield
+        finally:
+            for u in units:
+                u.set_requires_gradient_sync(True, recurse=False)
 
     def setup_environment(self) -> None:
         # all processes form one data-parallel (sharding) dimension; no tensor parallelism

@@ -125,7 +125,8 @@ def run(cfg: DictConfig) -> Dict[str, float]:
     if trainer_args.get("strategy") == "fsdp":  # torch's FSDP2 on every process (jepa_zoo/parallel.py)
         from jepa_zoo.parallel import FSDPStrategy
 
-        trainer_args["strategy"] = FSDPStrategy(tc.fsdp.reshard_after_forward, tc.fsdp.param_dtype)
+        trainer_args["strategy"] = FSDPStrategy(tc.fsdp.reshard_after_forward, tc.fsdp.param_dtype,
+                                                 tc.fsdp.reduce_every_micro_batch)
     try:
         trainer = L.Trainer(**trainer_args, default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
                             plugins=[AtomicCheckpointIO(), *slurm_requeue_plugins()])

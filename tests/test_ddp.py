@@ -110,14 +110,19 @@ def test_fsdp_killed_and_resumed_run_is_bit_identical(tmp_path):
 @pytest.mark.slow
 def test_fsdp_with_gradient_accumulation_matches_ddp(tmp_path):
     """2 processes x batch 4 x 2 accumulated micro-batches: FSDP (sharded gradients summed over the
-    micro-batches) ends where DDP does.  Not against one process: the masks are drawn per loader
-    batch, so accumulation changes them."""
+    micro-batches) ends where DDP does, whether each micro-batch is reduce-scattered or only their
+    sum (``fsdp.reduce_every_micro_batch=false``).  Not against one process: the masks are drawn
+    per loader batch, so accumulation changes them."""
     common = [*COMMON, *METHOD["ijepa"], "data.batch_size=4", "trainer.devices=2", "trainer.max_steps=2",
               "trainer.accumulate_grad_batches=2"]
-    for strategy in ("ddp", "fsdp"):
-        r = train(tmp_path / strategy, *common, f"trainer.strategy={strategy}")
+    runs = {"ddp": ["trainer.strategy=ddp"], "fsdp": ["trainer.strategy=fsdp"],
+            "fsdp_sum": ["trainer.strategy=fsdp", "fsdp.reduce_every_micro_batch=false"]}
+    for name, args in runs.items():
+        r = train(tmp_path / name, *common, *args)
         assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    (step_a, a), (step_b, b) = params(tmp_path / "ddp"), params(tmp_path / "fsdp")
-    assert step_a == step_b == 2
-    worst = max(((a[k] - b[k]).abs().max().item(), k) for k in a if a[k].is_floating_point())
-    assert worst[0] < 1e-5, f"largest difference {worst[0]:.3g} in {worst[1]}"
+    step_a, a = params(tmp_path / "ddp")
+    for name in ("fsdp", "fsdp_sum"):
+        step_b, b = params(tmp_path / name)
+        assert step_a == step_b == 2
+        worst = max(((a[k] - b[k]).abs().max().item(), k) for k in a if a[k].is_floating_point())
+        assert worst[0] < 1e-5, f"{name}: largest difference {worst[0]:.3g} in {worst[1]}"

@@ -45,3 +45,48 @@ def test_resume_under_fsdp_refuses_a_checkpoint_written_without_it(tmp_path, com
     check_compatible(str(tmp_path / "fsdp.ckpt"), plain)  # fsdp -> DDP or one process: its order maps back
     with pytest.raises(ConfigError, match="not written under trainer.strategy=fsdp"):
         check_compatible(str(tmp_path / "plain.ckpt"), fsdp)
+
+
+REDUCE_COUNT = r"""
+import os, socket, sys
+import torch, torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+import torch.distributed.fsdp._fully_shard._fsdp_param_group as group
+from jepa_zoo.parallel import FSDPStrategy, shard_
+
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+dist.init_process_group("gloo", rank=0, world_size=1)
+model = nn.Module()
+model.backbone = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+shard_(model, init_device_mesh("cpu", (1,)))
+calls = []
+real = group.foreach_reduce
+group.foreach_reduce = lambda *a, **k: calls.append(1) or real(*a, **k)
+for every in (True, False):
+    strategy = FSDPStrategy(reduce_every_micro_batch=every)
+    strategy._lightning_module = model
+    with strategy.block_backward_sync():  # a micro-batch before an accumulation's last
+        model.backbone(torch.randn(2, 4)).sum().backward()
+    blocked = len(calls)
+    model.backbone(torch.randn(2, 4)).sum().backward()  # the last micro-batch
+    print(every, blocked, len(calls) - blocked)
+    calls.clear()
+dist.destroy_process_group()
+"""
+
+
+def test_reduce_every_micro_batch_false_defers_the_reduce_scatter():
+    """fsdp.reduce_every_micro_batch=false: no gradient reduction in the blocked backward (Lightning
+    blocks all micro-batches of an accumulation but the last), and sync is restored for the last.
+    That the accumulated result is DDP's is checked end to end in test_ddp.py."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", REDUCE_COUNT], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line.split() for line in r.stdout.strip().splitlines()]
+    (every, blocked, last), (every2, blocked2, last2) = rows
+    assert every == "True" and int(blocked) > 0 and int(last) > 0  # default: each micro-batch reduces
+    assert every2 == "False" and int(blocked2) == 0 and int(last2) > 0

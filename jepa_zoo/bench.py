@@ -19,7 +19,8 @@ print one per job); logs go to stderr and the run dir's ``bench.log``.
   DataLoader with ``data.num_workers`` workers (images/s in total and per worker), the
   one-process cost per image, and the collation and mask cost per batch; with
   ``method.views.photometric=device`` (LeJEPA) the workers only crop, and the batched photometric
-  ops the step takes over are timed on the bench's device (``device_photometric_ms_per_batch``).
+  ops the step takes over are timed on the bench's device (``device_photometric_ms_per_batch``;
+  compiled with ``bench.compile=true``).
   Use real JPEGs: ``data=folder data.root=../shared/data/imagenet-sample-1k.tar``.
 
 Not in the timed step: Lightning's loop (hooks, ``self.log``), the weight-decay schedule and the
@@ -311,22 +312,25 @@ def measure_step(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
     return out
 
 
-def time_photometric(tc: TrainConfig, batch: Any, device, reps: int) -> float:
-    """ms per batch of the batched photometric ops (``views.photometric=device``) on ``device``:
-    the work the training step takes over from the loader."""
+def time_photometric(tc: TrainConfig, batch: Any, device, reps: int, compile_: bool) -> float:
+    """ms per batch of the batched photometric ops (``views.photometric=device``) on ``device``,
+    one call per view size as in the step (compiled with ``bench.compile``): the work the training
+    step takes over from the loader."""
     import torch
     from lightning.fabric.utilities.apply_func import move_data_to_device
 
-    from jepa_zoo.data.photometric import apply_photometric
+    from jepa_zoo.data.photometric import apply_photometric, concat_views
     from jepa_zoo.data.views import blur_kernel
 
-    views = move_data_to_device(batch[0], device)
+    views, n_global = move_data_to_device(batch[0], device), tc.method.views.num_global
+    groups = [concat_views(g) for g in (views[:n_global], views[n_global:]) if g]
+    fn = torch.compile(apply_photometric, dynamic=False, fullgraph=True) if compile_ else apply_photometric
 
     def run() -> None:
-        for x, params in views:
-            apply_photometric(x, params, tc.data.mean, tc.data.std, blur_kernel(x.shape[-1]))
+        for x, params in groups:
+            fn(x, params, tc.data.mean, tc.data.std, blur_kernel(x.shape[-1]))
 
-    run()  # warm-up (allocator, kernels)
+    run()  # warm-up (allocator, kernels; compilation)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     t = time.perf_counter()
@@ -358,7 +362,8 @@ def measure_data(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
     collate_ms = per_batch_ms(collate)
     mask_ms = collate_ms - per_batch_ms(default_collate) if dm.collate_fn is not None else None
     on_device = getattr(getattr(tc.method, "views", None), "photometric", None) == "device"
-    photometric_ms = time_photometric(tc, collate(samples), device_of(tc), reps) if on_device else None
+    photometric_ms = (time_photometric(tc, collate(samples), device_of(tc), reps, b.compile)
+                      if on_device else None)
 
     loader = dm.train_dataloader()
 
@@ -380,7 +385,7 @@ def measure_data(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
         "images_per_s": round(ips, 2), "images_per_s_per_worker": round(ips / max(workers, 1), 2),
         "decode_views_ms_per_image": round(per_image_ms, 3), "collate_ms_per_batch": round(collate_ms, 3),
         "mask_ms_per_batch": round(mask_ms, 3) if mask_ms is not None else None,
-        "photometric": "device" if on_device else "loader",
+        "photometric": "device" if on_device else "loader", "compile": b.compile,
         "device_photometric_ms_per_batch": round(photometric_ms, 3) if photometric_ms is not None else None,
         **environment(device_of(tc) if on_device else None),
     }

@@ -126,3 +126,19 @@ def test_fsdp_with_gradient_accumulation_matches_ddp(tmp_path):
         assert step_a == step_b == 2
         worst = max(((a[k] - b[k]).abs().max().item(), k) for k in a if a[k].is_floating_point())
         assert worst[0] < 1e-5, f"{name}: largest difference {worst[0]:.3g} in {worst[1]}"
+
+
+@pytest.mark.slow
+def test_photometric_on_device_with_loader_workers_under_ddp(tmp_path):
+    """views.photometric=device with a loader worker process (the crops and their parameters cross
+    its queue) and 2 DDP processes ends with the parameters of 1 process with the whole batch:
+    the draws follow the samples, not the ranks."""
+    args = [*COMMON, *METHOD["lejepa"], "method.views.photometric=device", "data.num_workers=1"]
+    one = train(tmp_path / "one", *args, "data.batch_size=16")
+    assert one.returncode == 0, (one.stdout + one.stderr)[-3000:]
+    two = train(tmp_path / "two", *args, "data.batch_size=8", "trainer.devices=2", "trainer.strategy=ddp")
+    assert two.returncode == 0, (two.stdout + two.stderr)[-3000:]
+    (step_a, a), (step_b, b) = params(tmp_path / "one"), params(tmp_path / "two")
+    assert step_a == step_b == 3
+    worst = max(((a[k] - b[k]).abs().max().item(), k) for k in a if a[k].is_floating_point())
+    assert worst[0] < 1e-4, f"largest difference {worst[0]:.3g} in {worst[1]}"

@@ -99,7 +99,8 @@ def test_wrong_number_of_views_is_an_error():
 
 def test_photometric_on_device_is_the_step_on_the_transformed_views():
     """views.photometric=device: the step on (uint8 crops, draws) is the step on the views the
-    batched ops make, in float32 even under bf16 autocast; plain tensors are refused by name."""
+    batched ops make (one call per view size), computed in float32 even under bf16 autocast and
+    cast to a bf16 backbone's dtype; plain tensors are refused by name."""
     from torch.utils.data import default_collate
 
     from jepa_zoo.data.photometric import apply_photometric, draw_params
@@ -110,15 +111,19 @@ def test_photometric_on_device_is_the_step_on_the_transformed_views():
     torch.manual_seed(0)
     model = LeJEPA(cfg)
     crops = [torch.randint(0, 256, (4, 3, s, s), dtype=torch.uint8) for s in (32, 32, 16, 16)]
-    draws = [default_collate([draw_params([0.4, 0.4, 0.2, 0.1], 0.8, 0.2, 0.5, 0.2) for _ in range(4)])
+    draws = [default_collate([draw_params([0.4, 0.4, 0.2, 0.1], 0.8, 0.2, 0.5, 0.9) for _ in range(4)])
              for _ in crops]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        x = model.photometric((crops[2], draws[2]))
-    assert x.dtype == torch.float32 and x.shape == (4, 3, 16, 16)
     done = [apply_photometric(c, d, cfg.data.mean, cfg.data.std, blur_kernel(c.shape[-1])) for c, d in zip(crops, draws)]
+    assert any(d.blur.any() for d in draws)  # the blur is a convolution: bf16 under autocast if not guarded
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = model.photometric(list(zip(crops[:2], draws[:2])))
+    assert x.dtype == torch.float32 and x.shape == (8, 3, 32, 32)
+    torch.testing.assert_close(x, torch.cat(done[:2]), atol=1e-6, rtol=0)
     on_device = model.step((list(zip(crops, draws)), torch.arange(4)))
     cfg.method.views.photometric = "loader"
     assert torch.equal(on_device.loss, model.step((done, torch.arange(4))).loss)
     cfg.method.views.photometric = "device"
     with pytest.raises(ValueError, match="photometric=device expects each view as"):
         model.step((done, torch.arange(4)))
+    model.to(torch.bfloat16)  # trainer.precision=bf16-true: the backbone gets bf16 views, as from the loader
+    assert model.photometric(list(zip(crops[2:], draws[2:]))).dtype == torch.bfloat16

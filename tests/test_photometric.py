@@ -183,7 +183,7 @@ def test_compile_true_compiles_the_device_ops_into_one_graph():
     torch.manual_seed(1)
     p = default_collate([P.draw_params([0.4, 0.4, 0.2, 0.1], 0.8, 0.2, 0.5, 0.2) for _ in range(8)])
     eager = P.apply_photometric(x, p, model.cfg.data.mean, model.cfg.data.std, 3)
-    torch.testing.assert_close(model.photometric((x, p)), eager, atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.photometric([(x, p)]), eager, atol=1e-5, rtol=0)
 
 
 def test_traffic_benchmark_counts_bytes(capsys, monkeypatch):
@@ -205,3 +205,56 @@ def test_traffic_benchmark_counts_bytes(capsys, monkeypatch):
     assert out[0]["fp32_passes"] == out[1]["fp32_passes"] > 20 and out[0]["kernels_per_batch"] > 50
     assert out[0]["est_ms_per_batch"] > 5
     assert out[1]["est_ms_per_batch"] == pytest.approx(2 * out[0]["est_ms_per_batch"], abs=0.2)
+
+
+SYNCING_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "item", "_assert_async", "repeat_interleave"}
+
+
+def test_no_op_would_wait_for_the_device(monkeypatch):
+    """The ops run on the meta device (no data) under a dispatch mode: none is an op that reads a
+    value back to the host (``.item()``, boolean-mask indexing -> ``nonzero``, a data-dependent
+    output size) and no op takes a CPU tensor (a tensor built from host values, copied with a
+    blocking transfer).  On CPU, test_host_sync's probe cannot see such copies; this can."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    seen, host = set(), []
+
+    class Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            seen.add(name)
+            tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+            if any(t.device.type != "meta" for t in tensors) or (kwargs or {}).get("device") not in (None, "meta",
+                                                                                                 torch.device("meta")):
+                host.append(name)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    p = default_collate([P.draw_params([0.4, 0.4, 0.2, 0.1], 0.8, 0.2, 0.5, 0.2) for _ in range(4)])
+    p = P.PhotometricParams(*(t.to("meta") for t in p))
+    for name in ("tensor", "as_tensor"):  # host data straight to a device: invisible to the mode on meta
+        real = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *a, _real=real, _name=name, **k: host.append(_name) or _real(*a, **k))
+    x = torch.empty(4, 3, 24, 24, dtype=torch.uint8, device="meta")
+    with Ops():
+        y = P.apply_photometric(x, p, [0.4, 0.5, 0.6], [0.2, 0.25, 0.3], 7)
+    assert y.device.type == "meta" and y.shape == (4, 3, 24, 24)
+    assert {"lerp", "convolution", "aminmax", "sort"} <= seen  # the probe sees the ops
+    assert not seen & SYNCING_OPS and not host, (seen & SYNCING_OPS, host)
+
+
+def test_a_bf16_default_dtype_changes_nothing():
+    """Lightning's bf16-true step runs with bf16 as the default dtype: constants stay float32."""
+    x = images(n=8, seed=6)
+    torch.manual_seed(2)
+    p = default_collate([P.draw_params([0.4, 0.4, 0.2, 0.1], 0.8, 0.2, 0.5, 0.2) for _ in range(8)])
+    ref = P.apply_photometric(x, p, [0.4, 0.5, 0.6], [0.2, 0.25, 0.3], 7)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        out = P.apply_photometric(x, p, [0.4, 0.5, 0.6], [0.2, 0.25, 0.3], 7)
+    finally:
+        torch.set_default_dtype(old)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)

@@ -78,6 +78,16 @@ def draw_params(jitter: Sequence[float], jitter_p: float, grayscale_p: float, bl
     )
 
 
+def concat_views(views: Sequence[Tuple[Tensor, PhotometricParams]]) -> Tuple[Tensor, PhotometricParams]:
+    """Batched views of one size, each ``(crops (N, 3, H, W), parameters)`` -> one batch of ``V·N``,
+    view-major (the order in which the step concatenates views for the backbone)."""
+    if not all(isinstance(v, (tuple, list)) and len(v) == 2 for v in views):
+        raise ValueError("method.views.photometric=device expects each view as (uint8 crops, parameters) from "
+                         f"the method's own training transform, got {[type(v).__name__ for v in views]}")
+    params = PhotometricParams(*(torch.cat(field) for field in zip(*(v[1] for v in views))))
+    return torch.cat([v[0] for v in views]), params
+
+
 def _per_sample(v: Tensor) -> Tensor:
     """``(N,)`` -> ``(N, 1, 1, 1)`` for broadcasting over ``(N, C, H, W)``."""
     return v.view(-1, 1, 1, 1)
@@ -124,7 +134,7 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     c = v - lo
     red, green = v == r, v == g
     num = torch.where(red, g - b, torch.where(green, b - r, r - g))  # hue sector offset 0, 2 or 4 below
-    offset = torch.where(red, 0.0, torch.where(green, 2.0, 4.0))
+    offset = torch.where(red, 0.0, torch.where(green, 2.0, torch.full_like(num, 4.0)))
     h6 = torch.where(c > 0, num.div_(torch.where(c > 0, c, 1.0)).add_(offset), 0.0)  # 6H in [-1, 5]
     h6 = h6.add_(6 * shift.view(-1, 1, 1))  # 6H', taken mod 6 below
     k = torch.stack([(n + h6).remainder_(6.0) for n in (5.0, 3.0, 1.0)], dim=1)  # no host-to-device copy
@@ -172,7 +182,8 @@ def gaussian_blur(x: Tensor, sigma: Tensor, max_kernel: int) -> Tensor:
     half = max_kernel // 2
     t = torch.arange(-half, half + 1, device=x.device, dtype=x.dtype)
     s = sigma.to(x.dtype).view(-1, 1)
-    w = torch.exp(-0.5 * (t / s) ** 2) * (t.abs() <= torch.ceil(3 * s))
+    reach = torch.ceil(3 * sigma.double()).view(-1, 1)  # ⌈3σ⌉ in double, as sigma_kernel computes it
+    w = torch.exp(-0.5 * (t / s) ** 2) * (t.abs() <= reach)
     w = (w / w.sum(dim=1, keepdim=True)).repeat_interleave(ch, dim=0)  # (N·C, K)
     y = F.pad(x.reshape(1, n * ch, hgt, wid), (half, half, half, half), mode="reflect")
     y = F.conv2d(y, w.view(n * ch, 1, -1, 1), groups=n * ch)
@@ -196,6 +207,7 @@ def apply_photometric(x: Tensor, p: PhotometricParams, mean: Sequence[float], st
     x = torch.where(_per_sample(p.solarize) & (x >= SOLARIZE_THRESHOLD), 1 - x, x)
     # (x − mean) / std as x·(1/std) + (−mean/std); the per-channel constants are filled on the
     # device, as a tensor built from host values would be a synchronous copy
-    scale = torch.stack([torch.full((), 1 / s, device=x.device) for s in std]).view(1, 3, 1, 1)
-    shift = torch.stack([torch.full((), -m / s, device=x.device) for m, s in zip(mean, std)]).view(1, 3, 1, 1)
+    f32 = dict(device=x.device, dtype=torch.float32)  # not the default dtype (bf16 under bf16-true)
+    scale = torch.stack([torch.full((), 1 / s, **f32) for s in std]).view(1, 3, 1, 1)
+    shift = torch.stack([torch.full((), -m / s, **f32) for m, s in zip(mean, std)]).view(1, 3, 1, 1)
     return torch.addcmul(shift, x, scale)

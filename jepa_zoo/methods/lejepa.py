@@ -18,12 +18,12 @@ embeddings.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Sequence
 
 import torch
 
 from jepa_zoo.config import LeJEPAConfig, TrainConfig
-from jepa_zoo.data.photometric import apply_photometric
+from jepa_zoo.data.photometric import apply_photometric, concat_views
 from jepa_zoo.data.views import MultiView, blur_kernel
 from jepa_zoo.losses.jepa import lejepa_loss
 from jepa_zoo.losses.sigreg import SIGReg
@@ -52,15 +52,14 @@ class LeJEPA(JEPAModule):
     def train_transform(cfg: TrainConfig) -> Callable:
         return MultiView(cfg.method.views, cfg.data.mean, cfg.data.std)
 
-    def photometric(self, view: Any) -> torch.Tensor:
-        """A batch of ``(uint8 crops, their photometric parameters)`` -> normalised float views,
-        computed in float32 outside autocast (:mod:`jepa_zoo.data.photometric`)."""
-        if not (isinstance(view, (tuple, list)) and len(view) == 2):
-            raise ValueError("method.views.photometric=device expects each view as (uint8 crops, parameters) from "
-                             f"the method's own training transform, got {type(view).__name__}")
-        x, params = view
+    def photometric(self, views: Sequence[Any]) -> torch.Tensor:
+        """Views of one size, each ``(uint8 crops (N, 3, H, W), their parameters)`` -> the normalised
+        views concatenated view-major, ``(V·N, 3, H, W)``: one batched call, in float32 outside
+        autocast (:mod:`jepa_zoo.data.photometric`), then cast to the backbone's dtype (bf16-true)."""
+        x, params = concat_views(views)
         with torch.autocast(x.device.type, enabled=False):
-            return self._photometric_fn(x, params, self.cfg.data.mean, self.cfg.data.std, blur_kernel(x.shape[-1]))
+            out = self._photometric_fn(x, params, self.cfg.data.mean, self.cfg.data.std, blur_kernel(x.shape[-1]))
+        return out.to(next(self.backbone.parameters()).dtype)
 
     def step(self, batch: Any) -> StepOutput:
         views, labels = batch
@@ -68,12 +67,10 @@ class LeJEPA(JEPAModule):
         n_global = m.views.num_global
         if len(views) != n_global + m.views.num_local:
             raise ValueError(f"expected {n_global + m.views.num_local} views, got {len(views)}")
-        if m.views.photometric == "device":
-            views = [self.photometric(v) for v in views]
-        n = views[0].shape[0]
-        emb = [self.backbone(torch.cat(views[:n_global]))]
-        if len(views) > n_global:
-            emb.append(self.backbone(torch.cat(views[n_global:])))
+        sizes = [g for g in (views[:n_global], views[n_global:]) if g]  # globals, locals: one call each
+        inputs = [self.photometric(g) if m.views.photometric == "device" else torch.cat(g) for g in sizes]
+        n = inputs[0].shape[0] // n_global
+        emb = [self.backbone(x) for x in inputs]
         emb_all = torch.cat(emb)  # (V·N, D), view-major
         proj = self.projector(emb_all).view(len(views), n, -1)
         step = self.global_step

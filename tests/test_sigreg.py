@@ -91,6 +91,22 @@ def test_bf16_autocast_computes_in_fp32():
     assert torch.allclose(out, s(zb, step=5), rtol=1e-5)
 
 
+def test_bf16_true_default_dtype_still_computes_in_fp32():
+    """trainer.precision=bf16-true runs the step with bf16 as torch's default dtype: the
+    directions and the sample count stay fp32 (before, the bf16 directions met fp32 embeddings)."""
+    torch.manual_seed(0)
+    z = torch.randn(256, 32).bfloat16()
+    s = SIGReg(num_slices=64)
+    ref = s(z, step=5)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        out = s(z, step=5)
+    finally:
+        torch.set_default_dtype(old)
+    assert out.dtype == torch.float32 and torch.equal(out, ref)
+
+
 def test_gradient_pushes_towards_gaussian():
     torch.manual_seed(0)
     z = (torch.rand(512, 4) * 6 - 3).requires_grad_()

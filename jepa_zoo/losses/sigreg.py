@@ -89,7 +89,7 @@ def epps_pulley(x: Tensor, t_max: float = 3.0, num_points: int = 17, distributed
         reduce = _global_sum if distributed else (lambda v: v)
         cos_sum = reduce(torch.cos(xt).sum(dim=-3))  # (..., K, P)
         sin_sum = reduce(torch.sin(xt).sum(dim=-3))
-        n = reduce(torch.full((), float(x.shape[-2]), device=x.device))  # a fill kernel: no host sync
+        n = reduce(torch.full((), float(x.shape[-2]), device=x.device, dtype=torch.float32))  # a fill: no host sync
         err = (cos_sum / n - window).square() + (sin_sum / n).square()
         return (err * weights).sum(dim=-1) * n
 
@@ -103,7 +103,7 @@ def slice_directions(
     the same directions for the same step, whatever the device.
     """
     gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63 - 1))
-    a = torch.randn(dim, num_slices, generator=gen)
+    a = torch.randn(dim, num_slices, generator=gen, dtype=torch.float32)  # not the default dtype (bf16-true)
     a = a / a.norm(dim=0, keepdim=True)
     if torch.device(device).type == "cuda":  # pinned + non_blocking: the copy does not stall the host
         return a.pin_memory().to(device, non_blocking=True)

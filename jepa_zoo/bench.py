@@ -321,14 +321,15 @@ def time_photometric(tc: TrainConfig, batch: Any, device, reps: int, compile_: b
 
     from jepa_zoo.data.photometric import apply_photometric, concat_views
     from jepa_zoo.data.views import blur_kernel
+    from jepa_zoo.methods import get_method
 
-    views, n_global = move_data_to_device(batch[0], device), tc.method.views.num_global
-    groups = [concat_views(g) for g in (views[:n_global], views[n_global:]) if g]
+    cls = get_method(tc.method.name)
+    groups = [concat_views(g) for g in cls.photometric_groups(tc, move_data_to_device(batch[0], device))]
     fn = torch.compile(apply_photometric, dynamic=False, fullgraph=True) if compile_ else apply_photometric
 
     def run() -> None:
         for x, params in groups:
-            fn(x, params, tc.data.mean, tc.data.std, blur_kernel(x.shape[-1]))
+            fn(x, params, tc.data.mean, tc.data.std, blur_kernel(x.shape[-1]), cls.solarize_threshold)
 
     run()  # warm-up (allocator, kernels; compilation)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

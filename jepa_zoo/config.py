@@ -274,8 +274,11 @@ class IWMViewsConfig:
     grayscale_p: float = 0.2
     blur_p: float = 0.2
     solarize_p: float = 0.1
+    photometric: str = "loader"  # where both views' photometric ops run: loader workers, or the device
 
     def __post_init__(self) -> None:
+        _check(self.photometric in ("loader", "device"), "method.views.photometric",
+               f"must be 'loader' or 'device', got {self.photometric!r}")
         _check(len(self.jitter) == 4 and all(0 <= j for j in self.jitter) and self.jitter[3] <= 0.5,
                "method.views.jitter", f"expected [brightness, contrast, saturation, hue >= 0, hue <= 0.5], "
                f"got {list(self.jitter)}")

@@ -258,3 +258,30 @@ def test_a_bf16_default_dtype_changes_nothing():
         torch.set_default_dtype(old)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+
+
+def test_iwm_views_on_device_equal_the_loader_views():
+    """IWM's loader path computes in float too: with the same draws, the source and target made on
+    the device from the shared crop are its views (fixed jitter order, solarize at 0.5)."""
+    from PIL import Image
+
+    from jepa_zoo.data.actions import IWMViews
+    from jepa_zoo.data.views import blur_kernel
+
+    img = Image.fromarray((images(n=3, size=48, seed=7)[0].permute(1, 2, 0) * 255).to(torch.uint8).numpy())
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    kw = dict(jitter_p=0.9, grayscale_p=0.4, blur_p=0.5, solarize_p=0.5, mean=mean, std=std)
+    loader = IWMViews(32, **kw, generator=torch.Generator().manual_seed(0))
+    device = IWMViews(32, **kw, generator=torch.Generator().manual_seed(0), photometric="device")
+    torch.manual_seed(11)
+    want = [loader.views(img) for _ in range(12)]
+    torch.manual_seed(11)  # the crops come from torch's generator, the draws from `generator`
+    got = default_collate([device(img) for _ in range(12)])
+    crop, src, tgt, action = got
+    assert crop.dtype == torch.uint8 and (src.order == torch.arange(4)).all()  # the fixed order
+    assert src.blur.any() and src.solarize.any() and src.gray.any() and not tgt.gray.any()
+    both = P.apply_photometric(torch.cat([crop, crop]), P.PhotometricParams(*(torch.cat(f) for f in zip(src, tgt))),
+                               mean, std, blur_kernel(32), solarize_threshold=0.5)
+    torch.testing.assert_close(both[:12], torch.stack([w[0] for w in want]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(both[12:], torch.stack([w[1] for w in want]), atol=1e-5, rtol=0)
+    assert torch.equal(action, torch.stack([w[2] for w in want]))

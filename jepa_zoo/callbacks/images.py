@@ -77,7 +77,8 @@ class ImageLogger(L.Callback):
                 out["masks"] = mask_overlay(shown[:n], ctx, tgt, collator.grid, cfg.backbone.patch_size * up)
             transform = pl_module.train_transform(cfg)
             if isinstance(transform, IWMViews):
-                src, tgt_view, action = (torch.stack(t) for t in zip(*(transform(img) for img in to_uint8(raw[:n]))))
+                src, tgt_view, action = (torch.stack(t) for t in zip(*(transform.views(img)
+                                                                      for img in to_uint8(raw[:n]))))
                 out["pairs"] = pair_panel(self._denorm(src, dm), self._denorm(tgt_view, dm), action)
         if n_bank >= 2:
             feats = self._features(pl_module, x, dm.cfg.val_batch_size or dm.cfg.batch_size)

@@ -15,7 +15,10 @@ identical views give the zero ("null") action.  Jitter is applied in the
 fixed order brightness, contrast, saturation, hue (torchvision's ColorJitter
 shuffles the order, which would make the numbers mean different things).
 
-All photometric operations run on float images in [0, 1], before normalising.
+All photometric operations run on float images in [0, 1], before normalising.  With
+``method.views.photometric=device`` the loader returns the shared uint8 crop and both views'
+parameters (:func:`device_params`), and the step makes the two views on the device
+(:mod:`jepa_zoo.data.photometric`, the same ops batched).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from jepa_zoo.data.photometric import BLUR_SIGMA, PhotometricParams
 from jepa_zoo.data.views import blur_kernel, sigma_kernel
 
 ACTION_DIM = 7
@@ -75,6 +79,17 @@ def apply_photometric(img: Tensor, ph: Photometric, blur_size: int) -> Tensor:
     return img
 
 
+def device_params(ph: Photometric) -> PhotometricParams:
+    """``ph`` for the batched ops: jitter in the fixed order brightness, contrast, saturation, hue
+    (applied when not the identity, as :func:`apply_photometric` does)."""
+    return PhotometricParams(
+        jitter=torch.tensor(ph.jitter != IDENTITY), factors=torch.tensor(ph.jitter, dtype=torch.float32),
+        order=torch.arange(4), gray=torch.tensor(ph.grayscale), blur=torch.tensor(ph.blur_sigma is not None),
+        sigma=torch.tensor(BLUR_SIGMA[0] if ph.blur_sigma is None else ph.blur_sigma, dtype=torch.float32),
+        solarize=torch.tensor(ph.solarize),
+    )
+
+
 def action_vector(source: Photometric, target: Photometric, strength: Sequence[float]) -> Tensor:
     """The 7-number action ``a_{x→y}`` (see the module docstring); float32 ``[7]``."""
     if len(strength) != 4:
@@ -87,8 +102,9 @@ def action_vector(source: Photometric, target: Photometric, strength: Sequence[f
 
 class IWMViews:
     """PIL image (or uint8 tensor) -> ``(source, target, action)``: normalised ``[3, S, S]`` views and
-    the ``[7]`` action.  Random draws use torch's global generator (seeded per loader worker) unless
-    ``generator`` is given."""
+    the ``[7]`` action.  Random draws use torch's global generator (seeded per sample by the
+    training loader) unless ``generator`` is given.  With ``photometric="device"``:
+    ``(crop, source parameters, target parameters, action)``, the crop uint8 ``[3, S, S]``."""
 
     def __init__(
         self,
@@ -105,13 +121,17 @@ class IWMViews:
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
         generator: Optional[torch.Generator] = None,
+        photometric: str = "loader",
     ):
+        if photometric not in ("loader", "device"):
+            raise ValueError(f"photometric must be 'loader' or 'device', got {photometric!r}")
+        self.photometric = photometric
         self.geometric = v2.Compose([
             v2.ToImage(),
             v2.RandomResizedCrop(size, scale=tuple(crop_scale), antialias=True),
             v2.RandomHorizontalFlip(flip_p),
-            v2.ToDtype(torch.float32, scale=True),
         ])
+        self.to_float = v2.ToDtype(torch.float32, scale=True)
         self.normalize = v2.Normalize(mean=list(mean), std=list(std))
         self.jitter, self.jitter_p = tuple(jitter), jitter_p
         self.grayscale_p, self.blur_p, self.solarize_p = grayscale_p, blur_p, solarize_p
@@ -129,13 +149,22 @@ class IWMViews:
         sol = float(torch.rand((), generator=g)) < self.solarize_p
         return Photometric(src_jitter, gray, blur, sol), target
 
-    def __call__(self, img) -> Tuple[Tensor, Tensor, Tensor]:
-        base = self.geometric(img)
+    def views(self, img) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(source, target, action)`` made here, whatever ``photometric`` says (image panels)."""
+        base = self.to_float(self.geometric(img))
         source, target = self.draw()
         x = self.normalize(apply_photometric(base, source, self.blur_size))
         y = self.normalize(apply_photometric(base, target, self.blur_size))
         return x, y, action_vector(source, target, self.jitter)
 
+    def __call__(self, img) -> Tuple[Tensor, ...]:
+        if self.photometric == "loader":
+            return self.views(img)
+        base = self.geometric(img)
+        source, target = self.draw()
+        return base, device_params(source), device_params(target), action_vector(source, target, self.jitter)
+
     def __repr__(self) -> str:
         return (f"IWMViews(jitter={self.jitter} p={self.jitter_p}, source-only: grayscale p={self.grayscale_p}, "
-                f"blur p={self.blur_p}, solarize p={self.solarize_p}; {self.geometric})")
+                f"blur p={self.blur_p}, solarize p={self.solarize_p}, photometric on the {self.photometric}; "
+                f"{self.geometric})")

@@ -19,6 +19,10 @@ The recipe and the parameter distributions are those of ``view_transform`` (torc
 * with probability ``solarize_p``, ``x ← 1 − x`` where ``x ≥ 128/255``;
 * then ``(x − mean) / std``.
 
+IWM (``jepa_zoo.data.actions``) uses the same ops with its own draws: a fixed jitter order
+(brightness, contrast, saturation, hue), solarize at 0.5, and the source and target views of one
+shared crop; its loader path computes in float too, so there the two paths agree to rounding.
+
 Everything is computed in float32 in [0, 1], without the uint8 rounding that torchvision applies
 between ops on uint8 images (it truncates after each op), so the two paths differ by one or two
 intensity levels on average, a few at most, not bit for bit.  Each op equals torchvision's functional op on a float image with the same parameters
@@ -192,9 +196,10 @@ def gaussian_blur(x: Tensor, sigma: Tensor, max_kernel: int) -> Tensor:
 
 
 def apply_photometric(x: Tensor, p: PhotometricParams, mean: Sequence[float], std: Sequence[float],
-                      max_kernel: int) -> Tensor:
+                      max_kernel: int, solarize_threshold: float = SOLARIZE_THRESHOLD) -> Tensor:
     """uint8 (or float in [0, 1]) views ``(N, 3, H, W)`` and their batched parameters ->
-    normalised float32 views: jitter, grey, blur, solarize, normalise (the module docstring)."""
+    normalised float32 views: jitter, grey, blur, solarize (``x ≥ solarize_threshold``), normalise
+    (the module docstring)."""
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"expected views of shape (N, 3, H, W), got {tuple(x.shape)}")
     n = x.shape[0]
@@ -204,7 +209,7 @@ def apply_photometric(x: Tensor, p: PhotometricParams, mean: Sequence[float], st
     x = color_jitter(x, p.jitter, p.factors.float(), p.order)
     x = torch.where(_per_sample(p.gray), grayscale(x).expand_as(x), x)
     x = torch.where(_per_sample(p.blur), gaussian_blur(x, p.sigma, max_kernel), x)
-    x = torch.where(_per_sample(p.solarize) & (x >= SOLARIZE_THRESHOLD), 1 - x, x)
+    x = torch.where(_per_sample(p.solarize) & (x >= solarize_threshold), 1 - x, x)
     # (x − mean) / std as x·(1/std) + (−mean/std); the per-channel constants are filled on the
     # device, as a tensor built from host values would be a synchronous copy
     f32 = dict(device=x.device, dtype=torch.float32)  # not the default dtype (bf16 under bf16-true)

@@ -1,6 +1,7 @@
 """IWM (Garrido et al., 2024): an image world model in latent space.
 
-Algorithm (one step; views, actions and masks made in the loader)::
+Algorithm (one step; views, actions and masks made in the loader, or with
+``views.photometric=device`` the views made here from the shared crop and both draws)::
 
     x, y, a             source and target views of one crop (B, 3, H, W) and the
                         action a_{x→y} (B, 7): jitter deltas + the source's
@@ -21,7 +22,7 @@ how equivariant the world model is (:mod:`jepa_zoo.evaluation.mrr`).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, List
 
 import torch
 
@@ -45,7 +46,17 @@ class IWM(IJEPA):
         return IWMViews(
             cfg.data.img_size, cfg.method.crop_scale, flip_p=v.flip_p, jitter=v.jitter, jitter_p=v.jitter_p,
             grayscale_p=v.grayscale_p, blur_p=v.blur_p, solarize_p=v.solarize_p, mean=cfg.data.mean, std=cfg.data.std,
+            photometric=v.photometric,
         )
+
+    solarize_threshold = 0.5  # IWMViews solarizes float images at 0.5
+
+    @staticmethod
+    def photometric_groups(cfg: TrainConfig, views: Any) -> List[List[Any]]:
+        """``(crop, source parameters, target parameters, action)``: the source and the target view of
+        the shared crop, in one group."""
+        crop, source, target = views[:3]
+        return [[(crop, source), (crop, target)]]
 
     @property
     def action_strength(self) -> tuple:
@@ -53,7 +64,12 @@ class IWM(IJEPA):
         return tuple(self.cfg.method.views.jitter)
 
     def step(self, batch: Any) -> StepOutput:
-        (source, target, action), ctx, tgt, labels = batch
+        views, ctx, tgt, labels = batch
+        if self.photometric_on_device:  # both views of the shared crops in one batched call
+            (group,) = self.photometric_groups(self.cfg, views)
+            (source, target), action = self.photometric(group).chunk(2), views[3]
+        else:
+            source, target, action = views
         m: IWMConfig = self.cfg.method
         b, t, kt = tgt.shape
         with torch.no_grad():

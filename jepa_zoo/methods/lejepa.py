@@ -18,13 +18,12 @@ embeddings.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional
 
 import torch
 
 from jepa_zoo.config import LeJEPAConfig, TrainConfig
-from jepa_zoo.data.photometric import apply_photometric, concat_views
-from jepa_zoo.data.views import MultiView, blur_kernel
+from jepa_zoo.data.views import MultiView
 from jepa_zoo.losses.jepa import lejepa_loss
 from jepa_zoo.losses.sigreg import SIGReg
 from jepa_zoo.methods.base import JEPAModule, StepOutput
@@ -37,29 +36,16 @@ class LeJEPA(JEPAModule):
         m: LeJEPAConfig = self.cfg.method  # cfg may be a checkpoint's plain dict
         self.projector = mlp_projector(self.backbone.embed_dim, m.proj_hidden_dim, m.proj_dim, m.proj_layers)
         self.sigreg = SIGReg(m.num_slices, m.t_max, m.num_points, seed=self.cfg.seed)
-        self._photometric_fn: Callable[..., torch.Tensor] = apply_photometric
-
-    def compile_(self) -> List[str]:
-        """The blocks, and with ``views.photometric=device`` the batched photometric ops (one graph
-        per view size, no graph break: their element-wise passes fuse)."""
-        done = super().compile_()
-        if self.cfg.method.views.photometric == "device":
-            self._photometric_fn = torch.compile(apply_photometric, dynamic=False, fullgraph=True)
-            done.append("photometric")
-        return done
 
     @staticmethod
     def train_transform(cfg: TrainConfig) -> Callable:
         return MultiView(cfg.method.views, cfg.data.mean, cfg.data.std)
 
-    def photometric(self, views: Sequence[Any]) -> torch.Tensor:
-        """Views of one size, each ``(uint8 crops (N, 3, H, W), their parameters)`` -> the normalised
-        views concatenated view-major, ``(V·N, 3, H, W)``: one batched call, in float32 outside
-        autocast (:mod:`jepa_zoo.data.photometric`), then cast to the backbone's dtype (bf16-true)."""
-        x, params = concat_views(views)
-        with torch.autocast(x.device.type, enabled=False):
-            out = self._photometric_fn(x, params, self.cfg.data.mean, self.cfg.data.std, blur_kernel(x.shape[-1]))
-        return out.to(next(self.backbone.parameters()).dtype)
+    @staticmethod
+    def photometric_groups(cfg: TrainConfig, views: Any) -> List[List[Any]]:
+        """The global views, then the local views (if any): one size each."""
+        n_global = cfg.method.views.num_global
+        return [g for g in (list(views[:n_global]), list(views[n_global:])) if g]
 
     def step(self, batch: Any) -> StepOutput:
         views, labels = batch
@@ -67,8 +53,8 @@ class LeJEPA(JEPAModule):
         n_global = m.views.num_global
         if len(views) != n_global + m.views.num_local:
             raise ValueError(f"expected {n_global + m.views.num_local} views, got {len(views)}")
-        sizes = [g for g in (views[:n_global], views[n_global:]) if g]  # globals, locals: one call each
-        inputs = [self.photometric(g) if m.views.photometric == "device" else torch.cat(g) for g in sizes]
+        sizes = self.photometric_groups(self.cfg, views)  # globals, locals: one backbone call each
+        inputs = [self.photometric(g) if self.photometric_on_device else torch.cat(g) for g in sizes]
         n = inputs[0].shape[0] // n_global
         emb = [self.backbone(x) for x in inputs]
         emb_all = torch.cat(emb)  # (V·N, D), view-major

@@ -167,10 +167,13 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, method):
     assert r.returncode == 0, out[-3000:]
     assert "not resumable" not in out
     assert_same_training_state(tmp_path / "straight", run, step=8)
-    # the losses logged after the resume are the uninterrupted run's, step for step
+    # the losses logged after the resume are the uninterrupted run's, step for step.  (Lightning
+    # logs a step's metrics after its checkpoint is written, so the kill, which follows the
+    # checkpoint, may come before the last step's row before the resume point is on disk.)
     losses = [{int(x["step"]): x["train/loss"] for x in read_metrics(d) if x.get("train/loss")}
               for d in (tmp_path / "straight", run)]
-    assert losses[0] == losses[1] and sorted(losses[1]) == list(range(8))
+    assert sorted(losses[0]) == list(range(8)) and set(range(step - 1)) | set(range(step, 8)) <= set(losses[1])
+    assert all(losses[1][s] == losses[0][s] for s in losses[1])
 
 
 def test_resume_auto_takes_the_newest_of_last_and_hpc_checkpoints(tmp_path):

@@ -31,6 +31,8 @@ import logging
 from omegaconf import OmegaConf
 
 from jepa_zoo.config import TrainConfig, validate
+from jepa_zoo.data.photometric import SOLARIZE_THRESHOLD, apply_photometric, concat_views
+from jepa_zoo.data.views import blur_kernel
 from jepa_zoo.models.backbones import build_backbone
 from jepa_zoo.models.heads import linear_probe
 from jepa_zoo.optim import cosine_ramp, param_groups, warmup_cosine
@@ -70,17 +72,13 @@ class JEPAModule(L.LightningModule):
         self._first_skipped = torch.full((), -1, dtype=torch.long)  # on the device: the first one's step
         self._loss_bad: Optional[Tensor] = None
         self._model_configured = False  # configure_model (compile, fsdp) has run
-        self._photometric_fn: Optional[Callable[..., Tensor]] = None  # set below, compiled by compile_
+        self._photometric_fn: Callable[..., Tensor] = apply_photometric  # compile_ may compile it
         self._stats_before: Optional[List[Tensor]] = None
         # the latest training step's output, features detached: callbacks read it in
         # on_train_batch_end (jepa_zoo.callbacks.monitors.OnlineKNN); non-finite rows are theirs to drop
         self.last_step_output: Optional[StepOutput] = None
         if num_classes:
             self._build_probe(num_classes)
-        if self.photometric_on_device:
-            from jepa_zoo.data.photometric import apply_photometric
-
-            self._photometric_fn = apply_photometric
 
     # -- hooks for subclasses -------------------------------------------------------
     @staticmethod
@@ -231,15 +229,12 @@ class JEPAModule(L.LightningModule):
         grouped by size for one :meth:`photometric` call per group (methods with such views)."""
         raise NotImplementedError(f"method.name={cfg.method.name} has no photometric=device views")
 
-    solarize_threshold: float = 128 / 255  # the loader path's RandomSolarize(threshold=128) on uint8
+    solarize_threshold: float = SOLARIZE_THRESHOLD  # the loader path's RandomSolarize(threshold=128) on uint8
 
     def photometric(self, views: List[Any]) -> Tensor:
         """Views of one size, each ``(uint8 crops (N, 3, H, W), their parameters)`` -> the normalised
         views concatenated view-major, ``(V·N, 3, H, W)``: one batched call in float32 outside
         autocast, then cast to the backbone's dtype (bf16 under bf16-true)."""
-        from jepa_zoo.data.photometric import concat_views
-        from jepa_zoo.data.views import blur_kernel
-
         x, params = concat_views(views)
         with torch.autocast(x.device.type, enabled=False):
             out = self._photometric_fn(x, params, self.cfg.data.mean, self.cfg.data.std, blur_kernel(x.shape[-1]),
@@ -251,7 +246,6 @@ class JEPAModule(L.LightningModule):
         (:mod:`jepa_zoo.models.compile`) and, with ``views.photometric=device``, the batched
         photometric ops (one graph per view size, no graph break: their element-wise passes fuse).
         Returns the names compiled."""
-        from jepa_zoo.data.photometric import apply_photometric
         from jepa_zoo.models.compile import compile_blocks_
 
         done = compile_blocks_(self)

@@ -199,3 +199,8 @@ def test_iwm_presets_compose(compose_cfg):
 
     with pytest.raises(ConfigError, match="method.conditioning"):
         validate(compose_cfg("method=iwm", "method.conditioning=film", "data.root=/x"))
+
+
+def test_device_photometric_refuses_loader_batches_by_name():
+    with pytest.raises(ValueError, match="photometric=device expects"):
+        IWM.photometric_groups(None, [torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8), torch.zeros(2, 7)])

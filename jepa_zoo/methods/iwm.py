@@ -55,6 +55,9 @@ class IWM(IJEPA):
     def photometric_groups(cfg: TrainConfig, views: Any) -> List[List[Any]]:
         """``(crop, source parameters, target parameters, action)``: the source and the target view of
         the shared crop, in one group."""
+        if len(views) != 4:
+            raise ValueError("method.views.photometric=device expects (crops, source parameters, target parameters, "
+                             f"actions) from the method's own training transform, got {len(views)} items")
         crop, source, target = views[:3]
         return [[(crop, source), (crop, target)]]
 

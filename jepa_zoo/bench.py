@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -48,6 +47,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from jepa_zoo.config import ConfigError, TrainConfig, validate
 from jepa_zoo.data.datasets import DataError
+from jepa_zoo.memory import peak_mib, reset_peak, status_mib
 from jepa_zoo.train import _single_log_stream, register_resolvers
 
 log = logging.getLogger("jepa_zoo.bench")
@@ -85,36 +85,6 @@ def split_config(cfg: DictConfig) -> Tuple[DictConfig, BenchConfig]:
         raise ConfigError(f"bench.{getattr(e, 'key', None) or '?'}: {getattr(e, 'msg', None) or e}") from None
     assert isinstance(bench, BenchConfig)
     return train_cfg, bench
-
-
-# -- memory ---------------------------------------------------------------------------------------
-def _status_mb(field: str) -> Optional[float]:
-    """``VmRSS`` / ``VmHWM`` of this process from /proc (Linux), in MiB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def rss_mb() -> Optional[float]:
-    return _status_mb("VmRSS")
-
-
-def reset_peak_rss() -> None:
-    """Restart the peak-RSS high-water mark (``echo 5 > /proc/self/clear_refs``, Linux >= 4.0)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_rss_mb() -> float:
-    """Peak RSS since :func:`reset_peak_rss` (else since start: ``getrusage``), in MiB."""
-    hwm = _status_mb("VmHWM")
-    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def cpu_name() -> str:
@@ -277,11 +247,9 @@ def measure_step(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
     step, _ = make_train_step(model, tc, autocast)
     bs = tc.data.batch_size
 
-    rss_before = rss_mb()  # model and batches built, no step run yet
+    rss_before = status_mib("VmRSS")  # model and batches built, no step run yet
     flops = count_flops(step, batches[0], device) if b.flops else None  # eager, before any compile
-    reset_peak_rss()  # the peak of the warm-up and timed steps (the counted step forces math SDPA)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak(device)  # the peak of the warm-up and timed steps (the counted step forces math SDPA)
     if b.compile:
         compile_model(model)
     times = time_steps(step, batches, b.warmup, b.steps, device)
@@ -296,10 +264,10 @@ def measure_step(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
         out["context_patches"] = statistics.mean(x[1].shape[1] for x in batches)
         out["target_block_patches"] = statistics.mean(x[2].shape[2] for x in batches)
     if device.type == "cuda":
-        out["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        out["peak_mem_mb"] = round(peak_mib(device), 1)
         out["mem_kind"] = "cuda_max_allocated"
     else:
-        peak = peak_rss_mb()
+        peak = peak_mib(device)
         out["peak_mem_mb"] = round(peak, 1)
         out["mem_kind"] = "cpu_peak_rss"
         out["rss_growth_mb"] = round(peak - rss_before, 1) if rss_before is not None else None

@@ -60,3 +60,31 @@ def test_the_compile_interval_can_be_left_out(tmp_path):
 def test_compute_dtype():
     assert compute_dtype("bf16-mixed") == torch.bfloat16 and compute_dtype("16-mixed") == torch.float16
     assert compute_dtype("32-true") == torch.float32
+
+
+class Spike(L.Callback):
+    """Holds ~600 MiB (pages touched) during one batch of the fit, then frees it."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            big = torch.ones(150 * 2**20)  # 600 MiB
+            del big
+
+
+def test_each_interval_reports_its_own_peak_memory(tmp_path):
+    data = DataLoader(TensorDataset(torch.randn(256, 32), torch.zeros(256, dtype=torch.long)), batch_size=4)
+    logger = CSVLogger(tmp_path)
+    trainer = L.Trainer(max_steps=9, log_every_n_steps=2, logger=logger, enable_progress_bar=False,
+                        callbacks=[Spike(4), PerfMonitor(lambda b: int(b[-1].shape[0]))],
+                        enable_model_summary=False, enable_checkpointing=False, accelerator="cpu", devices=1)
+    trainer.fit(Tiny(), data)
+    import csv
+
+    with open(f"{logger.log_dir}/metrics.csv") as f:
+        peaks = {int(r["step"]): float(r["perf/peak_mem_gib"]) for r in csv.DictReader(f) if r.get("perf/peak_mem_gib")}
+    assert sorted(peaks) == [1, 3, 5, 7], peaks  # every 2 optimiser steps after the counted first one
+    assert peaks[3] - peaks[7] > 0.4, peaks  # the spike (0.59 GiB, at global step 4) is in one interval only
+    assert abs(peaks[1] - peaks[7]) < 0.1 and abs(peaks[5] - peaks[7]) < 0.1, peaks

@@ -14,10 +14,11 @@ Logged on the steps Lightning writes logs (per process; rank 0's values reach th
     perf/step_time_s                seconds / optimiser steps of the interval
     perf/tflops_per_device          model FLOPs per step × steps / seconds / 1e12
     perf/mfu                        achieved FLOP/s / the device's peak (CUDA devices Lightning knows)
-    perf/peak_mem_gib               CUDA max allocated, else the process's peak RSS (since the start)
+    perf/peak_mem_gib               the interval's peak: CUDA max allocated, else the process's peak RSS
 
 "Images" are source images (a LeJEPA sample of 8 views counts once).  Validation time is left
-out of the interval; checkpoint writes are in it.  The model FLOPs are counted once, on the first
+out of the interval's time; checkpoint writes are in it.  The peak memory is the interval's own
+(the high-water mark restarts with each interval; on CPU where /proc allows it, else since the start).  The model FLOPs are counted once, on the first
 optimiser step of the fit (all its micro-batches), forward + backward (optimiser and EMA are not
 matmuls); I-JEPA's mask sizes vary per batch, so for it this is the first batch's count, an
 estimate.  The counted step runs the kernels every step runs, so a resumed run stays bit-identical;
@@ -27,7 +28,6 @@ kernel (``python -m jepa_zoo.bench`` counts them, with the math kernel).
 
 from __future__ import annotations
 
-import resource
 import time
 from contextlib import ExitStack
 from typing import Any, Callable, Dict, Optional
@@ -35,6 +35,8 @@ from typing import Any, Callable, Dict, Optional
 import lightning as L
 import torch
 from lightning.fabric.utilities.throughput import get_available_flops
+
+from jepa_zoo.memory import peak_mib, reset_peak
 
 
 def compute_dtype(precision: str) -> torch.dtype:
@@ -47,13 +49,6 @@ def compute_dtype(precision: str) -> torch.dtype:
     if p.startswith("64"):
         return torch.float64
     return torch.float32
-
-
-def peak_memory_gib(device: torch.device) -> float:
-    """CUDA: the most memory the caching allocator has handed out; else the process's peak RSS."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 class PerfMonitor(L.Callback):
@@ -109,6 +104,7 @@ class PerfMonitor(L.Callback):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             self._reset(time.perf_counter(), trainer.global_step)
+            reset_peak(device)
             return
         self._images += self.batch_size_fn(batch)
         # the test Lightning's logger connector (and ThroughputMonitor) uses to write logs
@@ -125,6 +121,7 @@ class PerfMonitor(L.Callback):
             pl_module.log_dict(self.metrics(seconds, steps, self._images, trainer.world_size, device),
                                on_step=True, on_epoch=False)
         self._reset(now, trainer.global_step)
+        reset_peak(device)  # each interval reports its own peak
 
     def metrics(self, seconds: float, steps: int, images: int, world_size: int,
                 device: torch.device) -> Dict[str, float]:
@@ -132,7 +129,7 @@ class PerfMonitor(L.Callback):
             "perf/images_per_sec": images * world_size / seconds,
             "perf/images_per_sec_per_device": images / seconds,
             "perf/step_time_s": seconds / steps,
-            "perf/peak_mem_gib": peak_memory_gib(device),
+            "perf/peak_mem_gib": peak_mib(device) / 1024,
         }
         if self.flops_per_step:
             achieved = self.flops_per_step * steps / seconds

@@ -9,10 +9,13 @@ restarts (Linux >= 4.0); elsewhere ``getrusage``'s peak since the start, which c
 from __future__ import annotations
 
 import resource
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import torch
+
+_cannot_reset = False  # /proc/self/clear_refs refused a write once: do not try again
 
 
 def status_mib(field: str) -> Optional[float]:
@@ -31,9 +34,15 @@ def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
+    global _cannot_reset
     clear_refs = Path("/proc/self/clear_refs")
-    if clear_refs.exists():
+    if _cannot_reset or not clear_refs.exists():
+        return
+    try:
         clear_refs.write_text("5")
+    except OSError as e:  # a read-only /proc (some containers): say so once, then peaks are since the start
+        _cannot_reset = True
+        warnings.warn(f"cannot restart the peak-RSS mark ({e}): CPU memory peaks are since the start", stacklevel=2)
 
 
 def peak_mib(device: torch.device) -> float:

@@ -88,3 +88,25 @@ def test_each_interval_reports_its_own_peak_memory(tmp_path):
     assert sorted(peaks) == [1, 3, 5, 7], peaks  # every 2 optimiser steps after the counted first one
     assert peaks[3] - peaks[7] > 0.4, peaks  # the spike (0.59 GiB, at global step 4) is in one interval only
     assert abs(peaks[1] - peaks[7]) < 0.1 and abs(peaks[5] - peaks[7]) < 0.1, peaks
+
+
+def test_a_read_only_proc_warns_once_and_keeps_training(monkeypatch):
+    from pathlib import Path
+
+    import jepa_zoo.memory as memory
+
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("no /proc/self/clear_refs: nothing to restart")
+    calls = []
+
+    def refuse(self, text):
+        calls.append(str(self))
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(memory, "_cannot_reset", False)
+    monkeypatch.setattr(Path, "write_text", refuse)
+    with pytest.warns(UserWarning, match="cannot restart the peak-RSS mark"):
+        memory.reset_peak(torch.device("cpu"))
+    memory.reset_peak(torch.device("cpu"))  # not tried again
+    assert len(calls) == 1
+    assert memory.peak_mib(torch.device("cpu")) > 0

@@ -1,4 +1,4 @@
-"""LeJEPA's photometric view ops on a whole batch, on the training device.
+"""Photometric view ops (LeJEPA, IWM) on a whole batch, on the training device.
 
 ``method.views.photometric=loader`` (the default) builds every view in a loader worker with
 :func:`jepa_zoo.data.views.view_transform`.  With ``photometric=device`` the worker only decodes,
@@ -24,9 +24,9 @@ IWM (``jepa_zoo.data.actions``) uses the same ops with its own draws: a fixed ji
 shared crop; its loader path computes in float too, so there the two paths agree to rounding.
 
 Everything is computed in float32 in [0, 1], without the uint8 rounding that torchvision applies
-between ops on uint8 images (it truncates after each op), so the two paths differ by one or two
-intensity levels on average, a few at most, not bit for bit.  Each op equals torchvision's functional op on a float image with the same parameters
-(``tests/test_photometric.py``).  No op reads a tensor on the host: per-sample choices are
+between ops on uint8 images (it truncates after each op), so LeJEPA's two paths differ by one or
+two intensity levels on average, a few at most, not bit for bit.  Each op equals torchvision's
+functional op on a float image with the same parameters (``tests/test_photometric.py``).  No op reads a tensor on the host: per-sample choices are
 ``torch.where`` selections, so the step has no host synchronisation.
 """
 

@@ -18,7 +18,7 @@ print one per job); logs go to stderr and the run dir's ``bench.log``.
 * ``bench.what=data``: the data pipeline alone: decode + views (+ mask collation) through a
   DataLoader with ``data.num_workers`` workers (images/s in total and per worker), the
   one-process cost per image, and the collation and mask cost per batch; with
-  ``method.views.photometric=device`` (LeJEPA) the workers only crop, and the batched photometric
+  ``method.views.photometric=device`` (LeJEPA, IWM) the workers only crop, and the batched photometric
   ops the step takes over are timed on the bench's device (``device_photometric_ms_per_batch``;
   compiled with ``bench.compile=true``).
   Use real JPEGs: ``data=folder data.root=../shared/data/imagenet-sample-1k.tar``.

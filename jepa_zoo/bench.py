@@ -263,13 +263,10 @@ def measure_step(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
     if tc.method.name == "ijepa":  # mask sizes drive the cost: report what the timed batches had
         out["context_patches"] = statistics.mean(x[1].shape[1] for x in batches)
         out["target_block_patches"] = statistics.mean(x[2].shape[2] for x in batches)
-    if device.type == "cuda":
-        out["peak_mem_mb"] = round(peak_mib(device), 1)
-        out["mem_kind"] = "cuda_max_allocated"
-    else:
-        peak = peak_mib(device)
-        out["peak_mem_mb"] = round(peak, 1)
-        out["mem_kind"] = "cpu_peak_rss"
+    peak = peak_mib(device)
+    out["peak_mem_mb"] = round(peak, 1)
+    out["mem_kind"] = "cuda_max_allocated" if device.type == "cuda" else "cpu_peak_rss"
+    if device.type != "cuda":
         out["rss_growth_mb"] = round(peak - rss_before, 1) if rss_before is not None else None
     out["flops_per_step"] = flops
     out["flops_per_image"] = round(flops / bs) if flops else None

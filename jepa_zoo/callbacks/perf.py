@@ -16,14 +16,15 @@ Logged on the steps Lightning writes logs (per process; rank 0's values reach th
     perf/mfu                        achieved FLOP/s / the device's peak (CUDA devices Lightning knows)
     perf/peak_mem_gib               the interval's peak: CUDA max allocated, else the process's peak RSS
 
-"Images" are source images (a LeJEPA sample of 8 views counts once).  Validation time is left
-out of the interval's time; checkpoint writes are in it.  The peak memory is the interval's own
-(the high-water mark restarts with each interval; on CPU where /proc allows it, else since the start).  The model FLOPs are counted once, on the first
-optimiser step of the fit (all its micro-batches), forward + backward (optimiser and EMA are not
-matmuls); I-JEPA's mask sizes vary per batch, so for it this is the first batch's count, an
-estimate.  The counted step runs the kernels every step runs, so a resumed run stays bit-identical;
-on CPU that leaves out the attention's own matmuls, as the counter has no formula for the CPU flash
-kernel (``python -m jepa_zoo.bench`` counts them, with the math kernel).
+"Images" are source images (a LeJEPA sample of 8 views counts once). Validation time is left out of
+the interval's time; checkpoint writes are in it. The peak memory is the interval's own (the
+high-water mark restarts with each interval; on CPU where /proc allows it, else since the start).
+The model FLOPs are counted once, on the first optimiser step of the fit (all its micro-batches),
+forward + backward (optimiser and EMA are not matmuls); I-JEPA's mask sizes vary per batch, so for
+it this is the first batch's count, an estimate. The counted step runs the kernels every step runs,
+so a resumed run stays bit-identical; on CPU that leaves out the attention's own matmuls, as the
+counter has no formula for the CPU flash kernel (``python -m jepa_zoo.bench`` counts them, with the
+math kernel).
 """
 
 from __future__ import annotations

@@ -48,7 +48,8 @@ from omegaconf.errors import OmegaConfBaseException
 from jepa_zoo.config import ConfigError, TrainConfig, validate
 from jepa_zoo.data.datasets import DataError
 from jepa_zoo.memory import peak_mib, reset_peak, status_mib
-from jepa_zoo.train import _single_log_stream, register_resolvers
+from jepa_zoo.loggers import quiet_logs
+from jepa_zoo.train import register_resolvers
 
 log = logging.getLogger("jepa_zoo.bench")
 CONF_DIR = Path(__file__).parent / "conf"
@@ -366,7 +367,7 @@ def environment(device) -> Dict[str, Any]:
 
 
 def run(cfg: DictConfig) -> Dict[str, Any]:
-    _single_log_stream()
+    quiet_logs()
     train_cfg, bench = split_config(cfg)
     tc = validate(train_cfg)
     log.info("bench %s", asdict(bench))

@@ -1,4 +1,5 @@
-"""Logger factories referenced from ``conf/logger/*.yaml``."""
+"""Logger factories referenced from ``conf/logger/*.yaml``, and the console and log-file hygiene of
+the entry points (:func:`quiet_logs`)."""
 
 from __future__ import annotations
 
@@ -67,10 +68,15 @@ def wandb_logger(
             log.info("W&B: no API key found, logging offline; upload later with `wandb sync %s/wandb/offline-run-*`",
                      save_dir)
     os.makedirs(save_dir, exist_ok=True)
-    return WandbLogger(
+    logger = WandbLogger(
         save_dir=save_dir, project=project, entity=entity, group=group, tags=list(tags), name=name,
         offline=offline, log_model=log_model, id=id or _run_id(save_dir), resume="allow",
     )
+    # Lightning always hands wandb.init an ``anonymous`` setting (None when unset), which current
+    # wandb answers with "The anonymous setting has no effect" on every run: leave it out when unset
+    if logger._wandb_init.get("anonymous") is None:
+        logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def sweep_group(mode: object = None, sweep_dir: Optional[str] = None) -> Optional[str]:
@@ -88,3 +94,29 @@ def sweep_group(mode: object = None, sweep_dir: Optional[str] = None) -> Optiona
         return None
     parts = os.path.normpath(str(sweep_dir)).split(os.sep)
     return "/".join(parts[-2:])
+
+
+def _no_tip(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip")  # Lightning's advertisement on every run
+
+
+def quiet_logs() -> None:
+    """Each line once and only lines a user can act on: ``import lightning`` adds its own console
+    handler, but Hydra's root handlers (console and ``train.log``) already show its records; the
+    litlogger tip, a warning from inside Lightning (torch's LeafSpec deprecation), the
+    checkpoint-dir warning that our own ``config.yaml`` there causes (``jepa_zoo.train`` warns
+    about earlier checkpoints itself) and the empty-validation-list warning (the datamodule says
+    that validation is off) are dropped."""
+    import warnings
+
+    lg = logging.getLogger("lightning")
+    if logging.getLogger().handlers:
+        for h in [h for h in lg.handlers if type(h) is logging.StreamHandler]:
+            lg.removeHandler(h)
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if _no_tip not in tips.filters:
+        tips.addFilter(_no_tip)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # no validation split: the datamodule says so in its own words (validation off)
+    warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")

@@ -6,6 +6,7 @@ the last value of each metric in ``csv/version_*/metrics.csv`` (launches merged 
 the later wins) and the numbers in ``checkpoints/eval_*.json``, and writes ``report.md``,
 ``report.csv`` and ``plots/*.png`` into ``--out`` (default ``SWEEP_DIR``).  Overrides whose
 value is the same in every run are listed once as "fixed"; the others are the table's columns.
+Plots (:mod:`jepa_zoo.report_plots`) show each metric against each key a sweep swept.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from hydra.errors import OverrideParseException
+
+from jepa_zoo.runs import SUMMARY, read_summary, swept_keys
 
 MISSING = "–"
 EXCLUDED_KEYS = ("data.root", "data.cache_dir", "resume")  # paths and resume=auto: not hyperparameters
@@ -46,8 +51,12 @@ class Run:
 
 
 def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` is a training run dir."""
-    return (path / ".hydra" / "overrides.yaml").is_file() or (path / "checkpoints" / "config.yaml").is_file()
+    """Whether ``path`` is a training run dir: it has ``run_summary.json``, ``checkpoints/config.yaml``
+    or a Hydra config with a ``method`` (an evaluation's or benchmark's run dir has none of these)."""
+    if (path / SUMMARY).is_file() or (path / "checkpoints" / "config.yaml").is_file():
+        return True
+    cfg = _load_yaml(path / ".hydra" / "config.yaml") if (path / ".hydra" / "overrides.yaml").is_file() else None
+    return isinstance(cfg, dict) and "method" in cfg
 
 
 def find_run_dirs(root: Path) -> List[Path]:
@@ -180,8 +189,13 @@ def eval_metrics(run_dir: Path) -> Metrics:
 
 
 def run_status(run_dir: Path) -> str:
-    """``finished`` (train.log's last event is "final metrics"), ``failed`` (an ERROR line),
-    ``running`` (neither since the last launch; also a run killed without a word), ``unknown`` (no log)."""
+    """The status in ``run_summary.json`` (``running``, ``finished``, ``failed``, ``stopped``); for a run
+    dir without one (written before it existed): ``finished`` (train.log's last event is "final
+    metrics"), ``failed`` (an ERROR line), ``running`` (neither since the last launch; also a run
+    killed without a word), ``unknown`` (no log)."""
+    summary = read_summary(run_dir)
+    if summary is not None and isinstance(summary.get("status"), str):
+        return summary["status"]
     log = run_dir / "train.log"
     if not log.is_file():
         return "unknown"
@@ -233,9 +247,25 @@ def collect(root: Path) -> Tuple[List[Run], List[str], Dict[str, str]]:
     return sort_runs(runs, swept), swept, fixed
 
 
-def use_log_x(values: Sequence[float]) -> bool:
-    """A log x axis: all values positive and spanning more than a decade."""
-    return bool(values) and min(values) > 0 and max(values) / min(values) > 10
+def sweep_keys(runs: Sequence[Run]) -> List[str]:
+    """The keys that the Hydra sweeps of ``runs`` swept (from each sweep dir's ``multirun.yaml``, in
+    command-line order): the keys worth a plot.  Runs launched one by one sweep nothing."""
+    keys: List[str] = []
+    for sweep_dir in sorted({r.path.parent for r in runs}):
+        cfg = _load_yaml(sweep_dir / "multirun.yaml")
+        hydra = cfg.get("hydra") if isinstance(cfg, dict) else None
+        if not isinstance(hydra, dict):
+            continue
+        task = (hydra.get("overrides") or {}).get("task") or []
+        params = (hydra.get("sweeper") or {}).get("params") or {}
+        try:
+            found = swept_keys([str(t) for t in task], {str(k): str(v) for k, v in params.items()})
+        except OverrideParseException as e:
+            print(f"report: warning: {sweep_dir / 'multirun.yaml'}: cannot read its sweep ({e}); no plots by key",
+                  file=sys.stderr)
+            found = []
+        keys += [k for k in found if k not in keys and k not in EXCLUDED_KEYS]
+    return keys
 
 
 def _num(value: Optional[str]) -> Optional[float]:
@@ -314,64 +344,6 @@ def to_csv(runs: Sequence[Run], swept, metrics) -> str:
     return buf.getvalue()
 
 
-def safe_name(text: str) -> str:
-    """A file-name-safe version of a metric or key name (``/`` and other odd characters -> ``_``)."""
-    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("_") or "_"
-
-
-def write_plots(runs: Sequence[Run], swept: Sequence[str], metrics: Sequence[str], out_dir: Path) -> List[Path]:
-    """``<metric>_vs_<key>.png`` for each numeric swept key and metric (a line per combination of
-    the other swept keys) and ``loss_curves.png``; returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for key in swept:
-        values = [r.overrides.get(key) for r in runs]
-        xs = [_num(v) for v in values]
-        present = [x for v, x in zip(values, xs) if v is not None]
-        if any(x is None for x in present) or len(set(present)) < 2:  # not numeric, or one value
-            continue
-        others = [k for k in swept if k != key]
-        for metric in metrics:
-            groups: Dict[str, List[Tuple[float, float]]] = {}
-            for r, x in zip(runs, xs):
-                if x is not None and metric in r.metrics:
-                    label = ", ".join(f"{k}={r.overrides.get(k, MISSING)}" for k in others) or metric
-                    groups.setdefault(label, []).append((x, r.metrics[metric][0]))
-            if not groups:
-                continue
-            fig, ax = plt.subplots(figsize=(6, 4))
-            for label, pts in groups.items():
-                pts.sort()
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-            if use_log_x(present):
-                ax.set_xscale("log")
-            ax.set(xlabel=key, ylabel=metric, title=f"{metric} vs {key}")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize="small")
-            path = out_dir / f"{safe_name(metric)}_vs_{safe_name(key)}.png"
-            fig.savefig(path, dpi=100, bbox_inches="tight")
-            plt.close(fig)
-            written.append(path)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in runs:
-        if r.loss_curve:
-            label = ", ".join(f"{k}={r.overrides.get(k, MISSING)}" for k in swept) or r.name
-            ax.plot([p[0] for p in r.loss_curve], [p[1] for p in r.loss_curve], label=label)
-    ax.set(xlabel="step", ylabel=LOSS, title="training loss")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize="small")
-    path = out_dir / "loss_curves.png"
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return written + [path]
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point; returns the exit code (2: no such dir, or no run dirs in it)."""
     ap = argparse.ArgumentParser(prog="python -m jepa_zoo.report", description="Table (report.md, report.csv) and plots of the runs of a sweep.")
@@ -381,6 +353,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--metrics", default=None, help="comma-separated metric names or globs, e.g. 'val/*,eval/knn/*'")
     ap.add_argument("--format", choices=("md", "csv"), default="md", help="what to print on stdout")
     args = ap.parse_args(argv)
+    from jepa_zoo.report_plots import write_plots
+
     root = args.sweep_dir
     if not root.is_dir():
         print(f"report: error: {'not a directory' if root.exists() else 'no such directory'}: {root}", file=sys.stderr)
@@ -398,7 +372,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.md").write_text(md)
         (out / "report.csv").write_text(csv_text)
-        write_plots(runs, swept, metrics, out / "plots")
+        write_plots(runs, [k for k in sweep_keys(runs) if k in swept], swept, metrics, out / "plots")
     except OSError as e:
         print(f"report: error: cannot write to {out}: {e}", file=sys.stderr)
         return 2

@@ -9,7 +9,6 @@ built.  Outputs go to the Hydra run dir: ``checkpoints/last.ckpt``,
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -20,34 +19,28 @@ from omegaconf import DictConfig, OmegaConf
 
 from jepa_zoo.config import ConfigError, TrainConfig, validate
 from jepa_zoo.data.datasets import DataError
+from jepa_zoo.loggers import quiet_logs
+from jepa_zoo.runs import remove_if_unused, write_summary
 
 log = logging.getLogger("jepa_zoo.train")
-
-
-def _single_log_stream() -> None:
-    """``import lightning`` adds its own console handler; Hydra's root handlers (console and
-    ``train.log``) already show its records, so drop it to print each line once."""
-    lg = logging.getLogger("lightning")
-    if logging.getLogger().handlers:
-        for h in [h for h in lg.handlers if type(h) is logging.StreamHandler]:
-            lg.removeHandler(h)
 
 
 def build_callbacks(cfg: TrainConfig, ckpt_dir: Path) -> List[Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from jepa_zoo.callbacks.perf import PerfMonitor
+    from jepa_zoo.callbacks.progress import LastStep, ParamSummary, StepProgressBar
 
     def batch_size(batch: Any) -> int:
         return int(batch[-1].shape[0])  # labels are last in every method's batch
 
-    # compile=true: the first interval after the (eager) counted step is torch.compile's, not training's
-    perf = ([PerfMonitor(batch_size, count_flops=cfg.monitors.perf_flops, skip_intervals=int(cfg.compile))]
-            if cfg.monitors.perf else [])
+    perf: List[Any] = [LastStep()]  # first: the others see its stop flag at the final step
+    if cfg.monitors.perf:  # compile=true: the first interval after the (eager) counted step is torch.compile's
+        perf.append(PerfMonitor(batch_size, count_flops=cfg.monitors.perf_flops, skip_intervals=int(cfg.compile)))
     if cfg.trainer.get("enable_progress_bar", True):
-        from lightning.pytorch.callbacks import TQDMProgressBar
-
-        perf.append(TQDMProgressBar(refresh_rate=cfg.progress_every_n_steps))
+        perf.append(StepProgressBar(refresh_rate=cfg.progress_every_n_steps))
+    if cfg.trainer.get("enable_model_summary", True):
+        perf.append(ParamSummary())
     return perf + [
         ModelCheckpoint(
             dirpath=ckpt_dir,
@@ -89,6 +82,7 @@ def run(cfg: DictConfig) -> Dict[str, float]:
     """Validate, build and fit; return the final logged metrics (floats)."""
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.utilities import rank_zero_only
 
     from jepa_zoo.checkpointing import (
@@ -98,7 +92,7 @@ def run(cfg: DictConfig) -> Dict[str, float]:
     from jepa_zoo.data.datamodule import JEPADataModule
     from jepa_zoo.methods import build_model, get_method
 
-    _single_log_stream()
+    quiet_logs()
     tc = validate(cfg)
     model = build_model(tc, num_classes=tc.data.num_classes)  # seeds first
     method_cls = get_method(tc.method.name)
@@ -108,12 +102,20 @@ def run(cfg: DictConfig) -> Dict[str, float]:
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     resume = resolve_resume(tc.resume, ckpt_dir)
+    if resume is None and any(ckpt_dir.glob("*.ckpt")):
+        log.warning("%s already holds checkpoints from an earlier run; this run starts afresh and replaces them "
+                    "(resume=auto continues that run instead)", ckpt_dir)
     if resume is not None:
         check_compatible(resume, tc)
     if rank_zero_only.rank == 0:  # the complete validated config, schema defaults included
         OmegaConf.save(OmegaConf.structured(tc), ckpt_dir / "config.yaml")
+        write_summary(run_dir, "running", new_launch=True, method=tc.method.name, config="checkpoints/config.yaml",
+                      resumed_from=resume, command=" ".join(["python -m jepa_zoo.train", *sys.argv[1:]]))
 
     logger = hydra.utils.instantiate(tc.logger) if tc.logger else False
+    loggers = [logger] if logger else []
+    if logger and not isinstance(logger, CSVLogger):  # metrics.csv always: reports read it, with any logger
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=None))
     callbacks = build_callbacks(tc, ckpt_dir) + model.callbacks()
     callbacks += [SaveOnPreemption(ckpt_dir), FinalCheckpoint(ckpt_dir), RNGState()]
     callbacks += build_monitors(tc)
@@ -128,7 +130,7 @@ def run(cfg: DictConfig) -> Dict[str, float]:
         trainer_args["strategy"] = FSDPStrategy(tc.fsdp.reshard_after_forward, tc.fsdp.param_dtype,
                                                  tc.fsdp.reduce_every_micro_batch)
     try:
-        trainer = L.Trainer(**trainer_args, default_root_dir=str(run_dir), logger=logger, callbacks=callbacks,
+        trainer = L.Trainer(**trainer_args, default_root_dir=str(run_dir), logger=loggers or False, callbacks=callbacks,
                             plugins=[AtomicCheckpointIO(), *slurm_requeue_plugins()])
     except (ValueError, TypeError, MisconfigurationException) as e:
         raise ConfigError(f"trainer: {e}") from e
@@ -138,7 +140,22 @@ def run(cfg: DictConfig) -> Dict[str, float]:
         _finish_wandb(logger)
     metrics = {k: float(v) for k, v in trainer.logged_metrics.items()}
     log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
+    if rank_zero_only.rank == 0:
+        write_summary(run_dir, "finished", step=trainer.global_step, metrics=metrics,
+                      checkpoint="checkpoints/last.ckpt" if (ckpt_dir / "last.ckpt").is_file() else None)
     return metrics
+
+
+def _end(run_dir: Path, code: int, status: str, message: str) -> None:
+    """Record how the launch ended and exit with ``code``: a launch refused before it wrote anything
+    (a config or data error) removes the run dir it made; otherwise ``run_summary.json`` says
+    ``status`` and the error."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0 and run_dir.is_dir():
+        if not (status == "refused" and remove_if_unused(run_dir)):
+            write_summary(run_dir, status, exit_code=code, error=message)
+    sys.exit(code)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -147,35 +164,35 @@ def main(cfg: DictConfig) -> float:
 
     from jepa_zoo.methods.base import NonFiniteLossError
 
+    run_dir = Path(cfg.run_dir)
     try:
         metrics = run(cfg)
     except (ConfigError, DataError) as e:
         log.error("%s: %s", type(e).__name__, e)
-        sys.exit(2)
+        _end(run_dir, 2, "refused", f"{type(e).__name__}: {e}")
     except NonFiniteLossError as e:
         log.error("%s: %s. Stopped; the last good checkpoint is %s/checkpoints/last.ckpt (if one was saved); "
                   "nonfinite_loss=skip skips such steps instead", type(e).__name__, e, cfg.run_dir)
-        sys.exit(3)
+        _end(run_dir, 3, "failed", f"{type(e).__name__}: {e}")
     except SIGTERMException:
         log.error("stopped by SIGTERM; checkpoint saved, run again with resume=auto (same run dir) to continue")
-        sys.exit(143)
+        _end(run_dir, 143, "stopped", "SIGTERM")
+    except KeyboardInterrupt:
+        log.error("interrupted (Ctrl-C); resume=auto (same run dir) continues from the last checkpoint")
+        _end(run_dir, 130, "stopped", "KeyboardInterrupt")
+    except Exception as e:  # noqa: BLE001 - not swallowed: logged with its traceback to train.log, exit 1
+        log.exception("uncaught %s: %s", type(e).__name__, e)
+        _end(run_dir, 1, "failed", f"{type(e).__name__}: {e}")
     return metrics.get("train/loss", float("nan"))
 
 
-def short_dirname(name: str, max_len: int = 180) -> str:
-    """A sweep run's dir name: the overrides as Hydra joins them, cut to ``max_len`` characters with a
-    hash of the whole so names stay unique (file systems refuse names over 255 bytes)."""
-    if len(name) <= max_len:
-        return name
-    return f"{name[: max_len - 9]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-
-
 def register_resolvers() -> None:
-    """OmegaConf resolvers the configs use (``${jz_dirname:...}``); called before Hydra composes."""
+    """OmegaConf resolvers the configs use (``${jz_sweep_subdir:}``, ...); called before Hydra composes."""
     from jepa_zoo.loggers import sweep_group
+    from jepa_zoo.runs import sweep_subdir
 
-    if not OmegaConf.has_resolver("jz_dirname"):
-        OmegaConf.register_new_resolver("jz_dirname", short_dirname)
+    if not OmegaConf.has_resolver("jz_sweep_subdir"):
+        OmegaConf.register_new_resolver("jz_sweep_subdir", sweep_subdir)
     if not OmegaConf.has_resolver("jz_add"):
         OmegaConf.register_new_resolver("jz_add", lambda *xs: sum(int(x) for x in xs))
     if not OmegaConf.has_resolver("jz_sweep_group"):
@@ -183,5 +200,9 @@ def register_resolvers() -> None:
 
 
 if __name__ == "__main__":
+    from jepa_zoo.cli import check_keys, check_paths
+
     register_resolvers()
+    check_paths(sys.argv[1:])
+    check_keys(sys.argv[1:], Path(__file__).parent / "conf", "train")
     main()

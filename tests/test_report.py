@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jepa_zoo import report
+from jepa_zoo import report, report_plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +39,9 @@ def sweep(tmp_path) -> Path:
     """Four runs, swept over method.lambd and seed; written in job order, which is not the sorted order."""
     s = tmp_path / "multirun" / "lejepa" / "2026-11-23_12-00-00"
     s.mkdir(parents=True)
-    (s / "multirun.yaml").write_text("hydra: {}\n")
+    (s / "multirun.yaml").write_text(  # what Hydra's sweeper writes: the command line's overrides
+        "hydra:\n  sweeper:\n    params: null\n  overrides:\n    task:\n    - method.lambd=0.1,0.05,0.01\n"
+        "    - seed=2,10\n    - backbone=vit_t\n    - trainer.max_steps=300\n")
     ov = lambda lambd, seed, i: [f"method.lambd={lambd}", f"seed={seed}", *FIXED, f"data.root=/data/{i}",  # noqa: E731
                                  "hydra.verbose=false"]
     done = ("INFO", "final metrics: {'train/loss': 1.0}")
@@ -138,9 +140,9 @@ def test_select_metrics(sweep):
 def test_small_helpers():
     assert report.parse_override("+method.lambd=0.01") == ("method.lambd", "0.01")
     assert report.parse_override("data.root=/x") is None and report.parse_override("hydra.job.name=a") is None
-    assert report.use_log_x([0.001, 0.01, 0.1]) and not report.use_log_x([0.01, 0.1])
-    assert not report.use_log_x([-1.0, 100.0])
-    assert report.safe_name("val/knn_top1") == "val_knn_top1"
+    assert report_plots.use_log_x([0.001, 0.01, 0.1]) and not report_plots.use_log_x([0.01, 0.1])
+    assert not report_plots.use_log_x([-1.0, 100.0])
+    assert report_plots.safe_name("val/knn_top1") == "val_knn_top1"
     assert report.fmt(0.123456) == "0.1235" and report.fmt(12345.678) == "1.235e+04" and report.fmt(None) == "–"
     assert report.fmt(50000.0) == "50000" and report.fmt(2.0e7) == "2e+07" and report.fmt(0.1, None) == "0.1"
 

@@ -174,7 +174,7 @@ def test_multirun_sweep_dirs_carry_the_swept_values(tmp_path):
 
 
 def test_sweep_dir_names_stay_short_and_unique():
-    from jepa_zoo.train import short_dirname
+    from jepa_zoo.runs import short_dirname
 
     assert short_dirname("method.lambd=0.1") == "method.lambd=0.1"
     a, b = short_dirname("x" * 300 + "a"), short_dirname("x" * 300 + "b")

@@ -16,6 +16,7 @@ the very next batch.
 from __future__ import annotations
 
 import shutil
+import logging
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -39,6 +40,8 @@ from jepa_zoo.data.datasets import (
 from jepa_zoo.data.sampling import ResumableLoader, ResumableSampler
 from jepa_zoo.data.views import eval_transform
 
+
+log = logging.getLogger(__name__)
 
 def _torchvision_cifar10(root: str, train: bool, transform: Optional[Callable], download: bool, looked: str):
     """torchvision's CIFAR-10 (pickled batches) in ``root``, downloading when asked and online."""
@@ -140,6 +143,9 @@ class JEPADataModule(L.LightningDataModule):
             raise DataError(f"no images found under {train_dir}")
         self.val_set = (self._shuffled(SkipUnreadable(image_folder(val_dir, self.val_transform), c.bad_images))
                         if val_dir is not None else None)
+        if val_dir is None and c.val_split is not None and stage in (None, "fit"):
+            log.warning("data.root %s has no validation split '%s/': validation is off (no probe/val_acc, val/ "
+                        "monitors or image panels); data.val_split=<folder> names another one", root, c.val_split)
 
     def _shuffled(self, ds: Dataset) -> Dataset:
         """Validation set in one fixed random order (seeded): folders are sorted by class, so a

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -69,15 +68,37 @@ def resolve_resume(resume: Optional[str], ckpt_dir: Path) -> Optional[str]:
     return str(path)
 
 
-def check_compatible(path: str, tc: TrainConfig) -> None:
-    """Refuse a checkpoint written by another method or backbone (before Lightning loads it)."""
+def read_checkpoint(path: str | Path, key: str, mmap: bool = False) -> Dict[str, Any]:
+    """A jepa_zoo training checkpoint, loaded ``weights_only`` on the CPU.
+
+    Raises:
+        ConfigError: one line naming ``key`` (the setting that gave the path) and the problem: no
+            such file, not a PyTorch file (neither a zip archive nor a pickle; its first bytes are
+            shown), unreadable, or a PyTorch file without jepa_zoo's ``hyper_parameters.cfg``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{key}: no such checkpoint file: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save: zip; legacy: pickle protocol 2+
+        raise ConfigError(f"{key}: {path} is not a PyTorch checkpoint (a {path.stat().st_size}-byte file "
+                          f"starting {head!r}; expected a .ckpt written by jepa_zoo.train)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise ConfigError(f"resume: {path} is not a readable PyTorch checkpoint ({type(e).__name__})") from e
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure: re-raised as one line, chained
+        raise ConfigError(f"{key}: {path} is not a readable PyTorch checkpoint ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})") from e
     cfg = (state.get("hyper_parameters") or {}).get("cfg") if isinstance(state, dict) else None
     if not isinstance(cfg, dict):
-        raise ConfigError(f"resume: {path} is not a jepa_zoo checkpoint (no hyper_parameters.cfg)")
+        keys = ", ".join(sorted(map(str, state))[:8]) if isinstance(state, dict) else type(state).__name__
+        raise ConfigError(f"{key}: {path} is not a jepa_zoo checkpoint (no hyper_parameters.cfg; it holds: {keys})")
+    return state
+
+
+def check_compatible(path: str, tc: TrainConfig) -> None:
+    """Refuse a checkpoint written by another method or backbone (before Lightning loads it)."""
+    state = read_checkpoint(path, "resume", mmap=True)
+    cfg = state["hyper_parameters"]["cfg"]
     if tc.trainer.get("strategy") == "fsdp" and (cfg.get("trainer") or {}).get("strategy") != "fsdp":
         # Lightning maps a full checkpoint's optimiser state onto sharded parameters by their order in
         # ``model.parameters()``; only an FSDP run writes it in that order (ours groups them by decay)

@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -39,25 +38,31 @@ log = logging.getLogger("jepa_zoo.eval")
 
 
 @torch.no_grad()
-def extract(encoder: torch.nn.Module, ds: Dataset, batch_size: int, num_workers: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features ``[M, D]`` and labels ``[M]`` of a dataset, in order."""
+def extract(encoder: torch.nn.Module, ds: Dataset, batch_size: int, num_workers: int,
+            name: str = "images") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features ``[M, D]`` and labels ``[M]`` of a dataset, in order (progress logged about
+    every 10 % and at the end)."""
+    import time
+
     feats, labels = [], []
-    for x, y in DataLoader(ds, batch_size=batch_size, num_workers=num_workers):
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
+    every, start = max(1, len(loader) // 10), time.perf_counter()
+    log.info("features of %d %s (%d batches) ...", len(ds), name, len(loader))
+    for i, (x, y) in enumerate(loader):
         feats.append(encoder(x).float())
         labels.append(y)
+        if (i + 1) % every == 0 and i + 1 < len(loader):
+            log.info("  %d/%d batches, %.0f images/s", i + 1, len(loader),
+                     sum(map(len, labels)) / (time.perf_counter() - start))
+    log.info("features of %d %s: done in %.1f s", len(ds), name, time.perf_counter() - start)
     return torch.cat(feats), torch.cat(labels)
 
 
 def load_checkpoint(path: Path) -> Dict:
-    if not path.is_file():
-        raise DataError(f"ckpt: no such checkpoint file: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise ConfigError(f"ckpt: {path} is not a readable PyTorch checkpoint ({type(e).__name__})") from e
-    if not isinstance(state, dict) or "hyper_parameters" not in state or "cfg" not in state["hyper_parameters"]:
-        raise ConfigError(f"ckpt: {path} is not a jepa_zoo checkpoint (no hyper_parameters.cfg)")
-    return state
+    """The checkpoint at ``ckpt=`` (:func:`jepa_zoo.checkpointing.read_checkpoint`)."""
+    from jepa_zoo.checkpointing import read_checkpoint
+
+    return read_checkpoint(path, "ckpt")
 
 
 PROTOCOLS = ("knn", "linear", "attentive", "finetune")
@@ -72,29 +77,44 @@ def _check_args(cfg: DictConfig) -> None:
         raise ConfigError(f"features: must be 'encoder' or 'predictor', got {cfg.features!r}")
     if cfg.features == "predictor" and cfg.protocol in ("knn", "finetune"):
         raise ConfigError("features: 'predictor' trains the predictor; use protocol=linear or attentive")
-    if cfg.train_limit is not None and cfg.train_limit < 1:
-        raise ConfigError(f"train_limit: must be >= 1 or null, got {cfg.train_limit}")
+    for key in ("train_limit", "test_limit"):
+        if cfg[key] is not None and cfg[key] < 1:
+            raise ConfigError(f"{key}: must be >= 1 or null, got {cfg[key]}")
+    if not 0 < cfg.probe.select_fraction < 1:
+        raise ConfigError(f"probe.select_fraction: must be in (0, 1), got {cfg.probe.select_fraction}")
     if cfg.protocol in ("linear", "attentive") and not (cfg.probe.lrs and cfg.probe.wds):
         raise ConfigError("probe.lrs / probe.wds: give at least one value each")
 
 
-def _subset(ds: Dataset, limit: Optional[int], seed: int) -> Dataset:
+def _subset(ds: Dataset, limit: Optional[int], seed: int) -> List[int]:
+    """Indices of a seeded subset of at most ``limit`` images (all, in order, with no limit)."""
     if limit is None or limit >= len(ds):
-        return ds
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:limit]
-    return Subset(ds, idx.tolist())
+        return list(range(len(ds)))
+    return torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:limit].tolist()
+
+
+def holdout(indices: List[int], fraction: float, seed: int) -> Tuple[List[int], List[int]]:
+    """(fit, select): a seeded ``fraction`` of ``indices`` (at least one) held out to select a probe head."""
+    n_select = max(1, round(fraction * len(indices)))
+    if n_select >= len(indices):
+        raise ConfigError(f"probe.select_fraction: holding out {n_select} of {len(indices)} training images "
+                          f"leaves none to train on; use more images (train_limit) or a smaller fraction")
+    order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed + 1)).tolist()
+    return [indices[i] for i in sorted(order[n_select:])], [indices[i] for i in sorted(order[:n_select])]
 
 
 def run_knn(cfg: DictConfig, encoder: torch.nn.Module, bank_set: Dataset, val_set: Dataset) -> Dict[str, Any]:
     from jepa_zoo.evaluation.knn import knn_accuracy
 
-    bank, bank_y = extract(encoder, bank_set, cfg.batch_size, cfg.num_workers)
-    queries, query_y = extract(encoder, val_set, cfg.batch_size, cfg.num_workers)
+    bank, bank_y = extract(encoder, bank_set, cfg.batch_size, cfg.num_workers, "training images (the bank)")
+    queries, query_y = extract(encoder, val_set, cfg.batch_size, cfg.num_workers, "test images (the queries)")
     return knn_accuracy(bank, bank_y, queries, query_y, ks=list(cfg.knn.k), temperature=cfg.knn.temperature)
 
 
-def run_probe(cfg: DictConfig, model, train_set: Dataset, val_set: Dataset, num_classes: int) -> Dict[str, Any]:
-    """Train a grid of linear / attentive heads (and, with ``features=predictor``, the predictor)."""
+def run_probe(cfg: DictConfig, model, train_set: Dataset, sets: Dict[str, Dataset], num_classes: int) -> Dict[str, Any]:
+    """Train a grid of linear / attentive heads (and, with ``features=predictor``, the predictor);
+    the head is chosen on ``sets["select"]`` (held out from the training images) and reported on
+    ``sets["test"]``."""
     from jepa_zoo.evaluation.probes import ProbeModule
 
     predictor = None
@@ -106,29 +126,46 @@ def run_probe(cfg: DictConfig, model, train_set: Dataset, val_set: Dataset, num_
     p = cfg.probe
     probe = ProbeModule(model.eval_encoder, num_classes, cfg.protocol, lrs=list(p.lrs), wds=list(p.wds),
                         predictor=predictor, predictor_lr=p.predictor_lr, num_heads=p.num_heads)
-    return probe.results(_fit(cfg, p, probe, train_set, val_set, "val/top1/"))
+    scores = _fit(cfg, p, probe, train_set, sets)
+    return probe.results(scores["select"], scores["test"])
 
 
-def _fit(cfg: DictConfig, schedule: DictConfig, module, train_set: Dataset, val_set: Dataset, top1: str) -> Dict:
-    """Train ``module`` (``schedule``: epochs, max_steps, precision) and validate it once at the
-    end; the trainer's logged metrics.  ``top1``: the prefix of the metric that shows a
-    validation ran (``max_steps`` may end training before the epoch-end validation)."""
+def _fit(cfg: DictConfig, schedule: DictConfig, module, train_set: Dataset, sets: Dict[str, Dataset]) -> Dict:
+    """Train ``module`` (``schedule``: epochs, max_steps, precision), then validate it on each of
+    ``sets``; ``{name: the metrics logged on it}``.  The batch is at most the training set's size
+    (the loader drops a last partial batch), and a fit in which no step ran is refused."""
+    import warnings
+
     import lightning as L
 
-    loader = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen encoder, on purpose
+    warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
+    batch = min(cfg.batch_size, len(train_set))
+    if batch < cfg.batch_size:
+        log.info("batch_size: %d training images, so batches of %d (not %d)", len(train_set), batch, cfg.batch_size)
+    loader = dict(batch_size=batch, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
     trainer = L.Trainer(
         max_epochs=schedule.epochs, max_steps=schedule.max_steps if schedule.max_steps is not None else -1,
         precision=schedule.precision, logger=False, enable_checkpointing=False, enable_progress_bar=cfg.progress_bar,
-        enable_model_summary=False, num_sanity_val_steps=0, check_val_every_n_epoch=schedule.epochs,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
         default_root_dir=str(Path(HydraConfig.get().runtime.output_dir)) if HydraConfig.initialized() else None,
     )
-    trainer.fit(module, DataLoader(train_set, shuffle=True, drop_last=True, **loader), DataLoader(val_set, **loader))
-    if not any(k.startswith(top1) for k in trainer.logged_metrics):
-        trainer.validate(module, DataLoader(val_set, **loader), verbose=False)
-    return trainer.logged_metrics
+    log.info("training for %d epoch(s) of %d batches on %d images%s ...", schedule.epochs, len(train_set) // batch,
+             len(train_set), "" if cfg.progress_bar else " (progress_bar=true shows a bar)")
+    trainer.fit(module, DataLoader(train_set, shuffle=True, drop_last=True, **loader))
+    if trainer.global_step == 0:
+        raise DataError(f"no training step ran ({len(train_set)} training images, batch {batch}): no result written")
+    log.info("trained %d steps on %d images; validating on %s", trainer.global_step, len(train_set),
+             ", ".join(f"{k} ({len(v)} images)" for k, v in sets.items()))
+    out = {}
+    trainer.limit_val_batches = 1.0  # off during fit: the sets are validated once, here
+    for name, ds in sets.items():
+        (out[name],) = trainer.validate(module, DataLoader(ds, **{**loader, "batch_size": cfg.batch_size}),
+                                        verbose=False)
+    return out
 
 
-def run_finetune(cfg: DictConfig, model, train_set: Dataset, val_set: Dataset, num_classes: int) -> Dict[str, Any]:
+def run_finetune(cfg: DictConfig, model, train_set: Dataset, sets: Dict[str, Dataset], num_classes: int) -> Dict[str, Any]:
     """Fine-tune the evaluation encoder end to end with a linear head."""
     from jepa_zoo.evaluation.finetune import FinetuneModule
 
@@ -138,14 +175,16 @@ def run_finetune(cfg: DictConfig, model, train_set: Dataset, val_set: Dataset, n
                                 layer_decay=f.layer_decay, label_smoothing=f.label_smoothing)
     except ValueError as e:
         raise ConfigError(f"finetune: {e}") from None
-    return module.results(_fit(cfg, f, module, train_set, val_set, "val/top1"))
+    return module.results(_fit(cfg, f, module, train_set, sets)["test"])
 
 
 def evaluate(cfg: DictConfig) -> Dict[str, Any]:
     from jepa_zoo.data.datamodule import JEPADataModule
     from jepa_zoo.data.views import view_transform
+    from jepa_zoo.loggers import quiet_logs
     from jepa_zoo.methods import build_model
 
+    quiet_logs()
     _check_args(cfg)
     ckpt = Path(cfg.ckpt)
     state = load_checkpoint(ckpt)
@@ -158,27 +197,37 @@ def evaluate(cfg: DictConfig) -> Dict[str, Any]:
         model.load_state_dict(state["state_dict"])
     encoder = model.eval_encoder.eval()
 
-    dm = JEPADataModule(tc.data, train_transform=None, seed=tc.seed)
     d = tc.data
-    if cfg.protocol == "knn":  # the bank: clean, centre-cropped training images
-        dm.train_transform = dm.val_transform
-    else:  # probes train on light augmentation: crop + flip
-        dm.train_transform = view_transform(d.img_size, list(cfg.probe.crop_scale), jitter_p=0.0, grayscale_p=0.0,
-                                            blur_p=0.0, solarize_p=0.0, mean=d.mean, std=d.std)
-    dm.prepare_data()
-    dm.setup("validate")
-    if dm.val_set is None:
+    clean = JEPADataModule(tc.data, train_transform=None, seed=tc.seed)  # centre crops of every split
+    clean.train_transform = clean.val_transform
+    clean.prepare_data()
+    clean.setup("validate")
+    if clean.val_set is None:
         raise DataError(f"data.root {tc.data.root} has no validation split '{tc.data.val_split}'")
-    train_set = _subset(dm.train_set, cfg.train_limit, tc.seed)
-    if cfg.protocol == "knn":
-        result = run_knn(cfg, encoder, train_set, dm.val_set)
-    elif cfg.protocol == "finetune":
-        result = run_finetune(cfg, model, train_set, dm.val_set, dm.num_classes)
-    else:
-        result = run_probe(cfg, model, train_set, dm.val_set, dm.num_classes)
+    test_set = _subset(clean.val_set, cfg.test_limit, tc.seed + 2)
+    test_set = Subset(clean.val_set, test_set) if len(test_set) < len(clean.val_set) else clean.val_set
+    indices = _subset(clean.train_set, cfg.train_limit, tc.seed)
+    sets: Dict[str, Dataset] = {"test": test_set}
+    if cfg.protocol == "knn":  # the bank: clean, centre-cropped training images
+        train_set = Subset(clean.train_set, indices)
+        result = run_knn(cfg, encoder, train_set, test_set)
+    else:  # heads train on light augmentation (crop + flip) of the images not held out for selection
+        dm = JEPADataModule(tc.data, train_transform=view_transform(
+            d.img_size, list(cfg.probe.crop_scale), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0,
+            mean=d.mean, std=d.std), seed=tc.seed)
+        dm.prepare_data()
+        dm.setup("fit")
+        if cfg.protocol == "finetune":
+            train_set = Subset(dm.train_set, indices)
+            result = run_finetune(cfg, model, train_set, sets, clean.num_classes)
+        else:
+            fit_idx, select_idx = holdout(indices, cfg.probe.select_fraction, tc.seed)
+            train_set, sets = Subset(dm.train_set, fit_idx), {"select": Subset(clean.train_set, select_idx), **sets}
+            result = run_probe(cfg, model, train_set, sets, clean.num_classes)
     tag = cfg.protocol + ("_predictor" if cfg.features == "predictor" else "")
     record = {"ckpt": str(ckpt), "protocol": cfg.protocol, "features": cfg.features, "init": cfg.init,
-              "step": state.get("global_step"), "train_images": len(train_set), "queries": len(dm.val_set), **result}
+              "step": state.get("global_step"), "train_images": len(train_set), "queries": len(test_set),
+              **({"select_images": len(sets["select"])} if "select" in sets else {}), "unit": "percent", **result}
     out = ckpt.parent / f"eval_{tag}_{cfg.init}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record))
@@ -190,9 +239,16 @@ def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
     except (ConfigError, DataError) as e:
+        from jepa_zoo.runs import remove_if_unused
+
         log.error("%s: %s", type(e).__name__, e)
+        remove_if_unused(Path(HydraConfig.get().runtime.output_dir))
         sys.exit(2)
 
 
 if __name__ == "__main__":
+    from jepa_zoo.cli import check_keys, check_paths
+
+    check_paths(sys.argv[1:])
+    check_keys(sys.argv[1:], Path(__file__).parent / "conf", "eval")
     main()

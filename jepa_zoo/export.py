@@ -9,9 +9,11 @@ model and whose metadata says how to create it::
 
     with safe_open("encoder.safetensors", "pt") as f:
         meta = f.metadata()
-    model = timm.create_model(meta["timm_model"], **json.loads(meta["create_kwargs"]))
+    model = timm.create_model(meta["timm_model"], pretrained_cfg_overlay=json.loads(meta["pretrained_cfg"]),
+                              **json.loads(meta["create_kwargs"]))
     model.load_state_dict(load_file("encoder.safetensors"))   # strict: every key matches
-    features = model(images)   # [B, D] pooled features, equal to the jepa_zoo encoder's
+    cfg = timm.data.resolve_data_config({}, model=model)      # input size, mean/std, crop as trained
+    features = model(timm.data.create_transform(**cfg)(pil_image)[None])   # [1, D], as the jepa_zoo encoder
 
 (:func:`load_timm` does exactly that.)  ViTs: our encoder adds fixed 2-D
 sin-cos position embeddings outside timm; the export writes them into timm's
@@ -56,6 +58,13 @@ def timm_export(encoder: nn.Module) -> Tuple[Dict[str, Tensor], str, Dict[str, A
     return state, cfg.name, kwargs
 
 
+def preprocessing(data: Any) -> Dict[str, Any]:
+    """timm's ``pretrained_cfg`` keys for the evaluation preprocessing of training (``data.*``): resize the
+    short side to ``img_size / eval_crop_ratio`` (bilinear), centre-crop ``img_size``, normalise."""
+    return {"input_size": [3, data.img_size, data.img_size], "mean": list(data.mean), "std": list(data.std),
+            "interpolation": "bilinear", "crop_pct": data.eval_crop_ratio, "crop_mode": "center", "num_classes": 0}
+
+
 def load_timm(path: str | Path) -> nn.Module:
     """The stock timm model of an exported file, weights loaded (strictly), in eval mode."""
     import timm
@@ -66,7 +75,10 @@ def load_timm(path: str | Path) -> nn.Module:
         meta = f.metadata() or {}
     if "timm_model" not in meta:
         raise ValueError(f"{path} is not a jepa_zoo export (no timm_model in its metadata)")
-    model = timm.create_model(meta["timm_model"], pretrained=False, **json.loads(meta["create_kwargs"]))
+    overlay = ({k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(meta["pretrained_cfg"]).items()}
+               if "pretrained_cfg" in meta else None)  # timm's own configs hold tuples
+    model = timm.create_model(meta["timm_model"], pretrained=False, pretrained_cfg_overlay=overlay,
+                              **json.loads(meta["create_kwargs"]))
     model.load_state_dict(load_file(str(path)))
     return model.eval()
 
@@ -90,7 +102,8 @@ def export(ckpt: Path, out: Optional[Path] = None, which: str = "eval") -> Path:
     encoder = model.eval_encoder if which == "eval" else model.backbone
     tensors, name, kwargs = timm_export(encoder)
     out = out or ckpt.parent / f"{ckpt.stem}_encoder.safetensors"
-    meta = {"timm_model": name, "create_kwargs": json.dumps(kwargs), "method": tc.method.name, "encoder": which,
+    meta = {"timm_model": name, "create_kwargs": json.dumps(kwargs), "pretrained_cfg": json.dumps(preprocessing(tc.data)),
+            "method": tc.method.name, "encoder": which,
             "source": str(ckpt), "global_step": str(state.get("global_step"))}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out), metadata=meta)

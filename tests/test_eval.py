@@ -52,7 +52,7 @@ def test_eval_entry_point_trained_and_random(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={junk}"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     out = bad.stdout + bad.stderr
-    assert bad.returncode == 2 and "not a readable PyTorch checkpoint" in out and "Traceback" not in out
+    assert bad.returncode == 2 and "is not a PyTorch checkpoint" in out and "Traceback" not in out
 
 
 def test_random_init_rebuilds_the_runs_initial_weights():
@@ -95,11 +95,25 @@ def test_probe_grid_learns_a_separable_task(kind):
     train_dl, val_dl = toy_loaders()
     trainer = L.Trainer(max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu")
-    trainer.fit(probe, train_dl, val_dl)
-    res = probe.results(trainer.logged_metrics)
+    trainer.fit(probe, train_dl)
+    (scores,) = trainer.validate(probe, val_dl, verbose=False)
+    res = probe.results(scores, scores)
     assert set(res["heads"]) == {"lr0.01_wd0", "lr1e-06_wd0"} and res["best_head"] == "lr0.01_wd0"
-    assert res["top1"] > 0.9 and res["top5"] == 1.0  # 3 classes: top-5 is top-3
-    assert res["heads"]["lr1e-06_wd0"]["top1"] < 0.7  # a head with a useless LR has not learned it
+    assert res["top1"] > 90 and res["top5"] == 100  # percent; 3 classes: top-5 is top-3
+    assert res["heads"]["lr1e-06_wd0"]["top1"] < 70  # a head with a useless LR has not learned it
+
+
+def test_probe_head_is_chosen_on_the_held_out_split_not_on_the_test_set():
+    from jepa_zoo.evaluation.probes import ProbeModule
+
+    probe = ProbeModule(ToyTokens(), 3, "linear", lrs=[1e-2, 1e-3], wds=[0.0])
+    a, b = probe.names
+    select = {f"val/top1/{a}": 0.8, f"val/top1/{b}": 0.6, f"val/top5/{a}": 1.0, f"val/top5/{b}": 1.0}
+    test = {f"val/top1/{a}": 0.5, f"val/top1/{b}": 0.7, f"val/top5/{a}": 0.9, f"val/top5/{b}": 1.0}
+    res = probe.results(select, test)  # b is better on the test images, a on the held-out ones
+    assert res["best_head"] == a and res["top1"] == pytest.approx(50.0) and res["top5"] == pytest.approx(90.0)
+    assert res["select_top1"] == pytest.approx(80.0)
+    assert res["heads"][b] == pytest.approx({"select_top1": 60.0, "top1": 70.0, "top5": 100.0})
 
 
 @pytest.mark.slow
@@ -116,17 +130,18 @@ def test_eval_probes_and_predictor_finetuning_through_the_entry_point(tmp_path):
     e = evaluate("protocol=attentive", "features=predictor", "probe.lrs=[1e-3]", "probe.wds=[0.0,0.05]")
     assert e.returncode == 0, (e.stdout + e.stderr)[-3000:]
     res = json.loads((ckpt.parent / "eval_attentive_predictor_trained.json").read_text())
-    assert len(res["heads"]) == 2 and 0.0 <= res["top1"] <= res["top5"] <= 1.0 and res["features"] == "predictor"
+    assert len(res["heads"]) == 2 and 0.0 <= res["top1"] <= res["top5"] <= 100.0 and res["features"] == "predictor"
+    assert res["select_images"] == 6 and res["train_images"] == 58 and res["unit"] == "percent"  # 10 % held out
     e = evaluate("protocol=linear", "init=random")
     assert e.returncode == 0, (e.stdout + e.stderr)[-3000:]
     res = json.loads((ckpt.parent / "eval_linear_random.json").read_text())
-    assert len(res["heads"]) == 4 and res["train_images"] == 64
+    assert len(res["heads"]) == 4 and res["train_images"] + res["select_images"] == 64
     e = evaluate("protocol=knn", "features=predictor")
     assert e.returncode == 2 and "features" in e.stdout + e.stderr
     e = evaluate("protocol=finetune", "finetune.epochs=1")
     assert e.returncode == 0, (e.stdout + e.stderr)[-3000:]
     res = json.loads((ckpt.parent / "eval_finetune_trained.json").read_text())
-    assert 0.0 <= res["top1"] <= res["top5"] <= 1.0 and res["train_images"] == 64
+    assert 0.0 <= res["top1"] <= res["top5"] <= 100.0 and res["train_images"] == 64
 
     # timm export of the same checkpoint: a stock timm model, strictly loaded, computes our features
     x = subprocess.run([sys.executable, "-m", "jepa_zoo.export", str(ckpt)], cwd=REPO, capture_output=True,
@@ -197,4 +212,4 @@ def test_finetune_trains_the_encoder_with_layer_decay():
     assert (stem, first, last, head) == pytest.approx((0.25e-2, 0.5e-2, 1e-2, 1e-2))  # lr * 0.5^(L - l)
     assert all(not torch.equal(before[k], v) for k, v in enc.state_dict().items() if v.is_floating_point())
     res = module.results(trainer.validate(module, DataLoader(TensorDataset(x, y), batch_size=64), verbose=False)[0])
-    assert 0.0 <= res["top1"] <= res["top5"] <= 1.0
+    assert 0.0 <= res["top1"] <= res["top5"] <= 100.0

@@ -107,7 +107,7 @@ class EmbeddingMonitor(_ValFeatures):
 
 
 class OnlineKNN(_ValFeatures):
-    """``val/knn_top1`` (a fraction in [0, 1], like ``probe/val_acc``): weighted kNN accuracy of
+    """``val/knn_top1`` (in percent, like ``probe/val_acc`` and every evaluation): weighted kNN accuracy of
     ``eval_encoder`` features of validation images against a queue of training features.
 
     The queue holds the L2-normalised ``StepOutput.features`` and ``labels`` of the latest
@@ -195,7 +195,7 @@ class OnlineKNN(_ValFeatures):
         counts = torch.tensor([correct, scored], dtype=torch.float64, device=pl_module.device)
         correct, scored = trainer.strategy.reduce(counts, reduce_op="sum").tolist()
         if scored > 0:
-            pl_module.log("val/knn_top1", correct / scored, sync_dist=True)  # equal on every process
+            pl_module.log("val/knn_top1", 100 * correct / scored, sync_dist=True)  # equal on every process
 
     def state_dict(self) -> Dict[str, Any]:
         feats, labels = self.entries()

@@ -7,11 +7,15 @@ the same queries and banks.
 
 from __future__ import annotations
 
+import logging
+
 import lightning as L
 import torch
 
 from jepa_zoo.config import MRRConfig
 from jepa_zoo.evaluation.mrr import world_model_mrr
+
+log = logging.getLogger(__name__)
 
 
 class MRRCallback(L.Callback):
@@ -34,6 +38,8 @@ class MRRCallback(L.Callback):
         if getattr(dm, "val_set", None) is None:
             return  # no validation split: nothing to rank
         gen = torch.Generator().manual_seed(self.seed)
+        log.info("val/mrr: ranking %d images against %d target augmentations each (method.mrr.*) ...",
+                 min(self.cfg.num_images, len(dm.val_set)), self.cfg.bank_size)
         scores = world_model_mrr(pl_module, self._images(trainer, pl_module), dm.cfg.mean, dm.cfg.std,
                                  self.cfg.bank_size, generator=gen)
         pl_module.log("val/mrr", scores["mrr"])

@@ -91,5 +91,5 @@ class FinetuneModule(L.LightningModule):
 
     @staticmethod
     def results(metrics: Mapping[str, Any]) -> Dict[str, float]:
-        """``{"top1", "top5"}`` (fractions, as the probes report them) from the trainer's logged metrics."""
-        return {k: float(metrics[f"val/{k}"]) for k in ("top1", "top5")}
+        """``{"top1", "top5"}`` in percent (as every protocol reports them) from the validation metrics."""
+        return {k: 100 * float(metrics[f"val/{k}"]) for k in ("top1", "top5")}

@@ -25,12 +25,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.functional.classification import multiclass_accuracy
 
 import logging
 
 from omegaconf import OmegaConf
 
-from jepa_zoo.config import TrainConfig, validate
+from jepa_zoo.config import ConfigError, TrainConfig, validate
 from jepa_zoo.data.photometric import SOLARIZE_THRESHOLD, apply_photometric, concat_views
 from jepa_zoo.data.views import blur_kernel
 from jepa_zoo.models.backbones import build_backbone
@@ -43,6 +44,25 @@ log = logging.getLogger(__name__)
 def _supports_found_inf(opt: torch.optim.Optimizer) -> bool:
     """Whether ``opt.step`` honours ``opt.found_inf`` (torch's fused Adam/AdamW/SGD)."""
     return bool(opt.defaults.get("fused"))
+
+
+def check_input_sizes(backbone: nn.Module, cfg: TrainConfig, sizes: Dict[str, int]) -> None:
+    """Refuse, before training, image sizes that a CNN backbone cannot take (a ConfigError naming the key
+    and the smallest size it takes); warn when a ResNet's stem shrinks small images away."""
+    from jepa_zoo.models.backbones import TimmEncoder
+
+    if not isinstance(backbone, TimmEncoder) or not sizes:
+        return
+    key, size = min(sizes.items(), key=lambda kv: kv[1])
+    if not backbone.accepts(size):
+        least = backbone.min_size(size)
+        raise ConfigError(f"{key}: backbone {cfg.backbone.name} cannot take {size}-px images "
+                          f"({'it takes ' + str(least) + ' px' if least else 'none up to 1024 px works'}); "
+                          f"set {key} (and the other view sizes) to at least that, or pick another backbone")
+    if cfg.backbone.name.startswith("resnet") and not cfg.backbone.cifar_stem and size <= 64:
+        log.warning("backbone %s at %d px (%s): its 7x7/2 stem and max-pool leave a %d-px map for the first "
+                    "block; backbone.cifar_stem=true keeps small images whole", cfg.backbone.name, size, key,
+                    -(-size // 4))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -66,6 +86,7 @@ class JEPAModule(L.LightningModule):
         # plain types only: `load_from_checkpoint` calls __init__(cfg=..., num_classes=...) with them
         self.save_hyperparameters({"cfg": dataclasses.asdict(cfg), "num_classes": num_classes})
         self.backbone = build_backbone(cfg.backbone)
+        check_input_sizes(self.backbone, cfg, self.input_sizes(cfg))
         self.probe: Optional[nn.Module] = None
         self.skipped_steps = 0  # skipped steps the host has seen (check_skipped)
         self._skipped_total = torch.zeros((), dtype=torch.long)  # on the device: every skipped step
@@ -92,6 +113,11 @@ class JEPAModule(L.LightningModule):
     def step(self, batch: Any) -> StepOutput:
         raise NotImplementedError
 
+    @staticmethod
+    def input_sizes(cfg: TrainConfig) -> Dict[str, int]:
+        """The image sizes the backbone sees, by the key that sets each (checked when it is built)."""
+        return {"data.img_size": cfg.data.img_size}
+
     def callbacks(self) -> list:
         """Method-specific Lightning callbacks (monitors) that training adds."""
         return []
@@ -106,7 +132,6 @@ class JEPAModule(L.LightningModule):
         if not self.cfg.method.probe.enabled or num_classes <= 0:
             return
         self.probe = linear_probe(self.backbone.embed_dim, num_classes)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
         self.hparams["num_classes"] = num_classes
 
@@ -140,9 +165,9 @@ class JEPAModule(L.LightningModule):
             logits = self.probe(out.features.detach())
             probe_loss = F.cross_entropy(logits, out.labels, ignore_index=-1)
             loss = loss + probe_loss
-            self.train_acc(logits, out.labels)
             self.log("probe/train_loss", probe_loss, batch_size=bs)
-            self.log("probe/train_acc", self.train_acc, batch_size=bs)
+            acc = multiclass_accuracy(logits.detach(), out.labels, logits.shape[-1], average="micro", ignore_index=-1)
+            self.log("probe/train_acc", 100 * acc, batch_size=bs)  # percent, as every accuracy
         self.log_dict({f"train/{k}": v for k, v in out.logs.items()}, prog_bar=True, batch_size=bs)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return loss
@@ -288,9 +313,13 @@ class JEPAModule(L.LightningModule):
             return
         images, labels = batch
         logits = self.probe(self.eval_encoder(images))  # the encoder the probe trains on
-        self.val_acc(logits, labels)
+        self.val_acc.update(logits, labels)
         self.log("probe/val_loss", F.cross_entropy(logits, labels, ignore_index=-1), sync_dist=True)
-        self.log("probe/val_acc", self.val_acc, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.probe is not None and self.val_acc.update_count:  # over every process's images, in percent
+            self.log("probe/val_acc", 100 * self.val_acc.compute(), prog_bar=True)
+            self.val_acc.reset()
 
     # -- optimisation ---------------------------------------------------------------------
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:

@@ -18,7 +18,7 @@ embeddings.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
@@ -40,6 +40,12 @@ class LeJEPA(JEPAModule):
     @staticmethod
     def train_transform(cfg: TrainConfig) -> Callable:
         return MultiView(cfg.method.views, cfg.data.mean, cfg.data.std)
+
+    @staticmethod
+    def input_sizes(cfg: TrainConfig) -> Dict[str, int]:
+        v = cfg.method.views
+        return {"method.views.global_size": v.global_size, **({"method.views.local_size": v.local_size}
+                                                              if v.num_local else {})}
 
     @staticmethod
     def photometric_groups(cfg: TrainConfig, views: Any) -> List[List[Any]]:

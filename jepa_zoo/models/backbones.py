@@ -114,6 +114,31 @@ class TimmEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
+    def accepts(self, size: int) -> bool:
+        """Whether a ``size`` x ``size`` image gets through the model (a CNN's strided layers without
+        padding need a minimum size): one forward of a blank image, without gradients, in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            p = next(self.parameters())
+            with torch.no_grad():
+                self.model(torch.zeros(1, 3, size, size, device=p.device, dtype=p.dtype))
+            return True
+        except RuntimeError as e:  # the kernel-larger-than-input family of errors; anything else is raised
+            if "size" not in str(e).lower():
+                raise
+            return False
+        finally:
+            self.train(was_training)
+
+    def min_size(self, size: int, limit: int = 1024) -> Optional[int]:
+        """The smallest of ``size``, 2·size, 4·size, ... (up to ``limit``) that the model accepts."""
+        while size <= limit:
+            if self.accepts(size):
+                return size
+            size *= 2
+        return None
+
 
 def check_model_name(name: str) -> None:
     """Raise ValueError naming close matches when ``name`` is not in timm's registry."""

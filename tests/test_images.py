@@ -12,7 +12,8 @@ import torch
 
 from jepa_zoo.data.actions import ACTION_DIM
 from jepa_zoo.evaluation.visual import (
-    ACTION_NAMES, DIM, PAD, TINT_ALPHA, block_colors, mask_overlay, nearest, pair_panel, retrieval_panel, to_uint8,
+    ACTION_NAMES, DIM, LINE, PAD, TINT_ALPHA, block_colors, mask_overlay, mask_panel, nearest, pair_panel,
+    pairs_panel, retrieval_panel, retrievals_panel, titled, to_uint8,
 )
 
 from conftest import REPO
@@ -182,6 +183,7 @@ def test_iwm_run_with_tensorboard_logs_images(tmp_path):
     tags = set(acc.Tags()["images"])
     assert {"images/masks", "images/pairs", "images/retrievals"} <= tags, tags
     assert acc.Images("images/pairs")[0].step == 4
+    assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()  # kept beside TensorBoard: reports read it
 
 
 @pytest.mark.slow
@@ -193,8 +195,8 @@ def test_lejepa_run_saves_retrievals_only(tmp_path):
     assert set(files) == {"retrievals"}, files
     from PIL import Image
 
-    with Image.open(files["retrievals"]) as im:  # 3 query rows of 32 px images drawn at 96 px
-        assert im.size[1] == PAD + 3 * (96 + PAD)
+    with Image.open(files["retrievals"]) as im:  # title and headers, 3 query rows of 32 px images drawn at 128 px
+        assert im.size[1] == 2 * LINE + 4 + PAD + 3 * (128 + PAD + LINE)
 
 
 def test_images_config_is_validated_and_can_be_turned_off(compose_cfg):
@@ -206,3 +208,37 @@ def test_images_config_is_validated_and_can_be_turned_off(compose_cfg):
         validate(compose_cfg("data=fake", "images.num_images=0"))
     with pytest.raises(ConfigError, match="images.every_n_epochs"):
         validate(compose_cfg("data=fake", "images.every_n_epochs=0"))
+
+
+def test_titled_keeps_the_image_below_its_band():
+    image = torch.randint(0, 256, (3, 20, 30), dtype=torch.uint8)
+    out = titled(image, "a title", [(2, "col")], [((255, 0, 0), "red")])
+    band = 3 * LINE + 4
+    assert torch.equal(out[:, band:, :30], image) and out[:, :band].float().mean() > 1
+    assert (out[:, :band] == torch.tensor([255, 0, 0], dtype=torch.uint8).view(3, 1, 1)).all(0).any()  # swatch
+    assert torch.equal(titled(image, "t")[:, LINE + 4:, :30], image)
+
+
+def test_annotated_panels_keep_their_grids_and_say_what_they_show():
+    imgs = images_k255(2, 3, 16, 16)
+    ctx, tgt = torch.tensor([[0, 1], [2, 3]]), torch.tensor([[[5], [6]], [[7], [8]]])
+    raw = mask_overlay(imgs, ctx, tgt, 4, 4)
+    panel = mask_panel(imgs, ctx, tgt, 4, 4, step=3)
+    assert torch.equal(panel[:, -raw.shape[1]:, :raw.shape[2]], raw)
+    action = torch.zeros(2, ACTION_DIM)
+    raw = pair_panel(imgs, imgs, action)
+    assert torch.equal(pairs_panel(imgs, imgs, action)[:, -raw.shape[1]:, :raw.shape[2]], raw)
+    on = pair_panel(imgs, imgs, action + torch.eye(ACTION_DIM)[ACTION_NAMES.index("blur")])
+    assert not torch.equal(on, raw)  # the blur flag reads "on" instead of "off"
+    feats = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
+    bank = images_k255(6, 3, 16, 16, seed=1)
+    same = retrievals_panel(bank[:2], bank, feats[:2], feats, 2, torch.arange(2), torch.zeros(6).long()[:2],
+                            torch.zeros(6).long(), ["cat", "dog"])
+    other = retrievals_panel(bank[:2], bank, feats[:2], feats, 2, torch.arange(2), torch.zeros(6).long()[:2],
+                             torch.ones(6).long(), ["cat", "dog"])
+    assert same.shape == other.shape and not torch.equal(same, other)  # captions: class and match colour
+    y = 2 * LINE + 4 + PAD + 16  # the caption line under the first row, right of the query column
+    cap_same, cap_other = same[:, y:y + LINE, PAD + 16:].int(), other[:, y:y + LINE, PAD + 16:].int()
+    green = lambda c: ((c[1] > 150) & (c[0] < 150)).any()  # noqa: E731
+    red = lambda c: ((c[0] > 200) & (c[1] < 150)).any()  # noqa: E731
+    assert green(cap_same) and not red(cap_same) and red(cap_other) and not green(cap_other)

@@ -17,7 +17,7 @@ same draws and the training random streams are left untouched.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import lightning as L
 import torch
@@ -27,7 +27,7 @@ from torch import Tensor
 from torchvision.transforms.v2.functional import to_pil_image
 
 from jepa_zoo.data.actions import IWMViews
-from jepa_zoo.evaluation.visual import mask_overlay, pair_panel, retrieval_panel, to_uint8
+from jepa_zoo.evaluation.visual import mask_panel, pairs_panel, retrievals_panel, to_uint8
 from jepa_zoo.masks.collator import MaskCollator
 
 
@@ -41,7 +41,7 @@ class ImageLogger(L.Callback):
         self.k = k
         self.bank_size = max(bank_size, num_images)
         self.seed = seed
-        self.min_size = 96  # images smaller than this are upscaled by an integer factor in the panels
+        self.min_size = 128  # images smaller than this are upscaled by an integer factor in the panels
 
     # -- inputs ---------------------------------------------------------------------------
     @staticmethod
@@ -59,11 +59,13 @@ class ImageLogger(L.Callback):
         return torch.cat([enc(c.to(pl_module.device, dtype)).float().cpu() for c in x.split(batch)])
 
     # -- panels ---------------------------------------------------------------------------
-    def panels(self, pl_module, dm) -> Dict[str, Tensor]:
+    def panels(self, pl_module, dm, step: Optional[int] = None) -> Dict[str, Tensor]:
         """The uint8 ``[3, H, W]`` panels that apply to ``pl_module``, by name."""
         cfg = pl_module.cfg
         n_bank = min(self.bank_size, len(dm.val_set))
-        x = torch.stack([dm.val_set[i][0] for i in range(n_bank)])  # normalised, as the encoder sees them
+        items = [dm.val_set[i] for i in range(n_bank)]
+        x = torch.stack([img for img, _ in items])  # normalised, as the encoder sees them
+        labels = torch.tensor([int(y) for _, y in items])
         raw = self._denorm(x, dm)
         n = min(self.num_images, n_bank)
         up = max(1, self.min_size // raw.shape[-2])  # small images (CIFAR) drawn larger, pixels kept sharp
@@ -74,15 +76,16 @@ class ImageLogger(L.Callback):
             collator = pl_module.collate_fn(cfg)
             if isinstance(collator, MaskCollator):
                 _, ctx, tgt, _ = collator([(img, 0) for img in raw[:n]])
-                out["masks"] = mask_overlay(shown[:n], ctx, tgt, collator.grid, cfg.backbone.patch_size * up)
+                out["masks"] = mask_panel(shown[:n], ctx, tgt, collator.grid, cfg.backbone.patch_size * up, step)
             transform = pl_module.train_transform(cfg)
             if isinstance(transform, IWMViews):
                 src, tgt_view, action = (torch.stack(t) for t in zip(*(transform.views(img)
                                                                       for img in to_uint8(raw[:n]))))
-                out["pairs"] = pair_panel(self._denorm(src, dm), self._denorm(tgt_view, dm), action)
+                out["pairs"] = pairs_panel(self._denorm(src, dm), self._denorm(tgt_view, dm), action, step)
         if n_bank >= 2:
             feats = self._features(pl_module, x, dm.cfg.val_batch_size or dm.cfg.batch_size)
-            out["retrievals"] = retrieval_panel(shown[:n], shown, feats[:n], feats, self.k, self_index=torch.arange(n))
+            out["retrievals"] = retrievals_panel(shown[:n], shown, feats[:n], feats, self.k, torch.arange(n),
+                                                 labels[:n], labels, getattr(dm.val_set, "classes", None), step)
         return out
 
     # -- output ---------------------------------------------------------------------------
@@ -112,7 +115,7 @@ class ImageLogger(L.Callback):
         dm = trainer.datamodule
         if getattr(dm, "val_set", None) is None or len(dm.val_set) == 0:
             return  # no validation split: nothing to show
-        panels = self.panels(pl_module, dm)
+        panels = self.panels(pl_module, dm, trainer.global_step)
         if trainer.is_global_zero:
             for name, image in panels.items():
                 self.send(trainer, name, image)

@@ -48,6 +48,7 @@ class Run:
     step: Optional[int] = None
     metrics: Dict[str, Tuple[float, Optional[int]]] = field(default_factory=dict)  # name -> (value, step)
     loss_curve: List[Tuple[int, float]] = field(default_factory=list)
+    val_images: Optional[int] = None  # images each validation scored (run_summary.json)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -216,9 +217,10 @@ def load_run(run_dir: Path, root: Path) -> Run:
     name = run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.resolve().name
     final, curve, step = csv_metrics(run_dir)
     final.update(eval_metrics(run_dir))
+    val_images = (read_summary(run_dir) or {}).get("val_images")
     return Run(path=run_dir, name=name, overrides=read_overrides(run_dir), status=run_status(run_dir),
                has_ckpt=(run_dir / "checkpoints" / "last.ckpt").is_file(), step=step, metrics=final,
-               loss_curve=curve)
+               loss_curve=curve, val_images=val_images if isinstance(val_images, int) else None)
 
 
 def fill_defaults(runs: Sequence[Run]) -> List[Run]:

@@ -41,6 +41,14 @@ def label(run: Run, keys: Sequence[str]) -> str:
     return ", ".join(f"{short_key(k, keys)}={run.overrides[k]}" for k in keys if run.overrides.get(k, MISSING) != MISSING)
 
 
+def counts(runs: Sequence[Run]) -> str:
+    """``4 runs, 2000 validation images`` (a range when runs differ; left out when unknown)."""
+    vals = sorted({r.val_images for r in runs if r.val_images is not None})
+    images = "" if not vals else f", {vals[0]} validation images" if len(vals) == 1 else \
+        f", {vals[0]}-{vals[-1]} validation images"
+    return f"{len(runs)} run{'s' if len(runs) != 1 else ''}{images}"
+
+
 def _legend(ax) -> None:
     """At most :data:`MAX_LEGEND` entries (the last counts the rest), right of the axes."""
     from matplotlib.lines import Line2D
@@ -88,7 +96,9 @@ def write_plots(runs: Sequence[Run], plot_keys: Sequence[str], swept: Sequence[s
                         linestyle="-" if len(pts) >= 3 else "none")
             if use_log_x(present):
                 ax.set_xscale("log")
-            ax.set(xlabel=key, ylabel=metric, title=f"{metric} vs {short_key(key, plot_keys)} ({len(runs)} runs)")
+            elif all(float(x).is_integer() for x in present):  # seeds, depths, counts: integer ticks
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set(xlabel=key, ylabel=metric, title=f"{metric} vs {short_key(key, plot_keys)} ({counts(runs)})")
             ax.grid(alpha=0.3)
             _legend(ax)
             path = out_dir / f"{safe_name(metric)}_vs_{safe_name(key)}.png"
@@ -101,7 +111,11 @@ def write_plots(runs: Sequence[Run], plot_keys: Sequence[str], swept: Sequence[s
             ax.plot([p[0] for p in r.loss_curve], [p[1] for p in r.loss_curve], label=label(r, swept) or r.name,
                     marker="o" if len(r.loss_curve) < 3 else None)
     ax.set(xlabel="step", ylabel=LOSS, title="training loss")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    steps = sorted({p[0] for r in runs for p in r.loss_curve})
+    if len(steps) == 1:  # one logged step: a tick there, not 1.900 ... 2.100
+        ax.set_xticks(steps)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if ax.lines:
         _legend(ax)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -141,9 +141,17 @@ def run(cfg: DictConfig) -> Dict[str, float]:
     metrics = {k: float(v) for k, v in trainer.logged_metrics.items()}
     log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
     if rank_zero_only.rank == 0:
-        write_summary(run_dir, "finished", step=trainer.global_step, metrics=metrics,
+        write_summary(run_dir, "finished", step=trainer.global_step, metrics=metrics, val_images=_val_images(trainer, dm),
                       checkpoint="checkpoints/last.ckpt" if (ckpt_dir / "last.ckpt").is_file() else None)
     return metrics
+
+
+def _val_images(trainer: Any, dm: Any) -> Optional[int]:
+    """The validation images each validation of the run scored (its ``limit_val_batches`` applied)."""
+    if getattr(dm, "val_set", None) is None or not trainer.num_val_batches:
+        return None
+    batch = dm.cfg.val_batch_size or dm.cfg.batch_size
+    return int(min(len(dm.val_set) // trainer.world_size, sum(trainer.num_val_batches) * batch) * trainer.world_size)
 
 
 def _end(run_dir: Path, code: int, status: str, message: str) -> None:

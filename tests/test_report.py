@@ -219,3 +219,13 @@ def test_cli(sweep, tmp_path):
     bad = _cli(missing)
     assert bad.returncode == 2
     assert str(missing) in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_plot_labels_are_short_and_titles_count_runs_and_images(sweep):
+    runs, swept, _ = report.collect(sweep)
+    assert report.sweep_keys(runs) == ["method.lambd", "seed"]  # from the sweep's multirun.yaml
+    assert report_plots.label(runs[0], swept) == "lambd=0.01, seed=2"
+    assert report_plots.short_key("a.seed", ["a.seed", "b.seed"]) == "a.seed"  # ambiguous: kept whole
+    assert report_plots.counts(runs) == "4 runs"
+    runs[0].val_images, runs[1].val_images = 2000, 10000
+    assert report_plots.counts(runs) == "4 runs, 2000-10000 validation images"

@@ -170,6 +170,9 @@ class JEPAModule(L.LightningModule):
             self.log("probe/train_acc", 100 * acc, batch_size=bs)  # percent, as every accuracy
         self.log_dict({f"train/{k}": v for k, v in out.logs.items()}, prog_bar=True, batch_size=bs)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
+        # one step number everywhere (metrics.csv, checkpoints, images, run_summary.json): the optimiser
+        # steps completed when the row is written; Lightning takes a logged "step" as the row's step
+        self.log_dict({"step": float(self.global_step + 1), "epoch": float(self.current_epoch)}, batch_size=bs)
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -317,6 +320,8 @@ class JEPAModule(L.LightningModule):
         self.log("probe/val_loss", F.cross_entropy(logits, labels, ignore_index=-1), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.log_dict({"step": float(self.global_step), "epoch": float(self.current_epoch)})  # after global_step steps
         if self.probe is not None and self.val_acc.update_count:  # over every process's images, in percent
             self.log("probe/val_acc", 100 * self.val_acc.compute(), prog_bar=True)
             self.val_acc.reset()

@@ -145,7 +145,7 @@ def data_module(tc: TrainConfig):
     from jepa_zoo.data.datamodule import JEPADataModule
     from jepa_zoo.methods import get_method
 
-    cls = get_method(tc.method.name)
+    cls = get_method(tc.method.name, tc.method.module)
     dm = JEPADataModule(tc.data, cls.train_transform(tc), cls.collate_fn(tc), seed=tc.seed)
     dm.prepare_data()
     dm.setup("fit")
@@ -289,7 +289,7 @@ def time_photometric(tc: TrainConfig, batch: Any, device, reps: int, compile_: b
     from jepa_zoo.data.views import blur_kernel
     from jepa_zoo.methods import get_method
 
-    cls = get_method(tc.method.name)
+    cls = get_method(tc.method.name, tc.method.module)
     groups = [concat_views(g) for g in cls.photometric_groups(tc, move_data_to_device(batch[0], device))]
     fn = torch.compile(apply_photometric, dynamic=False, fullgraph=True) if compile_ else apply_photometric
 

@@ -26,13 +26,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from hydra.errors import OverrideParseException
 
+from jepa_zoo.report_plots import LOSS, MISSING, num as _num, write_plots
 from jepa_zoo.runs import SUMMARY, read_summary, swept_keys
 
-MISSING = "–"
 EXCLUDED_KEYS = ("data.root", "data.cache_dir", "resume")  # paths and resume=auto: not hyperparameters
 EXCLUDED_PREFIXES = ("hydra.",)
 DEFAULT_METRIC_PREFIXES = ("val/", "probe/", "eval/")
-LOSS = "train/loss"
 LOG_LINE = re.compile(r"^\[[^\]]*\]\[[^\]]*\]\[(\w+)\] - (.*)")  # Hydra's job log format
 
 
@@ -270,13 +269,6 @@ def sweep_keys(runs: Sequence[Run]) -> List[str]:
     return keys
 
 
-def _num(value: Optional[str]) -> Optional[float]:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 def sort_key(value: Optional[str]) -> Tuple:
     """Numbers by value, then strings, then missing."""
     x = _num(value)
@@ -355,8 +347,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--metrics", default=None, help="comma-separated metric names or globs, e.g. 'val/*,eval/knn/*'")
     ap.add_argument("--format", choices=("md", "csv"), default="md", help="what to print on stdout")
     args = ap.parse_args(argv)
-    from jepa_zoo.report_plots import write_plots
-
     root = args.sweep_dir
     if not root.is_dir():
         print(f"report: error: {'not a directory' if root.exists() else 'no such directory'}: {root}", file=sys.stderr)

@@ -11,11 +11,19 @@ Legends keep to a few short entries and stand beside the axes, never over them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
-
-from jepa_zoo.report import LOSS, MISSING, Run, _num
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 MAX_LEGEND = 12  # entries shown; the rest are counted in the last one
+MISSING = "–"  # a value a run does not have
+LOSS = "train/loss"
+
+
+def num(value: Optional[str]) -> Optional[float]:
+    """A swept value as a number, or None when it is not one."""
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def use_log_x(values: Sequence[float]) -> bool:
@@ -36,12 +44,12 @@ def short_key(key: str, keys: Sequence[str]) -> str:
     return tail if sum(k.rpartition(".")[2] == tail for k in keys) == 1 else key
 
 
-def label(run: Run, keys: Sequence[str]) -> str:
+def label(run: Any, keys: Sequence[str]) -> str:
     """``lambd=0.05, seed=2``: the run's values of ``keys`` (the ones it has)."""
     return ", ".join(f"{short_key(k, keys)}={run.overrides[k]}" for k in keys if run.overrides.get(k, MISSING) != MISSING)
 
 
-def counts(runs: Sequence[Run]) -> str:
+def counts(runs: Sequence[Any]) -> str:
     """``4 runs, 2000 validation images`` (a range when runs differ; left out when unknown)."""
     vals = sorted({r.val_images for r in runs if r.val_images is not None})
     images = "" if not vals else f", {vals[0]} validation images" if len(vals) == 1 else \
@@ -62,7 +70,7 @@ def _legend(ax) -> None:
     ax.legend(handles, labels, fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 
 
-def write_plots(runs: Sequence[Run], plot_keys: Sequence[str], swept: Sequence[str], metrics: Sequence[str],
+def write_plots(runs: Sequence[Any], plot_keys: Sequence[str], swept: Sequence[str], metrics: Sequence[str],
                 out_dir: Path) -> List[Path]:
     """``<metric>_vs_<key>.png`` for each numeric key of ``plot_keys`` (the keys a sweep swept) and each
     metric, a series per combination of the other ``plot_keys``; and ``loss_curves.png`` labelled by
@@ -77,7 +85,7 @@ def write_plots(runs: Sequence[Run], plot_keys: Sequence[str], swept: Sequence[s
     written = []
     for key in plot_keys:
         values = [r.overrides.get(key) for r in runs]
-        xs = [_num(v) for v in values]
+        xs = [num(v) for v in values]
         present = [x for v, x in zip(values, xs) if v is not None]
         if any(x is None for x in present) or len(set(present)) < 2:  # not numeric, or one value
             continue

@@ -95,7 +95,7 @@ def run(cfg: DictConfig) -> Dict[str, float]:
     quiet_logs()
     tc = validate(cfg)
     model = build_model(tc, num_classes=tc.data.num_classes)  # seeds first
-    method_cls = get_method(tc.method.name)
+    method_cls = get_method(tc.method.name, tc.method.module)
     dm = JEPADataModule(tc.data, method_cls.train_transform(tc), method_cls.collate_fn(tc), seed=tc.seed)
 
     run_dir = Path(cfg.run_dir)

@@ -56,7 +56,8 @@ def test_eval_entry_point_trained_and_random(tmp_path):
 
 
 def test_random_init_rebuilds_the_runs_initial_weights():
-    from jepa_zoo.config import BackboneConfig, LeJEPAConfig, TrainConfig
+    from jepa_zoo.config import BackboneConfig, TrainConfig
+    from jepa_zoo.methods.lejepa import LeJEPAConfig
     from jepa_zoo.methods import build_model
 
     cfg = TrainConfig(method=LeJEPAConfig(proj_hidden_dim=16, num_slices=8),

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from jepa_zoo.config import BackboneConfig, DataConfig, IJEPAConfig, MaskingConfig, TrainConfig
+from jepa_zoo.config import BackboneConfig, DataConfig, MaskingConfig, TrainConfig
+from jepa_zoo.methods.ijepa import IJEPAConfig
 from jepa_zoo.losses.jepa import latent_prediction_loss
 from jepa_zoo.masks.collator import MaskCollator
 from jepa_zoo.methods.ijepa import IJEPA

@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jepa_zoo.config import BackboneConfig, DataConfig, IWMConfig, IWMViewsConfig, MaskingConfig, TrainConfig, validate
+from jepa_zoo.config import BackboneConfig, DataConfig, IWMViewsConfig, MaskingConfig, TrainConfig, validate
+from jepa_zoo.methods.iwm import IWMConfig
 from jepa_zoo.data.actions import IDENTITY, IWMViews, Photometric, action_vector, apply_photometric, draw_jitter
 from jepa_zoo.evaluation.mrr import chance_mrr, mean_reciprocal_rank, world_model_mrr
 from jepa_zoo.methods.iwm import IWM

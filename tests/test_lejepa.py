@@ -3,7 +3,8 @@ import dataclasses
 import pytest
 import torch
 
-from jepa_zoo.config import BackboneConfig, LeJEPAConfig, TrainConfig, ViewsConfig
+from jepa_zoo.config import BackboneConfig, TrainConfig, ViewsConfig
+from jepa_zoo.methods.lejepa import LeJEPAConfig
 from jepa_zoo.losses.jepa import lejepa_loss
 from jepa_zoo.methods.lejepa import LeJEPA
 

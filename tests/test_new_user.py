@@ -177,3 +177,16 @@ def test_a_typo_or_an_unquoted_sweep_path_gets_a_hint(tmp_path, cmd, needle):
     out = (r.stdout + r.stderr).strip()
     assert r.returncode == 2 and needle in out and len(out.splitlines()) == 1, out
     assert list(tmp_path.iterdir()) == []  # refused before Hydra made a run dir
+
+
+def test_a_resnet_at_32_px_without_the_cifar_stem_is_warned_about(compose_cfg, caplog):
+    from jepa_zoo.config import validate
+    from jepa_zoo.methods import build_model
+
+    with caplog.at_level("WARNING"):
+        build_model(validate(compose_cfg("data=fake", "backbone=resnet18", "method.views.num_local=0")))
+    assert "backbone.cifar_stem=true keeps small images whole" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        build_model(validate(compose_cfg("data=fake", "backbone=resnet18", "backbone.cifar_stem=true")))
+    assert "cifar_stem" not in caplog.text

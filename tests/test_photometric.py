@@ -157,7 +157,8 @@ def test_multiview_on_device_returns_uint8_crops_and_their_draws():
 def test_compile_true_compiles_the_device_ops_into_one_graph():
     """compile=true: LeJEPA's device photometric ops run compiled (fullgraph: no graph break) and
     give the eager result."""
-    from jepa_zoo.config import BackboneConfig, LeJEPAConfig, TrainConfig
+    from jepa_zoo.config import BackboneConfig, TrainConfig
+    from jepa_zoo.methods.lejepa import LeJEPAConfig
     from jepa_zoo.methods.lejepa import LeJEPA
 
     views = ViewsConfig(global_size=16, local_size=8, num_local=1, photometric="device")

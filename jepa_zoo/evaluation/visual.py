@@ -240,7 +240,7 @@ def retrievals_panel(query_images: Tensor, bank_images: Tensor, query_feats: Ten
                 text = (f"{name(int(bank_labels[j]))} " if bank_labels is not None else "") + f"{float(sim[r, j]):.2f}"
                 color = (200, 200, 200) if same is None else ((90, 220, 90) if same else (240, 90, 90))
             draw.text((x, y + h + 1), text, fill=color, font=font)
-    title = f"nearest neighbours by cosine similarity of the evaluation encoder's features" + (
+    title = "nearest neighbours by cosine similarity of the evaluation encoder's features" + (
         f" (step {step})" if step is not None else "")
     headers = [(PAD, "query")] + [(PAD + c * (w + PAD), f"#{c}") for c in range(1, cols)]
     return titled(TF.pil_to_tensor(canvas), title, headers)

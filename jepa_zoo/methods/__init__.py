@@ -1,22 +1,15 @@
-"""Method registry: ``method.name`` -> LightningModule class (imported lazily)."""
+"""The methods: each module here declares ``METHOD = MethodSpec(...)`` (:mod:`jepa_zoo.registry`)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Dict, Optional
-
-METHODS: Dict[str, str] = {
-    "lejepa": "jepa_zoo.methods.lejepa:LeJEPA",
-    "ijepa": "jepa_zoo.methods.ijepa:IJEPA",
-    "iwm": "jepa_zoo.methods.iwm:IWM",
-}
+from typing import Optional
 
 
-def get_method(name: str) -> type:
-    if name not in METHODS:
-        raise KeyError(f"unknown method {name!r}; allowed: {', '.join(sorted(METHODS))}")
-    module, cls = METHODS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+def get_method(name: str, module: Optional[str] = None) -> type:
+    """The LightningModule class of method ``name`` (declared in ``module``, default ``jepa_zoo.methods.<name>``)."""
+    from jepa_zoo.registry import method_spec
+
+    return method_spec(name, module).module
 
 
 def build_model(cfg, num_classes: Optional[int] = None):
@@ -25,4 +18,4 @@ def build_model(cfg, num_classes: Optional[int] = None):
     import lightning as L
 
     L.seed_everything(cfg.seed, workers=True)
-    return get_method(cfg.method.name)(cfg, num_classes=num_classes)
+    return get_method(cfg.method.name, cfg.method.module)(cfg, num_classes=num_classes)

@@ -17,20 +17,48 @@ reads the pooled target-encoder features (already computed, detached).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jepa_zoo.config import IJEPAConfig, TrainConfig
+from jepa_zoo.config import MethodConfig, MRRConfig, OptimConfig, TrainConfig
 from jepa_zoo.data.views import view_transform
+from jepa_zoo.errors import check, check_range
 from jepa_zoo.losses.jepa import latent_prediction_loss
-from jepa_zoo.masks.collator import MaskCollator
+from jepa_zoo.masks.collator import MaskCollator, PATCH_MASKINGS
 from jepa_zoo.methods.base import JEPAModule, StepOutput
-from jepa_zoo.models.backbones import ViTEncoder, gather_tokens
+from jepa_zoo.models.backbones import gather_tokens, ViTEncoder
 from jepa_zoo.models.ema import ema_momentum, ema_update_, make_target
 from jepa_zoo.models.predictor import Predictor
+from jepa_zoo.registry import MethodSpec
+
+
+@dataclass
+class IJEPAConfig(MethodConfig):
+    """I-JEPA: predict EMA-target features of masked blocks from a context block."""
+
+    name: str = "ijepa"
+    pred_depth: int = 12
+    pred_dim: Optional[int] = 384  # None: half the encoder width (384 at ViT-B, 512 at ViT-L)
+    pred_heads: Optional[int] = None  # None: the encoder's head count
+    ema: List[float] = field(default_factory=lambda: [0.996, 1.0])
+    loss: str = "smooth_l1"
+    crop_scale: List[float] = field(default_factory=lambda: [0.3, 1.0])
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        lr=1e-3, final_lr_ratio=1e-3, weight_decay=0.04, final_weight_decay=0.4, warmup_epochs=40,
+        warmup_start_ratio=0.2))
+    mrr: MRRConfig = field(default_factory=MRRConfig)
+
+    def __post_init__(self) -> None:
+        check(self.pred_depth >= 1, "method.pred_depth", f"must be >= 1, got {self.pred_depth}")
+        check(self.pred_dim is None or self.pred_dim >= 1, "method.pred_dim", f"must be >= 1, got {self.pred_dim}")
+        check(len(self.ema) == 2 and 0 <= self.ema[0] <= self.ema[1] <= 1, "method.ema",
+               f"expected [start, end] with 0 <= start <= end <= 1, got {list(self.ema)}")
+        check(self.loss in ("smooth_l1", "mse"), "method.loss", f"must be 'smooth_l1' or 'mse', got {self.loss!r}")
+        check_range(self.crop_scale, "method.crop_scale", 1e-6, 1.0)
 
 
 class IJEPA(JEPAModule):
@@ -132,3 +160,6 @@ class IJEPA(JEPAModule):
         super().on_train_batch_end(outputs, batch, batch_idx)
         if self._last_momentum is not None:
             self.log("train/ema_momentum", self._last_momentum)
+
+
+METHOD = MethodSpec("ijepa", IJEPA, IJEPAConfig, maskings=PATCH_MASKINGS)

@@ -22,17 +22,39 @@ how equivariant the world model is (:mod:`jepa_zoo.evaluation.mrr`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, List
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional
 
 import torch
 
-from jepa_zoo.config import IWMConfig, TrainConfig
-from jepa_zoo.data.actions import ACTION_DIM, IWMViews
+from jepa_zoo.config import MRRConfig, TrainConfig
+from jepa_zoo.data.actions import ACTION_DIM, IWMViews, IWMViewsConfig
+from jepa_zoo.errors import check
 from jepa_zoo.losses.jepa import latent_prediction_loss
+from jepa_zoo.masks.collator import PATCH_MASKINGS
 from jepa_zoo.methods.base import StepOutput
-from jepa_zoo.methods.ijepa import IJEPA
+from jepa_zoo.methods.ijepa import IJEPA, IJEPAConfig
 from jepa_zoo.models.backbones import gather_tokens
 from jepa_zoo.models.predictor import Predictor
+from jepa_zoo.registry import MethodSpec
+
+
+@dataclass
+class IWMConfig(IJEPAConfig):
+    """IWM: an action-conditioned predictor (world model) on I-JEPA's masks, EMA and schedules."""
+
+    name: str = "iwm"
+    pred_depth: int = 18  # IWM^Equi_{18,384}; the invariant preset (method=iwm_inv) uses 12
+    pred_dim: Optional[int] = None
+    loss: str = "mse"
+    conditioning: str = "feature"
+    views: IWMViewsConfig = field(default_factory=IWMViewsConfig)
+    mrr: MRRConfig = field(default_factory=lambda: MRRConfig(enabled=True))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.conditioning in ("feature", "sequence", "none"), "method.conditioning",
+               f"must be one of feature, sequence, none; got {self.conditioning!r}")
 
 
 class IWM(IJEPA):
@@ -90,3 +112,6 @@ class IWM(IJEPA):
             "pred_cos": torch.nn.functional.cosine_similarity(pred.detach().float(), y.float(), dim=-1).mean(),
         }
         return StepOutput(loss=loss, logs=logs, features=pooled, labels=labels)
+
+
+METHOD = MethodSpec("iwm", IWM, IWMConfig, maskings=PATCH_MASKINGS)

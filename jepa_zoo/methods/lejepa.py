@@ -18,16 +18,42 @@ embeddings.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from jepa_zoo.config import LeJEPAConfig, TrainConfig
-from jepa_zoo.data.views import MultiView
+from jepa_zoo.config import MethodConfig, TrainConfig
+from jepa_zoo.data.views import MultiView, ViewsConfig
+from jepa_zoo.errors import check
 from jepa_zoo.losses.jepa import lejepa_loss
 from jepa_zoo.losses.sigreg import SIGReg
 from jepa_zoo.methods.base import JEPAModule, StepOutput
 from jepa_zoo.models.heads import mlp_projector
+from jepa_zoo.registry import MethodSpec
+
+
+@dataclass
+class LeJEPAConfig(MethodConfig):
+    """LeJEPA: total = (1 − λ)·pred + λ·SIGReg."""
+
+    name: str = "lejepa"
+    lambd: float = 0.05
+    proj_hidden_dim: int = 2048
+    proj_dim: int = 64
+    proj_layers: int = 3
+    num_slices: int = 1024
+    t_max: float = 3.0
+    num_points: int = 17
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+
+    def __post_init__(self) -> None:
+        check(0.0 <= self.lambd <= 1.0, "method.lambd", f"must be in [0, 1], got {self.lambd}")
+        check(self.proj_layers >= 1, "method.proj_layers", "must be >= 1")
+        check(self.proj_dim >= 1, "method.proj_dim", "must be >= 1")
+        check(self.num_slices >= 1, "method.num_slices", "must be >= 1")
+        check(self.num_points >= 3 and self.num_points % 2 == 1, "method.num_points", "must be odd and >= 3")
+        check(self.t_max > 0, "method.t_max", "must be > 0")
 
 
 class LeJEPA(JEPAModule):
@@ -71,3 +97,6 @@ class LeJEPA(JEPAModule):
         return StepOutput(
             loss=out["loss"], logs=logs, features=emb[0].detach(), labels=labels.repeat(n_global)
         )
+
+
+METHOD = MethodSpec("lejepa", LeJEPA, LeJEPAConfig, maskings=("none",))

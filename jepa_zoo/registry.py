@@ -1,0 +1,73 @@
+"""The method registry, built from the method modules themselves.
+
+A method is one module plus one yaml.  The module declares everything about itself in a
+module-level ``METHOD = MethodSpec(...)``: its name, its LightningModule, its config schema (a
+dataclass deriving from :class:`jepa_zoo.config.MethodConfig`, defaults included) and the
+maskings it accepts.  ``conf/method/<preset>.yaml`` selects it by ``name``; the module is
+``jepa_zoo.methods.<name>`` unless the yaml's ``module`` names another importable module (a
+method that lives outside this package, e.g. a research prototype or a test's toy method)::
+
+    # my_project/conf/method/mine.yaml          (hydra.searchpath=[file://my_project/conf])
+    name: mine
+    module: my_project.mine                     # defines METHOD = MethodSpec("mine", Mine, MineConfig)
+
+Nothing else is edited to add a method: the schema check, the masking check, training,
+evaluation and export all look the method up here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from jepa_zoo.errors import ConfigError
+
+PACKAGE = "jepa_zoo.methods"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a method module declares about itself (its module-level ``METHOD``)."""
+
+    name: str
+    module: type  # the LightningModule class (a jepa_zoo.methods.base.JEPAModule)
+    schema: type  # the dataclass of its ``method:`` section
+    maskings: Tuple[str, ...] = ("none",)  # masking=... values it accepts; the first is its own
+
+
+def builtin_methods() -> List[str]:
+    """The names of the methods in ``jepa_zoo.methods`` (every module there that declares ``METHOD``)."""
+    pkg = importlib.import_module(PACKAGE)
+    names = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        spec = getattr(importlib.import_module(f"{PACKAGE}.{info.name}"), "METHOD", None)
+        if isinstance(spec, MethodSpec):
+            names.append(spec.name)
+    return sorted(names)
+
+
+def method_spec(name: Optional[str], module: Optional[str] = None) -> MethodSpec:
+    """The :class:`MethodSpec` of method ``name``, from ``module`` (default ``jepa_zoo.methods.<name>``).
+
+    Raises:
+        ConfigError: naming ``method.name`` / ``method.module`` when there is no such method."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"method.name: missing; built-in methods: {', '.join(builtin_methods())}")
+    path = module or f"{PACKAGE}.{name}"
+    try:
+        mod = importlib.import_module(path)
+    except ModuleNotFoundError as e:
+        if e.name is None or not path.startswith(e.name):  # the module exists but fails to import: its bug
+            raise
+        key = "method.module" if module else "method.name"
+        raise ConfigError(f"{key}: unknown method {name!r} (no module {path}); built-in methods: "
+                          f"{', '.join(builtin_methods())} (a method of your own: method.module=<importable module>)"
+                          ) from None
+    spec = getattr(mod, "METHOD", None)
+    if not isinstance(spec, MethodSpec):
+        raise ConfigError(f"method.module: {path} declares no METHOD = MethodSpec(...)")
+    if spec.name != name:
+        raise ConfigError(f"method.name: {path} declares the method {spec.name!r}, not {name!r}")
+    return spec

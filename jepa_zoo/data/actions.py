@@ -23,40 +23,24 @@ parameters (:func:`device_params`), and the step makes the two views on the devi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from jepa_zoo.data.photometric import BLUR_SIGMA, PhotometricParams
+from jepa_zoo.data.photometric import BLUR_SIGMA, PhotometricConfig, PhotometricParams
 from jepa_zoo.data.views import blur_kernel, sigma_kernel
 
-from jepa_zoo.errors import check
 
 @dataclass
-class IWMViewsConfig:
+class IWMViewsConfig(PhotometricConfig):
     """IWM's photometric views: jitter on both, destructive augmentations on the source only."""
 
-    flip_p: float = 0.5
-    jitter: List[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])
-    jitter_p: float = 0.8
-    grayscale_p: float = 0.2
     blur_p: float = 0.2
     solarize_p: float = 0.1
-    photometric: str = "loader"  # where both views' photometric ops run: loader workers, or the device
-
-    def __post_init__(self) -> None:
-        check(self.photometric in ("loader", "device"), "method.views.photometric",
-               f"must be 'loader' or 'device', got {self.photometric!r}")
-        check(len(self.jitter) == 4 and all(0 <= j for j in self.jitter) and self.jitter[3] <= 0.5,
-               "method.views.jitter", f"expected [brightness, contrast, saturation, hue >= 0, hue <= 0.5], "
-               f"got {list(self.jitter)}")
-        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
-            v = getattr(self, name)
-            check(0.0 <= v <= 1.0, f"method.views.{name}", f"probability must be in [0, 1], got {v}")
 
 
 ACTION_DIM = 7

@@ -23,13 +23,13 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from jepa_zoo.data.photometric import PhotometricParams, draw_params
-
+from jepa_zoo.data.photometric import PhotometricConfig, PhotometricParams, draw_params
 from jepa_zoo.errors import check, check_range
 
+
 @dataclass
-class ViewsConfig:
-    """LeJEPA multi-crop: ``num_global`` large and ``num_local`` small views."""
+class ViewsConfig(PhotometricConfig):
+    """LeJEPA multi-crop: ``num_global`` large and ``num_local`` small views (photometric ops inherited)."""
 
     num_global: int = 2
     global_size: int = 224
@@ -37,28 +37,13 @@ class ViewsConfig:
     num_local: int = 6
     local_size: int = 96
     local_scale: List[float] = field(default_factory=lambda: [0.05, 0.3])
-    flip_p: float = 0.5
-    jitter: List[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])
-    jitter_p: float = 0.8
-    grayscale_p: float = 0.2
-    blur_p: float = 0.5
-    solarize_p: float = 0.2
-    photometric: str = "loader"  # where jitter/grey/blur/solarize run: loader workers, or the device
 
     def __post_init__(self) -> None:
-        check(self.photometric in ("loader", "device"), "method.views.photometric",
-               f"must be 'loader' or 'device', got {self.photometric!r}")
+        super().__post_init__()
         check(self.num_global >= 1, "method.views.num_global", f"must be >= 1, got {self.num_global}")
         check(self.num_local >= 0, "method.views.num_local", f"must be >= 0, got {self.num_local}")
         check_range(self.global_scale, "method.views.global_scale", 0.0, 1.0)
         check_range(self.local_scale, "method.views.local_scale", 0.0, 1.0)
-        check(len(self.jitter) == 4 and all(0 <= j for j in self.jitter) and self.jitter[3] <= 0.5,
-               "method.views.jitter", f"expected [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, "
-               f"got {list(self.jitter)}")
-        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
-            v = getattr(self, name)
-            check(0.0 <= v <= 1.0, f"method.views.{name}", f"probability must be in [0, 1], got {v}")
-
 
 
 def _normalize(mean: Sequence[float], std: Sequence[float]) -> List[Callable]:

@@ -102,12 +102,7 @@ class ProbeModule(L.LightningModule):
     def tokens(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             t = self.encoder.forward_tokens(x) if hasattr(self.encoder, "forward_tokens") else self.encoder(x)[:, None]
-        if self.predictor is None:
-            return t
-        b, n, _ = t.shape
-        idx = torch.arange(n, device=t.device).expand(b, n)
-        action = t.new_zeros(b, self.predictor.action_dim) if self.predictor.action_dim else None
-        return self.predictor(t, idx, idx[:, None, :], action)[:, 0]
+        return t if self.predictor is None else self.predictor.predict_all(t)  # the null action
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = batch

@@ -18,7 +18,7 @@ reads the pooled target-encoder features (already computed, detached).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -93,17 +93,17 @@ class IJEPA(JEPAModule):
         """The predictor as a world model: every patch of ``images`` visible, a mask token at every
         position -> predicted target features ``[B, N, D]``.  A conditioned predictor (IWM) takes
         ``action [B, A]`` (None: the null action); an unconditioned one (I-JEPA) ignores it."""
-        z = self.backbone.forward_tokens(images)
-        b, n, _ = z.shape
-        if action is None and self.predictor.action_dim:
-            action = z.new_zeros(b, self.predictor.action_dim)
-        idx = torch.arange(n, device=z.device).expand(b, n)
-        return self.predictor(z, idx, idx[:, None, :], action)[:, 0]
+        return self.predictor.predict_all(self.backbone.forward_tokens(images), action)
+
+    def target_tokens(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        """The EMA encoder's tokens ``h [B, N, D]`` of ``images`` -> (what the predictor regresses: ``h``
+        through a non-affine LayerNorm; the pooled features ``mean_n h [B, D]``)."""
+        h = self.target_encoder.forward_tokens(images)
+        return F.layer_norm(h, h.shape[-1:]), h.mean(dim=1)
 
     def target_features(self, images: Tensor) -> Tensor:
-        """What the predictor regresses: the EMA encoder's tokens, non-affine LayerNorm ``[B, N, D]``."""
-        h = self.target_encoder.forward_tokens(images)
-        return F.layer_norm(h, h.shape[-1:])
+        """What the predictor regresses, ``[B, N, D]`` (:meth:`target_tokens`)."""
+        return self.target_tokens(images)[0]
 
     @staticmethod
     def train_transform(cfg: TrainConfig) -> Callable:
@@ -128,14 +128,20 @@ class IJEPA(JEPAModule):
 
     def step(self, batch: Any) -> StepOutput:
         images, ctx, tgt, labels = batch
+        return self.jepa_step(images, images, ctx, tgt, labels)
+
+    def jepa_step(self, source: Tensor, target: Tensor, ctx: Tensor, tgt: Tensor, labels: Tensor,
+                  action: Optional[Tensor] = None) -> StepOutput:
+        """I-JEPA's algorithm box (IWM's too, with ``target`` another view of ``source`` and its
+        ``action``): EMA-target features of the target blocks, context encoding of ``source``'s
+        context patches, prediction, loss.  ``ctx [B, K_c]``, ``tgt [B, T, K_t]`` patch indices."""
         m: IJEPAConfig = self.cfg.method
         b, t, kt = tgt.shape
         with torch.no_grad():
-            h = self.target_encoder.forward_tokens(images)  # (B, N, D)
-            y = gather_tokens(F.layer_norm(h, h.shape[-1:]), tgt.flatten(1)).view(b, t, kt, -1)
-            pooled = h.mean(dim=1)
-        z = self.backbone.forward_tokens(images, ctx)
-        pred = self.predictor(z, ctx, tgt)
+            h, pooled = self.target_tokens(target)  # (B, N, D) LayerNorm'd, (B, D)
+            y = gather_tokens(h, tgt.flatten(1)).view(b, t, kt, -1)
+        z = self.backbone.forward_tokens(source, ctx)
+        pred = self.predictor(z, ctx, tgt, action)
         loss = latent_prediction_loss(pred, y, m.loss)
         logs = {
             "loss": loss.detach(),

@@ -25,16 +25,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
-import torch
 
 from jepa_zoo.config import MRRConfig, TrainConfig
 from jepa_zoo.data.actions import ACTION_DIM, IWMViews, IWMViewsConfig
 from jepa_zoo.errors import check
-from jepa_zoo.losses.jepa import latent_prediction_loss
 from jepa_zoo.masks.collator import PATCH_MASKINGS
 from jepa_zoo.methods.base import StepOutput
 from jepa_zoo.methods.ijepa import IJEPA, IJEPAConfig
-from jepa_zoo.models.backbones import gather_tokens
 from jepa_zoo.models.predictor import Predictor
 from jepa_zoo.registry import MethodSpec
 
@@ -95,23 +92,6 @@ class IWM(IJEPA):
             (source, target), action = self.photometric(group).chunk(2), views[3]
         else:
             source, target, action = views
-        m: IWMConfig = self.cfg.method
-        b, t, kt = tgt.shape
-        with torch.no_grad():
-            h = self.target_encoder.forward_tokens(target)  # (B, N, D)
-            y = gather_tokens(torch.nn.functional.layer_norm(h, h.shape[-1:]), tgt.flatten(1)).view(b, t, kt, -1)
-            pooled = h.mean(dim=1)
-        z = self.backbone.forward_tokens(source, ctx)
-        pred = self.predictor(z, ctx, tgt, action)
-        loss = latent_prediction_loss(pred, y, m.loss)
-        logs = {
-            "loss": loss.detach(),
-            "context_size": float(ctx.shape[1]),
-            "target_size": float(kt),
-            "target_std": pooled.float().std(dim=0).mean(),
-            "pred_cos": torch.nn.functional.cosine_similarity(pred.detach().float(), y.float(), dim=-1).mean(),
-        }
-        return StepOutput(loss=loss, logs=logs, features=pooled, labels=labels)
-
+        return self.jepa_step(source, target, ctx, tgt, labels, action)  # I-JEPA's step, from source to target
 
 METHOD = MethodSpec("iwm", IWM, IWMConfig, maskings=PATCH_MASKINGS)

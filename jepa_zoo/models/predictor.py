@@ -110,3 +110,13 @@ class Predictor(nn.Module):
         seq = torch.cat(parts, dim=2)  # (B, T, K_c + K_t [+ A], D_p)
         out = self.norm(self.blocks(seq.flatten(0, 1)))[:, kc : kc + kt]
         return self.proj(out).view(b, t, kt, -1)
+
+    def predict_all(self, z: Tensor, action: Optional[Tensor] = None) -> Tensor:
+        """The predictor as a world model: every token of ``z [B, N, D]`` visible and a mask token at
+        every position, one target -> ``[B, N, D]``.  A conditioned predictor takes ``action [B, A]``
+        (None: the null action, zeros); an unconditioned one ignores it."""
+        b, n, _ = z.shape
+        if self.action_dim and action is None:
+            action = z.new_zeros(b, self.action_dim)
+        idx = torch.arange(n, device=z.device).expand(b, n)
+        return self(z, idx, idx[:, None, :], action if self.action_dim else None)[:, 0]

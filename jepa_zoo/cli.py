@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
-PATH_KEYS = ("ckpt", "resume", "data.root", "data.cache_dir", "init_from", "hydra.run.dir", "hydra.sweep.dir")
 
 
 def _fail(message: str) -> None:
@@ -29,6 +28,8 @@ def _overrides(argv: Sequence[str]) -> List[str]:
 
 def check_paths(argv: Sequence[str]) -> None:
     """Refuse an unquoted path with ``=`` in it, with the quoting that works."""
+    from jepa_zoo.runs import PATH_KEYS
+
     for arg in _overrides(argv):
         key, _, value = arg.partition("=")
         if key.lstrip("+") in PATH_KEYS and "=" in value and value[:1] not in ("'", '"'):
@@ -47,25 +48,34 @@ def _leaves(node, prefix: str = "") -> Iterator[str]:
             yield from _leaves(child, path + ".")
 
 
-def check_keys(argv: Sequence[str], config_dir: Path, config_name: str) -> None:
+def _groups(config_dir: Path) -> set:
+    """The config groups of ``config_dir`` (its sub-folders, ``hydra/launcher`` style for nested ones)."""
+    return {p.relative_to(config_dir).as_posix() for p in config_dir.rglob("*") if p.is_dir()}
+
+
+def check_keys(argv: Sequence[str], config_dir: Path, config_name: str) -> Optional[str]:
     """Refuse a ``key=value`` override whose key the composed config does not have, naming the closest
-    existing keys.  The config is composed with the command's group choices (``method=iwm``,
-    ``experiment=...``); keys added with ``+`` / ``++``, deletions and ``hydra.*`` are Hydra's to check,
-    and a command that sweeps a group choice is left to Hydra."""
+    existing keys; return the composed config's ``method.name`` (None where it has none).
+
+    The config is composed with the command's group choices (``method=iwm``, ``experiment=...``; a
+    swept choice with its first value); keys added with ``+`` / ``++``, deletions and ``hydra.*``
+    are Hydra's to check, and so is everything when ``--config-name`` / ``--config-dir`` is given."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
-    overrides = _overrides(argv)
-    groups = [a for a in overrides if "." not in a.partition("=")[0] and not a.startswith(("+", "~"))]
-    keys = [a.partition("=")[0] for a in overrides if a not in groups and not a.startswith(("+", "~", "hydra."))]
-    if not keys or any(any(c in a.partition("=")[2] for c in ",(") for a in groups):
-        return
+    if any(a.split("=")[0] in ("-cn", "--config-name", "-cd", "--config-dir") for a in argv):
+        return None
+    groups_here = _groups(config_dir)
+    overrides = [a for a in _overrides(argv) if not a.startswith(("+", "~", "hydra.", "hydra/"))]
+    groups = [a for a in overrides if a.partition("=")[0] in groups_here]
+    keys = [a.partition("=")[0] for a in overrides if a not in groups]
+    choices = [a if "(" in a else a.split(",")[0] for a in groups]  # a swept choice: its first value
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            cfg = compose(config_name, overrides=groups)
+            cfg = compose(config_name, overrides=choices)
     except HydraException:  # a bad group choice: Hydra's own message (with the allowed options) follows
-        return
+        return None
     known: Optional[List[str]] = None
     for key in keys:
         parent, _, leaf = key.rpartition(".")
@@ -76,3 +86,5 @@ def check_keys(argv: Sequence[str], config_dir: Path, config_name: str) -> None:
         close = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
         hint = f"did you mean {' or '.join(close)}?" if close else "no similar key exists"
         _fail(f"{key}: no such key in the config; {hint} (to add a new key on purpose: +{key}=...)")
+    name = OmegaConf.select(cfg, "method.name", default=None)
+    return name if isinstance(name, str) else None

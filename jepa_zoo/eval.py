@@ -22,12 +22,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch import Callback
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -42,8 +44,6 @@ def extract(encoder: torch.nn.Module, ds: Dataset, batch_size: int, num_workers:
             name: str = "images") -> Tuple[torch.Tensor, torch.Tensor]:
     """Pooled features ``[M, D]`` and labels ``[M]`` of a dataset, in order (progress logged about
     every 10 % and at the end)."""
-    import time
-
     feats, labels = [], []
     loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
     every, start = max(1, len(loader) // 10), time.perf_counter()
@@ -130,6 +130,18 @@ def run_probe(cfg: DictConfig, model, train_set: Dataset, sets: Dict[str, Datase
     return probe.results(scores["select"], scores["test"])
 
 
+class EpochLog(Callback):
+    """One log line per training epoch of a head / fine-tuning (the bar is off by default)."""
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        log.info("  epoch %d/%d: %d steps, train/loss %s, %.1f s", trainer.current_epoch + 1, trainer.max_epochs,
+                 trainer.global_step, f"{float(loss):.4f}" if loss is not None else "-", time.perf_counter() - self.start)
+
+
 def _fit(cfg: DictConfig, schedule: DictConfig, module, train_set: Dataset, sets: Dict[str, Dataset]) -> Dict:
     """Train ``module`` (``schedule``: epochs, max_steps, precision), then validate it on each of
     ``sets``; ``{name: the metrics logged on it}``.  The batch is at most the training set's size
@@ -147,7 +159,7 @@ def _fit(cfg: DictConfig, schedule: DictConfig, module, train_set: Dataset, sets
     trainer = L.Trainer(
         max_epochs=schedule.epochs, max_steps=schedule.max_steps if schedule.max_steps is not None else -1,
         precision=schedule.precision, logger=False, enable_checkpointing=False, enable_progress_bar=cfg.progress_bar,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[EpochLog()],
         default_root_dir=str(Path(HydraConfig.get().runtime.output_dir)) if HydraConfig.initialized() else None,
     )
     log.info("training for %d epoch(s) of %d batches on %d images%s ...", schedule.epochs, len(train_set) // batch,
@@ -236,13 +248,17 @@ def evaluate(cfg: DictConfig) -> Dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    from jepa_zoo.runs import is_fresh, remove_launch
+
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    fresh = is_fresh(out_dir)
     try:
         evaluate(cfg)
     except (ConfigError, DataError) as e:
-        from jepa_zoo.runs import remove_if_unused
-
         log.error("%s: %s", type(e).__name__, e)
-        remove_if_unused(Path(HydraConfig.get().runtime.output_dir))
+        if fresh:  # a refused evaluation leaves no run dir behind
+            remove_launch(out_dir, f"{hc.job.name}.log")
         sys.exit(2)
 
 

@@ -120,3 +120,5 @@ def quiet_logs() -> None:
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     # no validation split: the datamodule says so in its own words (validation off)
     warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
+    # the last step is always logged (jepa_zoo.callbacks.progress.LastStep): a short epoch loses nothing
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")

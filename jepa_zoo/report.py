@@ -27,9 +27,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from hydra.errors import OverrideParseException
 
 from jepa_zoo.report_plots import LOSS, MISSING, num as _num, write_plots
-from jepa_zoo.runs import SUMMARY, read_summary, swept_keys
+from jepa_zoo.runs import PATH_KEYS, SUMMARY, read_summary, swept_keys
 
-EXCLUDED_KEYS = ("data.root", "data.cache_dir", "resume")  # paths and resume=auto: not hyperparameters
+EXCLUDED_KEYS = PATH_KEYS  # paths and resume=auto: not hyperparameters
 EXCLUDED_PREFIXES = ("hydra.",)
 DEFAULT_METRIC_PREFIXES = ("val/", "probe/", "eval/")
 LOG_LINE = re.compile(r"^\[[^\]]*\]\[[^\]]*\]\[(\w+)\] - (.*)")  # Hydra's job log format
@@ -52,11 +52,12 @@ class Run:
 
 def is_run_dir(path: Path) -> bool:
     """Whether ``path`` is a training run dir: it has ``run_summary.json``, ``checkpoints/config.yaml``
-    or a Hydra config with a ``method`` (an evaluation's or benchmark's run dir has none of these)."""
+    or Hydra's record of a ``jepa_zoo.train`` job (an evaluation's or benchmark's run dir has none)."""
     if (path / SUMMARY).is_file() or (path / "checkpoints" / "config.yaml").is_file():
         return True
-    cfg = _load_yaml(path / ".hydra" / "config.yaml") if (path / ".hydra" / "overrides.yaml").is_file() else None
-    return isinstance(cfg, dict) and "method" in cfg
+    hydra = _load_yaml(path / ".hydra" / "hydra.yaml")
+    job = ((hydra or {}).get("hydra") or {}).get("job") if isinstance(hydra, dict) else None
+    return isinstance(job, dict) and job.get("name") == "train"  # not eval's or the benchmark's
 
 
 def find_run_dirs(root: Path) -> List[Path]:

@@ -3,7 +3,7 @@
 * :func:`sweep_subdir` — ``${jz_sweep_subdir:}`` in ``conf/train.yaml``: a sweep job's dir is
   ``<job number>_<swept key=value,...>``, the keys the sweep varies (from the command line or
   ``hydra.sweeper.params``), not every override of the command.
-* :func:`remove_if_unused` — a launch refused before it wrote anything leaves no run dir behind.
+* :func:`is_fresh` / :func:`remove_launch` — a launch refused before it trained leaves no run dir behind.
 * :func:`write_summary` / :func:`read_summary` — ``<run dir>/run_summary.json``: status
   (``running``, ``finished``, ``failed``, ``stopped``), the error of a failed run, final metrics
   and paths.  Written at the start of each launch and at its end, atomically; ``python -m
@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 SUMMARY = "run_summary.json"
-PATH_KEYS = ("data.root", "data.cache_dir", "hydra.run.dir", "hydra.sweep.dir", "resume", "init_from")
+# settings that hold paths: no hyperparameters (left out of sweep dir names and report columns)
+PATH_KEYS = ("data.root", "data.cache_dir", "hydra.run.dir", "hydra.sweep.dir", "resume", "init_from", "ckpt")
 
 
 def short_dirname(name: str, max_len: int = 180) -> str:
@@ -95,32 +96,40 @@ def read_summary(run_dir: Path) -> Optional[Dict[str, Any]]:
     return record if isinstance(record, dict) else None
 
 
-def remove_if_unused(run_dir: Path) -> bool:
-    """Remove ``run_dir`` (and return True) when it holds only what a launch writes before its work
-    starts: Hydra's ``.hydra/``, its ``<job>.log`` and an empty ``checkpoints/`` or one holding only
-    ``config.yaml``; then its parents that are left empty, below the working dir.  The log handlers
-    writing into it are closed first.  A dir an earlier launch left anything in is kept."""
+LAUNCH_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "checkpoints/config.yaml", SUMMARY)
+
+
+def is_fresh(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds only what Hydra wrote for this launch (``.hydra/`` and the job log):
+    nothing of an earlier run or of the user's, so that :func:`remove_launch` may undo it."""
+    return Path(run_dir).is_dir() and all(p.name == ".hydra" or (p.is_file() and p.suffix == ".log")
+                                          for p in Path(run_dir).iterdir())
+
+
+def remove_launch(run_dir: Path, log_name: str) -> None:
+    """Undo a refused launch of a fresh run dir (:func:`is_fresh`, checked when it started): delete the
+    files it wrote (:data:`LAUNCH_FILES` and ``log_name``), then the dirs left empty, up to the working
+    dir.  Nothing else is deleted: a file someone else put there keeps its dir.  The log handler
+    writing ``log_name`` is closed first."""
     import logging
-    import shutil
 
     run_dir = Path(run_dir).resolve()
-    if not run_dir.is_dir():
-        return False
-    for p in run_dir.iterdir():
-        if p.name == ".hydra" or (p.is_file() and p.suffix == ".log"):
-            continue
-        if p.name == "checkpoints" and p.is_dir() and all(c.name == "config.yaml" for c in p.iterdir()):
-            continue
-        return False
+    log_file = run_dir / log_name
     root = logging.getLogger()
-    for h in list(root.handlers):  # Hydra's file handler: closed before its dir goes
-        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().parent == run_dir:
+    for h in list(root.handlers):
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve() == log_file:
             root.removeHandler(h)
             h.close()
-    shutil.rmtree(run_dir)
+    for name in (*LAUNCH_FILES, log_name):
+        (run_dir / name).unlink(missing_ok=True)
     cwd = Path.cwd().resolve()
-    for parent in run_dir.parents:  # outputs/<method>/ left empty below the working dir
-        if parent == cwd or cwd not in parent.parents or any(parent.iterdir()):
+    for d in (run_dir / ".hydra", run_dir / "checkpoints"):
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+    if run_dir == cwd or any(run_dir.iterdir()):
+        return
+    run_dir.rmdir()
+    for d in run_dir.parents:  # outputs/<method>/ left empty, below the working dir only
+        if d == cwd or cwd not in d.parents or any(d.iterdir()):
             break
-        parent.rmdir()
-    return True
+        d.rmdir()

@@ -10,6 +10,7 @@ built.  Outputs go to the Hydra run dir: ``checkpoints/last.ckpt``,
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from jepa_zoo.config import ConfigError, TrainConfig, validate
 from jepa_zoo.data.datasets import DataError
 from jepa_zoo.loggers import quiet_logs
-from jepa_zoo.runs import remove_if_unused, write_summary
+from jepa_zoo.runs import is_fresh, read_summary, remove_launch, write_summary
 
 log = logging.getLogger("jepa_zoo.train")
 
@@ -85,6 +86,7 @@ def run(cfg: DictConfig) -> Dict[str, float]:
     from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.utilities import rank_zero_only
 
+    from jepa_zoo.callbacks.run_status import RunStatus
     from jepa_zoo.checkpointing import (
         AtomicCheckpointIO, FinalCheckpoint, RNGState, SaveOnPreemption, check_compatible, resolve_resume,
         slurm_requeue_plugins,
@@ -97,6 +99,10 @@ def run(cfg: DictConfig) -> Dict[str, float]:
     model = build_model(tc, num_classes=tc.data.num_classes)  # seeds first
     method_cls = get_method(tc.method.name, tc.method.module)
     dm = JEPADataModule(tc.data, method_cls.train_transform(tc), method_cls.collate_fn(tc), seed=tc.seed)
+    smallest = min(method_cls.input_sizes(tc).values())
+    if tc.backbone.name.startswith("resnet") and not tc.backbone.cifar_stem and smallest <= 64:
+        log.warning("backbone %s at %d px: its 7x7/2 stem and max-pool leave a %d-px map for the first block; "
+                    "backbone.cifar_stem=true keeps small images whole", tc.backbone.name, smallest, -(-smallest // 4))
 
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
@@ -109,21 +115,21 @@ def run(cfg: DictConfig) -> Dict[str, float]:
         check_compatible(resume, tc)
     if rank_zero_only.rank == 0:  # the complete validated config, schema defaults included
         OmegaConf.save(OmegaConf.structured(tc), ckpt_dir / "config.yaml")
-        write_summary(run_dir, "running", new_launch=True, method=tc.method.name, config="checkpoints/config.yaml",
-                      resumed_from=resume, command=" ".join(["python -m jepa_zoo.train", *sys.argv[1:]]))
+    status = RunStatus(run_dir, method=tc.method.name, config="checkpoints/config.yaml", resumed_from=resume,
+                       command=_command())
 
     logger = hydra.utils.instantiate(tc.logger) if tc.logger else False
     loggers = [logger] if logger else []
     if logger and not isinstance(logger, CSVLogger):  # metrics.csv always: reports read it, with any logger
         loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=None))
-    callbacks = build_callbacks(tc, ckpt_dir) + model.callbacks()
+    callbacks = [status] + build_callbacks(tc, ckpt_dir) + model.callbacks()
     callbacks += [SaveOnPreemption(ckpt_dir), FinalCheckpoint(ckpt_dir), RNGState()]
     callbacks += build_monitors(tc)
     if tc.images.enabled:  # masks / view pairs / retrievals at validation, also as PNGs in the run dir
         from jepa_zoo.callbacks.images import ImageLogger
 
         callbacks.append(ImageLogger(tc.images.every_n_epochs, tc.images.num_images, seed=tc.seed))
-    trainer_args = dict(tc.trainer)
+    trainer_args = dict(tc.trainer, enable_model_summary=False)  # ours (ParamSummary) when enabled
     if trainer_args.get("strategy") == "fsdp":  # torch's FSDP2 on every process (jepa_zoo/parallel.py)
         from jepa_zoo.parallel import FSDPStrategy
 
@@ -134,11 +140,18 @@ def run(cfg: DictConfig) -> Dict[str, float]:
                             plugins=[AtomicCheckpointIO(), *slurm_requeue_plugins()])
     except (ValueError, TypeError, MisconfigurationException) as e:
         raise ConfigError(f"trainer: {e}") from e
+    _STARTED.clear()
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=resume)
+    except SystemExit:
+        if isinstance(status.exception, KeyboardInterrupt):  # Lightning's graceful Ctrl-C: sys.exit(1)
+            raise KeyboardInterrupt from None
+        raise
     finally:
         _finish_wandb(logger)
-    metrics = {k: float(v) for k, v in trainer.logged_metrics.items()}
+        if status.started:
+            _STARTED.append(run_dir)
+    metrics = {k: float(v) for k, v in trainer.logged_metrics.items() if k not in ("step", "epoch")}
     log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
     if rank_zero_only.rank == 0:
         write_summary(run_dir, "finished", step=trainer.global_step, metrics=metrics, val_images=_val_images(trainer, dm),
@@ -154,15 +167,40 @@ def _val_images(trainer: Any, dm: Any) -> Optional[int]:
     return int(min(len(dm.val_set) // trainer.world_size, sum(trainer.num_val_batches) * batch) * trainer.world_size)
 
 
-def _end(run_dir: Path, code: int, status: str, message: str) -> None:
-    """Record how the launch ended and exit with ``code``: a launch refused before it wrote anything
-    (a config or data error) removes the run dir it made; otherwise ``run_summary.json`` says
-    ``status`` and the error."""
+_STARTED: List[Path] = []  # the run dir, once this launch's training has started (RunStatus)
+
+
+def _command() -> str:
+    """This job's command line (a sweep's job: its own overrides)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    args = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else sys.argv[1:]
+    return " ".join(["python -m jepa_zoo.train", *args])
+
+
+def _end(run_dir: Path, fresh: bool, code: int, status: str, error: BaseException) -> None:
+    """Record how the launch ended, then exit with ``code`` (in a ``--multirun``, re-raise instead, so
+    that Hydra runs the sweep's other jobs and reports the failure at the end).
+
+    A launch refused before training started (a config or data error) leaves no trace: in a run dir
+    Hydra made for it, the files it wrote are removed (:func:`jepa_zoo.runs.remove_launch`); in an
+    earlier run's dir, that run's summary keeps its status and notes the refused launch."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from lightning.pytorch.utilities import rank_zero_only
 
+    message = f"{type(error).__name__}: {error}"
     if rank_zero_only.rank == 0 and run_dir.is_dir():
-        if not (status == "refused" and remove_if_unused(run_dir)):
-            write_summary(run_dir, status, exit_code=code, error=message)
+        if status != "refused" or run_dir in _STARTED:
+            write_summary(run_dir, "failed" if status == "refused" else status, exit_code=code, error=message)
+        elif fresh:
+            remove_launch(run_dir, f"{HydraConfig.get().job.name}.log" if HydraConfig.initialized() else "train.log")
+        elif read_summary(run_dir) is not None:
+            old = read_summary(run_dir)
+            write_summary(run_dir, old["status"], last_launch={"status": "refused", "exit_code": code,
+                                                               "error": message, "command": _command()})
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise error
     sys.exit(code)
 
 
@@ -173,24 +211,25 @@ def main(cfg: DictConfig) -> float:
     from jepa_zoo.methods.base import NonFiniteLossError
 
     run_dir = Path(cfg.run_dir)
+    fresh = is_fresh(run_dir)  # before anything of ours is written: only Hydra's files for this launch
     try:
         metrics = run(cfg)
     except (ConfigError, DataError) as e:
         log.error("%s: %s", type(e).__name__, e)
-        _end(run_dir, 2, "refused", f"{type(e).__name__}: {e}")
+        _end(run_dir, fresh, 2, "refused", e)
     except NonFiniteLossError as e:
         log.error("%s: %s. Stopped; the last good checkpoint is %s/checkpoints/last.ckpt (if one was saved); "
                   "nonfinite_loss=skip skips such steps instead", type(e).__name__, e, cfg.run_dir)
-        _end(run_dir, 3, "failed", f"{type(e).__name__}: {e}")
-    except SIGTERMException:
+        _end(run_dir, fresh, 3, "failed", e)
+    except SIGTERMException as e:
         log.error("stopped by SIGTERM; checkpoint saved, run again with resume=auto (same run dir) to continue")
-        _end(run_dir, 143, "stopped", "SIGTERM")
-    except KeyboardInterrupt:
+        _end(run_dir, fresh, 143, "stopped", e)
+    except KeyboardInterrupt as e:
         log.error("interrupted (Ctrl-C); resume=auto (same run dir) continues from the last checkpoint")
-        _end(run_dir, 130, "stopped", "KeyboardInterrupt")
+        _end(run_dir, fresh, 130, "stopped", e)
     except Exception as e:  # noqa: BLE001 - not swallowed: logged with its traceback to train.log, exit 1
         log.exception("uncaught %s: %s", type(e).__name__, e)
-        _end(run_dir, 1, "failed", f"{type(e).__name__}: {e}")
+        _end(run_dir, fresh, 1, "failed", e)
     return metrics.get("train/loss", float("nan"))
 
 
@@ -212,5 +251,7 @@ if __name__ == "__main__":
 
     register_resolvers()
     check_paths(sys.argv[1:])
-    check_keys(sys.argv[1:], Path(__file__).parent / "conf", "train")
+    method = check_keys(sys.argv[1:], Path(__file__).parent / "conf", "train")
+    if method:  # the sweep dir's <method>: the command's (a swept method: its first), one for every job
+        os.environ.setdefault("JZ_SWEEP_METHOD", method)
     main()

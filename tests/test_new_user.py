@@ -38,6 +38,13 @@ def test_default_multirun_from_a_clean_directory_names_jobs_by_the_swept_values(
     for job in jobs:
         summary = json.loads((sweep / job / "run_summary.json").read_text())
         assert summary["status"] == "finished" and (sweep / job / "checkpoints" / "last.ckpt").is_file()
+    # a sweep over the method itself: one sweep dir for all its jobs
+    (tmp_path / "g").mkdir()
+    r = run("jepa_zoo.train", "--multirun", "data=fake", "+backbone.kwargs.depth=1",
+            "trainer.max_steps=1", "trainer.enable_progress_bar=false", "method=ijepa,iwm", cwd=tmp_path / "g")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (sweep,) = (tmp_path / "g" / "multirun" / "ijepa").iterdir()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_method=ijepa", "1_method=iwm"]
 
 
 def test_swept_keys_and_job_names():
@@ -49,12 +56,12 @@ def test_swept_keys_and_job_names():
     assert job_dirname(0, ["c=3"], []) == "0"
 
 
-def test_a_cnn_that_cannot_take_the_small_views_is_refused_by_name(tmp_path, shared_data):
-    r = train(tmp_path, "backbone=timm", "backbone.name=convnext_atto", "data=cifar10", f"data.root={shared_data}",
-              "trainer.max_steps=1", "data.num_workers=0")
+def test_a_cnn_that_cannot_take_the_small_views_is_refused_by_name(tmp_path):
+    r = train(tmp_path, "backbone=timm", "backbone.name=convnext_atto", "data=fake", "trainer.max_steps=1")  # 32/16 px
     out = r.stdout + r.stderr
     assert r.returncode == 2 and "Traceback" not in out, out[-3000:]
-    assert "method.views.local_size: backbone convnext_atto cannot take 16-px images (it takes 32 px)" in out
+    assert ("method.views.local_size: backbone convnext_atto cannot take 16-px images (the smallest of 16, 32, 64, "
+            "... px it takes 32 px); raise method.views.local_size (it follows data.local_img_size)") in out
     assert not tmp_path.exists()  # a refused launch leaves no empty run dir behind
 
 
@@ -114,6 +121,11 @@ def test_report_on_an_outputs_tree_skips_eval_folders_and_plots_only_swept_keys(
     r = run("jepa_zoo.eval", f"ckpt={trained / 'checkpoints' / 'last.ckpt'}", "knn.k=[5]",
             f"hydra.run.dir={outputs / 'eval' / 'today'}")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    bench = outputs / "bench" / "lejepa" / "today" / ".hydra"  # what python -m jepa_zoo.bench leaves
+    bench.mkdir(parents=True)
+    (bench / "hydra.yaml").write_text("hydra:\n  job:\n    name: bench\n")
+    (bench / "config.yaml").write_text("method:\n  name: lejepa\n")
+    (bench / "overrides.yaml").write_text("- bench.steps=3\n")
     rep = run("jepa_zoo.report", str(outputs), "--out", str(tmp_path / "rep"), "--format", "csv")
     assert rep.returncode == 0, rep.stderr
     rows = rep.stdout.strip().splitlines()
@@ -179,14 +191,41 @@ def test_a_typo_or_an_unquoted_sweep_path_gets_a_hint(tmp_path, cmd, needle):
     assert list(tmp_path.iterdir()) == []  # refused before Hydra made a run dir
 
 
-def test_a_resnet_at_32_px_without_the_cifar_stem_is_warned_about(compose_cfg, caplog):
-    from jepa_zoo.config import validate
-    from jepa_zoo.methods import build_model
+@pytest.mark.slow
+def test_a_resnet_at_32_px_without_the_cifar_stem_is_warned_about(tmp_path):
+    common = ["data=fake", "backbone=resnet18", "method.views.num_local=0", "method.proj_hidden_dim=32",
+              "method.num_slices=16", "trainer.max_steps=1", "trainer.enable_progress_bar=false"]
+    r = train(tmp_path / "plain", *common)
+    assert r.returncode == 0 and "backbone.cifar_stem=true keeps small images whole" in r.stdout + r.stderr
+    r = train(tmp_path / "stem", *common, "backbone.cifar_stem=true")
+    assert r.returncode == 0 and "keeps small images whole" not in r.stdout + r.stderr
 
-    with caplog.at_level("WARNING"):
-        build_model(validate(compose_cfg("data=fake", "backbone=resnet18", "method.views.num_local=0")))
-    assert "backbone.cifar_stem=true keeps small images whole" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING"):
-        build_model(validate(compose_cfg("data=fake", "backbone=resnet18", "backbone.cifar_stem=true")))
-    assert "cifar_stem" not in caplog.text
+
+def test_the_progress_bar_counts_this_runs_steps():
+    from types import SimpleNamespace
+
+    from jepa_zoo.callbacks.progress import StepProgressBar
+
+    bar = StepProgressBar()
+    bar._trainer = SimpleNamespace(num_training_batches=6250, max_steps=3, global_step=0, accumulate_grad_batches=1)
+    assert bar.total_train_batches == 3  # not 6250 (Lightning's total unless max_epochs=-1)
+    bar._trainer = SimpleNamespace(num_training_batches=6250, max_steps=-1, global_step=0, accumulate_grad_batches=1)
+    assert bar.total_train_batches == 6250
+    bar._trainer = SimpleNamespace(num_training_batches=10, max_steps=7, global_step=5, accumulate_grad_batches=2)
+    assert bar.total_train_batches == 4  # 2 optimiser steps left, 2 batches each
+
+
+@pytest.mark.slow
+def test_a_failing_job_does_not_stop_the_rest_of_a_sweep(tmp_path):
+    code = ("import runpy, sys; import jepa_zoo.methods.lejepa as m\n"
+            "step = m.LeJEPA.step\n"
+            "def boom(self, batch):\n"
+            "    if self.cfg.method.lambd < 0.05: raise RuntimeError('boom')\n"
+            "    return step(self, batch)\n"
+            "m.LeJEPA.step = boom\n"
+            f"sys.argv = ['train.py', '--multirun', 'hydra.sweep.dir={tmp_path}', *{FAST!r}, 'method.lambd=0.01,0.1']\n"
+            "runpy.run_module('jepa_zoo.train', run_name='__main__')\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1
+    status = {p.name: json.loads((p / "run_summary.json").read_text())["status"] for p in tmp_path.iterdir() if p.is_dir()}
+    assert status == {"0_method.lambd=0.01": "failed", "1_method.lambd=0.1": "finished"}

@@ -206,3 +206,38 @@ def test_keep_the_k_most_recent_step_checkpoints(tmp_path):
     kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step*.ckpt"))
     assert kept == ["step00000003.ckpt", "step00000004.ckpt"]
     assert saved_step(tmp_path / "checkpoints" / "last.ckpt") == 4
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_recorded_as_stopped_with_exit_130(tmp_path):
+    import json
+
+    p = start(tmp_path, *LONG)
+    wait_for_step(tmp_path / "checkpoints", 2, p)
+    p.send_signal(signal.SIGINT)
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 130, out[-3000:]
+    summary = json.loads((tmp_path / "run_summary.json").read_text())
+    assert summary["status"] == "stopped" and summary["exit_code"] == 130
+    assert "interrupted (Ctrl-C)" in (tmp_path / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_refused_relaunch_keeps_the_earlier_runs_status_and_a_fresh_one_leaves_nothing(tmp_path):
+    import json
+
+    r = train(tmp_path, *FAST, "trainer.max_steps=1")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    r = train(tmp_path, *FAST, "data=folder", f"data.root={tmp_path}/nowhere", "resume=auto")  # refused in fit
+    assert r.returncode == 2
+    summary = json.loads((tmp_path / "run_summary.json").read_text())
+    assert summary["status"] == "finished" and summary["last_launch"]["status"] == "refused"
+    assert "nowhere" in summary["last_launch"]["error"]
+    fresh = tmp_path / "outputs" / "lejepa" / "new"
+    r = train(fresh, *FAST, "data=folder", f"data.root={tmp_path}/nowhere")
+    assert r.returncode == 2 and not fresh.exists()
+    user_dir = tmp_path / "mine"
+    user_dir.mkdir()
+    (user_dir / "notes.log").write_text("my notes\n")
+    r = train(user_dir, *FAST, "data.batch_size=0")
+    assert r.returncode == 2 and (user_dir / "notes.log").read_text() == "my notes\n"  # never someone else's files

@@ -23,6 +23,7 @@ import math
 from typing import Any, Dict, List, Tuple, Union
 
 from lightning.pytorch.callbacks import Callback, ModelSummary, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 
 log = logging.getLogger("lightning.pytorch.callbacks.model_summary")
 
@@ -51,6 +52,19 @@ class StepProgressBar(TQDMProgressBar):
             left = (t.max_steps - t.global_step) * t.accumulate_grad_batches
             return min(batches, left) if math.isfinite(batches) else left
         return batches
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """A run resumed mid-epoch starts without ``on_train_epoch_start`` (it was Lightning's "Training:
+        3/?"): the bar counts on from the batches of the epoch already done."""
+        super().on_train_start(trainer, pl_module)
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        if done > 0:
+            bar = self.train_progress_bar
+            bar.reset(total=convert_inf(min(trainer.num_training_batches, done + self.total_train_batches)))
+            bar.initial = 0
+            bar.n = done
+            bar.set_description(f"Epoch {trainer.current_epoch} (from step {trainer.global_step})")
+            bar.refresh()
 
     def on_train_epoch_start(self, trainer: Any, *args: Any) -> None:
         super().on_train_epoch_start(trainer, *args)

@@ -123,6 +123,14 @@ def mask_panel(images: Tensor, context_idx: Tensor, target_idx: Tensor, grid: Un
     return titled(out, title, [(PAD, "image"), (2 * PAD + w, "context / targets")], swatches)
 
 
+PAIR_FONT = 11
+
+
+def pair_scale(h: int, lines: int) -> int:
+    """The integer upscaling of ``h``-px views that makes them as tall as ``lines`` lines of the action."""
+    return max(1, math.ceil((lines * (PAIR_FONT + 3) + 4) / h))
+
+
 def pair_panel(source: Tensor, target: Tensor, action: Tensor, names: Sequence[str] = ACTION_NAMES) -> Tensor:
     """IWM's world-model inputs: one row per pair, source view | target view | the action a_{x→y}.
 
@@ -138,11 +146,9 @@ def pair_panel(source: Tensor, target: Tensor, action: Tensor, names: Sequence[s
     if target.shape != source.shape or action.shape != (b, len(names)):
         raise ValueError(f"expected source/target [B, 3, H, W] and action [B, {len(names)}], got "
                          f"{tuple(source.shape)}, {tuple(target.shape)}, {tuple(action.shape)}")
-    font_size = 11
-    line = font_size + 3
-    text_h = len(names) * line + 4
+    font_size, line = PAIR_FONT, PAIR_FONT + 3
     h, w = source.shape[-2:]
-    scale = max(1, math.ceil(text_h / h))
+    scale = pair_scale(h, len(names))
     views = to_uint8(torch.cat([source, target]))
     if scale > 1:
         views = F.interpolate(views, scale_factor=scale, mode="nearest")
@@ -151,7 +157,7 @@ def pair_panel(source: Tensor, target: Tensor, action: Tensor, names: Sequence[s
     text_w = max(int(font.getlength(f"{n} +0.00")) for n in names) + 8  # "on"/"off" are narrower
     rows = []
     for i in range(b):
-        canvas = Image.new("RGB", (2 * sw + PAD + text_w, max(sh, text_h)), (0, 0, 0))
+        canvas = Image.new("RGB", (2 * sw + PAD + text_w, max(sh, len(names) * line + 4)), (0, 0, 0))
         canvas.paste(TF.to_pil_image(views[i]), (0, 0))
         canvas.paste(TF.to_pil_image(views[b + i]), (sw + PAD, 0))
         draw = ImageDraw.Draw(canvas)
@@ -165,8 +171,7 @@ def pair_panel(source: Tensor, target: Tensor, action: Tensor, names: Sequence[s
 def pairs_panel(source: Tensor, target: Tensor, action: Tensor, step: Optional[int] = None) -> Tensor:
     """:func:`pair_panel` with a title and "source | target | action" headers."""
     out = pair_panel(source, target, action)
-    sw = (out.shape[-2] - PAD) // source.shape[0] - PAD  # each row's height: the upscaled view, or the text
-    s = source.shape[-1] * max(1, sw // source.shape[-2])
+    s = source.shape[-1] * pair_scale(source.shape[-2], action.shape[1])  # each view's drawn width
     title = "IWM world-model inputs: the predictor maps source to target given the action" + (
         f" (step {step})" if step is not None else "")
     return titled(out, title, [(PAD, "source"), (2 * PAD + s, "target"), (3 * PAD + 2 * s, "action a(x->y)")])
@@ -197,7 +202,10 @@ def retrieval_panel(query_images: Tensor, bank_images: Tensor, query_feats: Tens
         query_images ``[Q, 3, H, W]``, bank_images ``[N, 3, H, W]``: float in [0, 1];
         query_feats ``[Q, D]``, bank_feats ``[N, D]``.
     """
-    idx = nearest(query_feats, bank_feats, k, self_index).cpu()
+    return _retrieval_grid(query_images, bank_images, nearest(query_feats, bank_feats, k, self_index).cpu())
+
+
+def _retrieval_grid(query_images: Tensor, bank_images: Tensor, idx: Tensor) -> Tensor:
     queries, bank = to_uint8(query_images), to_uint8(bank_images)
     tiles = [t for q in range(idx.shape[0]) for t in (queries[q], *bank[idx[q]])]
     return make_grid(tiles, nrow=idx.shape[1] + 1, padding=PAD)
@@ -211,7 +219,7 @@ def retrievals_panel(query_images: Tensor, bank_images: Tensor, query_feats: Ten
     its class (with labels) and under each neighbour its cosine similarity to the query, green when
     its class is the query's, red when not."""
     idx = nearest(query_feats, bank_feats, k, self_index).cpu()
-    grid = retrieval_panel(query_images, bank_images, query_feats, bank_feats, k, self_index)
+    grid = _retrieval_grid(query_images, bank_images, idx)
     sim = (F.normalize(query_feats.float(), dim=-1) @ F.normalize(bank_feats.float(), dim=-1).T).cpu()
     h, w = query_images.shape[-2:]
     font = _font(FONT - 1)

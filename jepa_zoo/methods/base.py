@@ -47,8 +47,8 @@ def _supports_found_inf(opt: torch.optim.Optimizer) -> bool:
 
 
 def check_input_sizes(backbone: nn.Module, cfg: TrainConfig, sizes: Dict[str, int]) -> None:
-    """Refuse, before training, image sizes that a CNN backbone cannot take (a ConfigError naming the key
-    and the smallest size it takes); warn when a ResNet's stem shrinks small images away."""
+    """Refuse, before training, image sizes that a CNN backbone cannot take: a ConfigError naming the
+    key, the size and the smallest of size, 2·size, 4·size, ... that the backbone takes."""
     from jepa_zoo.models.backbones import TimmEncoder
 
     if not isinstance(backbone, TimmEncoder) or not sizes:
@@ -56,13 +56,11 @@ def check_input_sizes(backbone: nn.Module, cfg: TrainConfig, sizes: Dict[str, in
     key, size = min(sizes.items(), key=lambda kv: kv[1])
     if not backbone.accepts(size):
         least = backbone.min_size(size)
-        raise ConfigError(f"{key}: backbone {cfg.backbone.name} cannot take {size}-px images "
-                          f"({'it takes ' + str(least) + ' px' if least else 'none up to 1024 px works'}); "
-                          f"set {key} (and the other view sizes) to at least that, or pick another backbone")
-    if cfg.backbone.name.startswith("resnet") and not cfg.backbone.cifar_stem and size <= 64:
-        log.warning("backbone %s at %d px (%s): its 7x7/2 stem and max-pool leave a %d-px map for the first "
-                    "block; backbone.cifar_stem=true keeps small images whole", cfg.backbone.name, size, key,
-                    -(-size // 4))
+        tried = f"of {size}, {2 * size}, {4 * size}, ... px it takes {least} px" if least else "up to 1024 px: none"
+        follows = {"method.views.global_size": " (it follows data.img_size)",
+                   "method.views.local_size": " (it follows data.local_img_size)"}.get(key, "")
+        raise ConfigError(f"{key}: backbone {cfg.backbone.name} cannot take {size}-px images (the smallest {tried}); "
+                          f"raise {key}{follows}, or pick another backbone")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -321,9 +319,10 @@ class JEPAModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
-            self.log_dict({"step": float(self.global_step), "epoch": float(self.current_epoch)})  # after global_step steps
+            # after global_step steps; the same on every process (sync_dist: no per-process warning)
+            self.log_dict({"step": float(self.global_step), "epoch": float(self.current_epoch)}, sync_dist=True)
         if self.probe is not None and self.val_acc.update_count:  # over every process's images, in percent
-            self.log("probe/val_acc", 100 * self.val_acc.compute(), prog_bar=True)
+            self.log("probe/val_acc", 100 * self.val_acc.compute(), prog_bar=True, sync_dist=True)  # equal everywhere
             self.val_acc.reset()
 
     # -- optimisation ---------------------------------------------------------------------

@@ -101,18 +101,23 @@ def _no_tip(record: logging.LogRecord) -> bool:
 
 
 def quiet_logs() -> None:
-    """Each line once and only lines a user can act on: ``import lightning`` adds its own console
-    handler, but Hydra's root handlers (console and ``train.log``) already show its records; the
+    """Each line once, also in the run's log file, and only lines a user can act on: ``import lightning``
+    adds its own console handlers, but Hydra's root handlers (console and ``train.log``) show its
+    records; the
     litlogger tip, a warning from inside Lightning (torch's LeafSpec deprecation), the
     checkpoint-dir warning that our own ``config.yaml`` there causes (``jepa_zoo.train`` warns
     about earlier checkpoints itself) and the empty-validation-list warning (the datamodule says
     that validation is off) are dropped."""
     import warnings
 
-    lg = logging.getLogger("lightning")
-    if logging.getLogger().handlers:
-        for h in [h for h in lg.handlers if type(h) is logging.StreamHandler]:
-            lg.removeHandler(h)
+    if logging.getLogger().handlers:  # Hydra's console and file handlers: Lightning's records go there
+        # lightning, lightning.pytorch and lightning.fabric each add a console handler (the last two with
+        # propagate=False) when imported before Hydra configures logging, as our schemas' imports do
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            lg = logging.getLogger(name)
+            for h in [h for h in lg.handlers if type(h) is logging.StreamHandler]:
+                lg.removeHandler(h)
+            lg.propagate = True
     tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if _no_tip not in tips.filters:
         tips.addFilter(_no_tip)

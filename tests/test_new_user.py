@@ -229,3 +229,23 @@ def test_a_failing_job_does_not_stop_the_rest_of_a_sweep(tmp_path):
     assert r.returncode == 1
     status = {p.name: json.loads((p / "run_summary.json").read_text())["status"] for p in tmp_path.iterdir() if p.is_dir()}
     assert status == {"0_method.lambd=0.01": "failed", "1_method.lambd=0.1": "finished"}
+
+
+@pytest.mark.slow
+def test_a_normal_run_prints_each_line_once_and_no_warning_a_user_cannot_act_on(tmp_path):
+    import re
+
+    env = {k: v for k, v in ENV.items() if k != "WANDB_MODE"} | {"HOME": str(tmp_path)}  # W&B: no key, offline
+    r = subprocess.run([sys.executable, "-m", "jepa_zoo.train", f"hydra.run.dir={tmp_path / 'run'}", *FAST[:-1],
+                        "trainer.max_steps=2", "trainer.enable_model_summary=true", "logger=wandb"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    warnings = [line for line in out.splitlines() if re.search(r"\.py:\d+: |Warning|WARNING", line)]
+    assert warnings == [], warnings  # Lightning's, torch's and W&B's (the "anonymous setting") are gone
+    for gone in ("💡", "Total Flops", "FLOPs", "exists and is not empty", "Skipping"):
+        assert gone not in out, gone
+    assert out.count("Seed set to 0") == 1  # Lightning's records once, through Hydra's handler...
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "Seed set to 0" in log and "Total params" in log  # ... which also writes them to train.log
+    assert (tmp_path / "run" / "csv" / "version_0" / "metrics.csv").is_file()  # kept beside W&B

@@ -167,33 +167,23 @@ def compile_model(model) -> None:
 
 
 def make_train_step(model, tc: TrainConfig, autocast: Callable[[], Any]) -> Tuple[Callable[[Any], Any], Any]:
-    """A closure doing one optimiser step as Lightning's automatic optimisation does; and the optimiser."""
-    import torch
-    import torch.nn.functional as F
-
-    from jepa_zoo.models.ema import ema_update_
-
-    horizon = 10**6  # no Trainer: the LR schedule's horizon (the step's cost does not depend on it)
-    model._schedule_lengths = lambda: (horizon, 0)
+    """A closure doing one optimiser step as Lightning's automatic optimisation does, with the training
+    module's own computation (:meth:`~jepa_zoo.methods.base.JEPAModule.forward_loss`, then
+    :meth:`~jepa_zoo.methods.base.JEPAModule.after_optimizer_step`); and the optimiser."""
+    model.fixed_schedule = (10**6, 0)  # no Trainer: the schedules' horizon (the step's cost does not depend on it)
     conf = model.configure_optimizers()
     opt = conf["optimizer"] if isinstance(conf, dict) else conf
     sched = conf.get("lr_scheduler", {}).get("scheduler") if isinstance(conf, dict) else None
-    target = getattr(model, "target_encoder", None)
-    momentum = float(getattr(tc.method, "ema", [0.996])[0])
 
-    def step(batch: Any) -> torch.Tensor:
+    def step(batch: Any) -> Any:
         with autocast():
-            out = model.step(batch)
-            loss = out.loss
-            if model.probe is not None and out.features is not None and out.labels is not None:
-                loss = loss + F.cross_entropy(model.probe(out.features.detach()), out.labels, ignore_index=-1)
+            loss = model.forward_loss(batch)[1]
         loss.backward()
         opt.step()
         if sched is not None:
             sched.step()
         opt.zero_grad(set_to_none=True)
-        if target is not None:
-            ema_update_(target, model.backbone, momentum)
+        model.after_optimizer_step()
         return loss.detach()
 
     return step, opt
@@ -236,15 +226,16 @@ def time_steps(step: Callable[[Any], Any], batches: List[Any], warmup: int, step
 
 
 def measure_step(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
-    import torch
     from lightning.fabric.utilities.apply_func import move_data_to_device
 
+    from jepa_zoo.masks.collator import MaskCollator
     from jepa_zoo.methods import build_model
 
     device = device_of(tc)
     autocast = autocast_of(tc, device)
     model = build_model(tc, num_classes=tc.data.num_classes).to(device).train()
-    batches = [move_data_to_device(x, device) for x in build_batches(data_module(tc), b.batches, tc.data.batch_size)]
+    dm = data_module(tc)
+    batches = [move_data_to_device(x, device) for x in build_batches(dm, b.batches, tc.data.batch_size)]
     step, _ = make_train_step(model, tc, autocast)
     bs = tc.data.batch_size
 
@@ -261,7 +252,7 @@ def measure_step(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
         "compile": b.compile, "steps": b.steps, "warmup": b.warmup,
         **summarize(times, bs),
     }
-    if tc.method.name == "ijepa":  # mask sizes drive the cost: report what the timed batches had
+    if isinstance(dm.collate_fn, MaskCollator):  # mask sizes drive the cost: report what the timed batches had
         out["context_patches"] = statistics.mean(x[1].shape[1] for x in batches)
         out["target_block_patches"] = statistics.mean(x[2].shape[2] for x in batches)
     peak = peak_mib(device)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import lightning as L
 import torch
@@ -152,17 +152,14 @@ class JEPAModule(L.LightningModule):
         if self._stats_before is None:  # the first micro-batch of this optimiser step
             stats = self._running_stats()
             self._stats_before = [b.clone() for b in stats] if stats else None
-        out = self.step(batch)
-        loss = out.loss
+        out, loss, probe = self.forward_loss(batch)
         bs = out.labels.shape[0] if out.labels is not None else None
-        bad = ~torch.isfinite(loss.detach())
+        bad = ~torch.isfinite(out.loss.detach())
         self._loss_bad = bad if self._loss_bad is None else self._loss_bad | bad  # over accumulated micro-batches
         self.last_step_output = dataclasses.replace(
-            out, loss=loss.detach(), features=out.features.detach() if out.features is not None else None)
-        if self.probe is not None and out.features is not None and out.labels is not None:
-            logits = self.probe(out.features.detach())
-            probe_loss = F.cross_entropy(logits, out.labels, ignore_index=-1)
-            loss = loss + probe_loss
+            out, loss=out.loss.detach(), features=out.features.detach() if out.features is not None else None)
+        if probe is not None:
+            logits, probe_loss = probe
             self.log("probe/train_loss", probe_loss, batch_size=bs)
             acc = multiclass_accuracy(logits.detach(), out.labels, logits.shape[-1], average="micro", ignore_index=-1)
             self.log("probe/train_acc", 100 * acc, batch_size=bs)  # percent, as every accuracy
@@ -172,6 +169,21 @@ class JEPAModule(L.LightningModule):
         # steps completed when the row is written; Lightning takes a logged "step" as the row's step
         self.log_dict({"step": float(self.global_step + 1), "epoch": float(self.current_epoch)}, batch_size=bs)
         return loss
+
+    def forward_loss(self, batch: Any) -> Tuple[StepOutput, Tensor, Optional[Tuple[Tensor, Tensor]]]:
+        """One batch's computation, as training and the benchmark run it: the method's :meth:`step`, plus
+        the online probe's cross-entropy on the detached features -> ``(step output, the loss to
+        backpropagate, (the probe's logits, its loss) or None)``."""
+        out = self.step(batch)
+        if self.probe is None or out.features is None or out.labels is None:
+            return out, out.loss, None
+        logits = self.probe(out.features.detach())
+        probe_loss = F.cross_entropy(logits, out.labels, ignore_index=-1)
+        return out, out.loss + probe_loss, (logits, probe_loss)
+
+    def after_optimizer_step(self) -> None:
+        """What a method does once per optimiser step, after it (I-JEPA / IWM: the EMA target's update);
+        called by :meth:`optimizer_step`, and by the benchmark's step."""
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Flag the step non-finite (loss on any rank, or any gradient) for the fused optimiser."""
@@ -206,9 +218,12 @@ class JEPAModule(L.LightningModule):
                 p.grad = None
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimiser step, then :meth:`after_optimizer_step`: once per optimiser step (not per
+        accumulated micro-batch), and before ``on_train_batch_end``, where checkpoints are written."""
         super().optimizer_step(*args, **kwargs)
         for opt in self.trainer.optimizers:  # the flag belongs to this step only
             opt.__dict__.pop("found_inf", None)
+        self.after_optimizer_step()
 
     def _grad_scaler(self) -> Optional[Any]:
         """The AMP GradScaler of ``16-mixed`` precision, if any (none without a Trainer, as in the bench)."""
@@ -336,7 +351,11 @@ class JEPAModule(L.LightningModule):
         else:
             torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
-    def _schedule_lengths(self) -> tuple[int, int]:
+    fixed_schedule: Optional[Tuple[int, int]] = None  # (total, warm-up) steps without a Trainer (the benchmark)
+
+    def _schedule_lengths(self) -> Tuple[int, int]:
+        if self.fixed_schedule is not None:
+            return self.fixed_schedule
         total = int(self.trainer.estimated_stepping_batches)
         o = self.cfg.method.optim
         if o.warmup_steps is not None:
@@ -350,6 +369,8 @@ class JEPAModule(L.LightningModule):
     @property
     def total_steps(self) -> int:
         """Optimiser steps of the whole run (the horizon of every schedule)."""
+        if self.fixed_schedule is not None:
+            return self.fixed_schedule[0]
         return int(self.trainer.estimated_stepping_batches)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

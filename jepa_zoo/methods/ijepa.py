@@ -154,11 +154,9 @@ class IJEPA(JEPAModule):
         }
         return StepOutput(loss=loss, logs=logs, features=pooled, labels=labels)
 
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        """The optimiser step, then the EMA update: once per optimiser step (not per accumulated
-        micro-batch), and before ``on_train_batch_end``, where checkpoints are written, so a
-        checkpoint always holds the target that matches its step."""
-        super().optimizer_step(*args, **kwargs)
+    def after_optimizer_step(self) -> None:
+        """The EMA update, once per optimiser step and before checkpoints are written, so a checkpoint
+        always holds the target that matches its step."""
         self._last_momentum = self.momentum()
         ema_update_(self.target_encoder, self.backbone, self._last_momentum)
 

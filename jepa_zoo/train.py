@@ -18,55 +18,13 @@ from typing import Any, Dict, List, Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from jepa_zoo.config import ConfigError, TrainConfig, validate
+from jepa_zoo.config import ConfigError, validate
 from jepa_zoo.data.datasets import DataError
 from jepa_zoo.loggers import quiet_logs
 from jepa_zoo.runs import is_fresh, read_summary, remove_launch, write_summary
 
 log = logging.getLogger("jepa_zoo.train")
 
-
-def build_callbacks(cfg: TrainConfig, ckpt_dir: Path) -> List[Any]:
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from jepa_zoo.callbacks.perf import PerfMonitor
-    from jepa_zoo.callbacks.progress import LastStep, ParamSummary, StepProgressBar
-
-    def batch_size(batch: Any) -> int:
-        return int(batch[-1].shape[0])  # labels are last in every method's batch
-
-    perf: List[Any] = [LastStep()]  # first: the others see its stop flag at the final step
-    if cfg.monitors.perf:  # compile=true: the first interval after the (eager) counted step is torch.compile's
-        perf.append(PerfMonitor(batch_size, count_flops=cfg.monitors.perf_flops, skip_intervals=int(cfg.compile)))
-    if cfg.trainer.get("enable_progress_bar", True):
-        perf.append(StepProgressBar(refresh_rate=cfg.progress_every_n_steps))
-    if cfg.trainer.get("enable_model_summary", True):
-        perf.append(ParamSummary())
-    return perf + [
-        ModelCheckpoint(
-            dirpath=ckpt_dir,
-            filename="step{step:08d}",
-            auto_insert_metric_name=False,
-            save_last=True,
-            enable_version_counter=False,  # resume=auto overwrites last.ckpt instead of writing last-v1.ckpt
-            save_top_k=cfg.checkpoint.save_top_k,
-            monitor="step", mode="max",  # "top k" by step: keep the k most recent (Lightning allows k > 1 only with a monitor)
-            every_n_train_steps=cfg.checkpoint.every_n_train_steps,
-        ),
-    ]
-
-
-def build_monitors(cfg: TrainConfig) -> List[Any]:
-    """The online monitors ``cfg.monitors`` enables (``val/rankme``, ``val/knn_top1``, ...)."""
-    from jepa_zoo.callbacks.monitors import EmbeddingMonitor, OnlineKNN
-
-    m = cfg.monitors
-    out: List[Any] = []
-    if m.rankme:
-        out.append(EmbeddingMonitor(max_images=m.max_images))
-    if m.knn:
-        out.append(OnlineKNN(m.knn_queue, m.knn_k, m.knn_temperature, max_images=m.max_images))
-    return out
 
 def _finish_wandb(logger: Any) -> None:
     """End this job's W&B run: the jobs of a local ``--multirun`` share one process, and W&B
@@ -86,11 +44,9 @@ def run(cfg: DictConfig) -> Dict[str, float]:
     from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.utilities import rank_zero_only
 
+    from jepa_zoo.callbacks.assemble import training_callbacks
     from jepa_zoo.callbacks.run_status import RunStatus
-    from jepa_zoo.checkpointing import (
-        AtomicCheckpointIO, FinalCheckpoint, RNGState, SaveOnPreemption, check_compatible, resolve_resume,
-        slurm_requeue_plugins,
-    )
+    from jepa_zoo.checkpointing import AtomicCheckpointIO, check_compatible, resolve_resume, slurm_requeue_plugins
     from jepa_zoo.data.datamodule import JEPADataModule
     from jepa_zoo.methods import build_model, get_method
 
@@ -122,13 +78,7 @@ def run(cfg: DictConfig) -> Dict[str, float]:
     loggers = [logger] if logger else []
     if logger and not isinstance(logger, CSVLogger):  # metrics.csv always: reports read it, with any logger
         loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=None))
-    callbacks = [status] + build_callbacks(tc, ckpt_dir) + model.callbacks()
-    callbacks += [SaveOnPreemption(ckpt_dir), FinalCheckpoint(ckpt_dir), RNGState()]
-    callbacks += build_monitors(tc)
-    if tc.images.enabled:  # masks / view pairs / retrievals at validation, also as PNGs in the run dir
-        from jepa_zoo.callbacks.images import ImageLogger
-
-        callbacks.append(ImageLogger(tc.images.every_n_epochs, tc.images.num_images, seed=tc.seed))
+    callbacks = training_callbacks(tc, ckpt_dir, model, status)
     trainer_args = dict(tc.trainer, enable_model_summary=False)  # ours (ParamSummary) when enabled
     if trainer_args.get("strategy") == "fsdp":  # torch's FSDP2 on every process (jepa_zoo/parallel.py)
         from jepa_zoo.parallel import FSDPStrategy

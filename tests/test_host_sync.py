@@ -52,12 +52,13 @@ class HostReadProbe(L.Callback):
 
 
 def fit_with_probe(monkeypatch, compose_cfg, *overrides: str) -> HostReadProbe:
+    import jepa_zoo.callbacks.assemble as assemble
     import jepa_zoo.train as train
     from jepa_zoo.methods.base import JEPAModule
 
     probe = HostReadProbe()
-    build = train.build_callbacks
-    monkeypatch.setattr(train, "build_callbacks", lambda cfg, d: [probe, *build(cfg, d)])
+    build = assemble.training_callbacks
+    monkeypatch.setattr(assemble, "training_callbacks", lambda *args: [probe, *build(*args)])
     end = JEPAModule.on_train_batch_end  # the module's hook runs after every callback's
 
     def end_then_stop(self, *args):

@@ -186,10 +186,10 @@ def test_monitors_config_is_checked():
         MonitorsConfig(knn_k=0)
     with pytest.raises(ConfigError, match="monitors.max_images"):
         MonitorsConfig(max_images=1)
-    from jepa_zoo.train import build_monitors
+    from jepa_zoo.callbacks.assemble import monitors
 
     cfg = SimpleNamespace(monitors=MonitorsConfig(rankme=False, knn_queue=10))
-    (only,) = build_monitors(cfg)
+    (only,) = monitors(cfg)
     assert isinstance(only, OnlineKNN) and only.queue_size == 10
 
 

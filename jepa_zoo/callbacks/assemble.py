@@ -1,0 +1,71 @@
+"""The callbacks of a training run, built in this one place (``jepa_zoo.train`` calls it).
+
+In order:
+
+* the run's status (:class:`~jepa_zoo.callbacks.run_status.RunStatus`, first);
+* :class:`~jepa_zoo.callbacks.progress.LastStep` (before the others, which read its stop flag);
+* ``perf/``, the progress bar and the model summary;
+* checkpoints: ``ModelCheckpoint`` (``step<N>.ckpt``, ``last.ckpt``), save on SIGTERM, the final
+  step's checkpoint, the random generators' state;
+* the method's own (``JEPAModule.callbacks()``, e.g. IWM's world-model MRR);
+* the online monitors (``val/rankme``, ``val/knn_top1``) and the image panels.
+
+One callback is not here: the datamodule's loader position (``TookBatch``) is the module's
+``configure_callbacks``, so that every Trainer fitting a jepa_zoo module has it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List
+
+
+def monitors(cfg: Any) -> List[Any]:
+    """The online monitors ``cfg.monitors`` enables (``val/rankme``, ``val/knn_top1``, ...)."""
+    from jepa_zoo.callbacks.monitors import EmbeddingMonitor, OnlineKNN
+
+    m = cfg.monitors
+    out: List[Any] = []
+    if m.rankme:
+        out.append(EmbeddingMonitor(max_images=m.max_images))
+    if m.knn:
+        out.append(OnlineKNN(m.knn_queue, m.knn_k, m.knn_temperature, max_images=m.max_images))
+    return out
+
+
+def training_callbacks(cfg: Any, ckpt_dir: Path, model: Any, status: Any) -> List[Any]:
+    """Every callback of a training run of ``model`` with the validated config ``cfg``, in order."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from jepa_zoo.callbacks.perf import PerfMonitor
+    from jepa_zoo.callbacks.progress import LastStep, ParamSummary, StepProgressBar
+    from jepa_zoo.checkpointing import FinalCheckpoint, RNGState, SaveOnPreemption
+
+    def batch_size(batch: Any) -> int:
+        return int(batch[-1].shape[0])  # labels are last in every method's batch
+
+    out: List[Any] = [status, LastStep()]
+    if cfg.monitors.perf:  # compile=true: the first interval after the (eager) counted step is torch.compile's
+        out.append(PerfMonitor(batch_size, count_flops=cfg.monitors.perf_flops, skip_intervals=int(cfg.compile)))
+    if cfg.trainer.get("enable_progress_bar", True):
+        out.append(StepProgressBar(refresh_rate=cfg.progress_every_n_steps))
+    if cfg.trainer.get("enable_model_summary", True):
+        out.append(ParamSummary())
+    out.append(ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="step{step:08d}",
+        auto_insert_metric_name=False,
+        save_last=True,
+        enable_version_counter=False,  # resume=auto overwrites last.ckpt instead of writing last-v1.ckpt
+        save_top_k=cfg.checkpoint.save_top_k,
+        monitor="step", mode="max",  # "top k" by step: keep the k most recent (Lightning allows k > 1 only with a monitor)
+        every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+    ))
+    out += [SaveOnPreemption(ckpt_dir), FinalCheckpoint(ckpt_dir), RNGState()]
+    out += model.callbacks()
+    out += monitors(cfg)
+    if cfg.images.enabled:  # masks / view pairs / retrievals at validation, also as PNGs in the run dir
+        from jepa_zoo.callbacks.images import ImageLogger
+
+        out.append(ImageLogger(cfg.images.every_n_epochs, cfg.images.num_images, seed=cfg.seed))
+    return out

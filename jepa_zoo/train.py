@@ -158,7 +158,7 @@ def _end(run_dir: Path, fresh: bool, code: int, status: str, error: BaseExceptio
 def main(cfg: DictConfig) -> float:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from jepa_zoo.methods.base import NonFiniteLossError
+    from jepa_zoo.callbacks.nonfinite import NonFiniteLossError
 
     run_dir = Path(cfg.run_dir)
     fresh = is_fresh(run_dir)  # before anything of ours is written: only Hydra's files for this launch

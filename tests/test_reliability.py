@@ -241,3 +241,32 @@ def test_a_refused_relaunch_keeps_the_earlier_runs_status_and_a_fresh_one_leaves
     (user_dir / "notes.log").write_text("my notes\n")
     r = train(user_dir, *FAST, "data.batch_size=0")
     assert r.returncode == 2 and (user_dir / "notes.log").read_text() == "my notes\n"  # never someone else's files
+
+
+def test_a_method_that_overrides_hooks_without_super_still_skips_nonfinite_steps(monkeypatch, compose_cfg):
+    """Skipping lives in a callback (jepa_zoo.callbacks.nonfinite), not in hooks a method may override."""
+    import lightning as L
+
+    import jepa_zoo.train as train
+    from jepa_zoo.methods.lejepa import LeJEPA
+
+    step = LeJEPA.step
+
+    def nan_at_step_1(self, batch):
+        out = step(self, batch)
+        if self.global_step == 1:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(LeJEPA, "step", nan_at_step_1)
+    monkeypatch.setattr(LeJEPA, "on_train_batch_end", lambda self, *args: None, raising=False)  # no super()
+    monkeypatch.setattr(LeJEPA, "optimizer_step", L.LightningModule.optimizer_step, raising=False)  # no super()
+    from jepa_zoo.callbacks.nonfinite import NonFiniteLossError
+
+    common = ["data=fake", "+backbone.kwargs.depth=1", "method.views.num_local=0", "method.proj_hidden_dim=32",
+              "method.num_slices=16", "trainer.max_steps=6", "trainer.log_every_n_steps=1",
+              "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    with pytest.raises(NonFiniteLossError, match="skipped up to step 2, 1 in all, the first at step 1"):
+        train.run(compose_cfg(*common))  # stop: at the next logging step, not only when training ends
+    metrics = train.run(compose_cfg(*common, "nonfinite_loss=skip"))
+    assert metrics["train/skipped_steps"] == 1

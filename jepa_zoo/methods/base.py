@@ -41,11 +41,6 @@ from jepa_zoo.optim import cosine_ramp, param_groups, warmup_cosine
 log = logging.getLogger(__name__)
 
 
-def _supports_found_inf(opt: torch.optim.Optimizer) -> bool:
-    """Whether ``opt.step`` honours ``opt.found_inf`` (torch's fused Adam/AdamW/SGD)."""
-    return bool(opt.defaults.get("fused"))
-
-
 def check_input_sizes(backbone: nn.Module, cfg: TrainConfig, sizes: Dict[str, int]) -> None:
     """Refuse, before training, image sizes that a CNN backbone cannot take: a ConfigError naming the
     key, the size and the smallest of size, 2·size, 4·size, ... that the backbone takes."""
@@ -61,10 +56,6 @@ def check_input_sizes(backbone: nn.Module, cfg: TrainConfig, sizes: Dict[str, in
                    "method.views.local_size": " (it follows data.local_img_size)"}.get(key, "")
         raise ConfigError(f"{key}: backbone {cfg.backbone.name} cannot take {size}-px images (the smallest {tried}); "
                           f"raise {key}{follows}, or pick another backbone")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite (``nonfinite_loss=stop``)."""
 
 
 @dataclass
@@ -86,13 +77,8 @@ class JEPAModule(L.LightningModule):
         self.backbone = build_backbone(cfg.backbone)
         check_input_sizes(self.backbone, cfg, self.input_sizes(cfg))
         self.probe: Optional[nn.Module] = None
-        self.skipped_steps = 0  # skipped steps the host has seen (check_skipped)
-        self._skipped_total = torch.zeros((), dtype=torch.long)  # on the device: every skipped step
-        self._first_skipped = torch.full((), -1, dtype=torch.long)  # on the device: the first one's step
-        self._loss_bad: Optional[Tensor] = None
         self._model_configured = False  # configure_model (compile, fsdp) has run
         self._photometric_fn: Callable[..., Tensor] = apply_photometric  # compile_ may compile it
-        self._stats_before: Optional[List[Tensor]] = None
         # the latest training step's output, features detached: callbacks read it in
         # on_train_batch_end (jepa_zoo.callbacks.monitors.OnlineKNN); non-finite rows are theirs to drop
         self.last_step_output: Optional[StepOutput] = None
@@ -139,23 +125,11 @@ class JEPAModule(L.LightningModule):
             self._build_probe(dm.num_classes)
 
     # -- steps ----------------------------------------------------------------------------
-    # A non-finite step is skipped on the device, without a host sync: the loss and gradient checks
-    # produce a 0-dim tensor that the fused AdamW reads as ``found_inf`` (it then leaves parameters,
-    # moments and step counts as they were, as under AMP's GradScaler).  The host looks at the count
-    # of skipped steps only on logging steps, where Lightning converts the logged tensors anyway.
-    def _running_stats(self) -> List[Tensor]:
-        """BatchNorm running statistics: the forward updates them, so a skipped step must restore them."""
-        return [b for m in self.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.training
-                for b in (m.running_mean, m.running_var) if b is not None]
-
+    # Non-finite steps are skipped on the device by jepa_zoo.callbacks.nonfinite.NonFiniteGuard,
+    # which configure_callbacks adds to every Trainer that fits the module.
     def training_step(self, batch: Any, batch_idx: int) -> Optional[Tensor]:
-        if self._stats_before is None:  # the first micro-batch of this optimiser step
-            stats = self._running_stats()
-            self._stats_before = [b.clone() for b in stats] if stats else None
         out, loss, probe = self.forward_loss(batch)
         bs = out.labels.shape[0] if out.labels is not None else None
-        bad = ~torch.isfinite(out.loss.detach())
-        self._loss_bad = bad if self._loss_bad is None else self._loss_bad | bad  # over accumulated micro-batches
         self.last_step_output = dataclasses.replace(
             out, loss=out.loss.detach(), features=out.features.detach() if out.features is not None else None)
         if probe is not None:
@@ -185,77 +159,16 @@ class JEPAModule(L.LightningModule):
         """What a method does once per optimiser step, after it (I-JEPA / IWM: the EMA target's update);
         called by :meth:`optimizer_step`, and by the benchmark's step."""
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Flag the step non-finite (loss on any rank, or any gradient) for the fused optimiser."""
-        bad = getattr(self, "_loss_bad", None)
-        if bad is None:
-            return
-        self._loss_bad = None
-        if self.trainer.world_size > 1:  # gradients are already averaged; a rank's loss is not
-            bad = self.trainer.strategy.reduce(bad.float(), reduce_op="sum") > 0
-        scaler = self._grad_scaler()
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads and scaler is None:  # under a GradScaler, overflowing gradients are its business
-            norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-            if hasattr(norm, "full_tensor"):  # sharded gradients (fsdp): the norm over every process's shard
-                norm = norm.full_tensor()
-            bad = bad | ~torch.isfinite(norm)
-        self._skipped_total = self._skipped_total.to(bad.device) + bad.long()
-        first = self._first_skipped.to(bad.device)
-        self._first_skipped = torch.where(bad & (first < 0), torch.full_like(first, self.global_step), first)
-        self.log("train/skipped_steps", self._skipped_total.float())
-        if self._stats_before is not None:  # a skipped step's forward must not leave NaN running stats
-            for buf, old in zip(self._running_stats(), self._stats_before):
-                buf.copy_(torch.where(bad, old, buf))
-            self._stats_before = None
-        inner = getattr(optimizer, "optimizer", optimizer)  # Lightning's wrapper -> the torch optimiser
-        if scaler is not None:  # 16-mixed: the scaler skips steps with non-finite (hence NaN-loss) gradients
-            return
-        if _supports_found_inf(inner):
-            inner.found_inf = bad.float()
-        elif bool(bad):  # a host sync: only optimisers without a device-side skip get here
-            for p in self.parameters():
-                p.grad = None
-
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimiser step, then :meth:`after_optimizer_step`: once per optimiser step (not per
         accumulated micro-batch), and before ``on_train_batch_end``, where checkpoints are written."""
         super().optimizer_step(*args, **kwargs)
-        for opt in self.trainer.optimizers:  # the flag belongs to this step only
-            opt.__dict__.pop("found_inf", None)
         self.after_optimizer_step()
 
     def _grad_scaler(self) -> Optional[Any]:
         """The AMP GradScaler of ``16-mixed`` precision, if any (none without a Trainer, as in the bench)."""
         trainer = self._trainer  # the ``trainer`` property raises when detached
         return getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.trainer._logger_connector.should_update_logs:  # Lightning converts the logs now anyway
-            self.check_skipped()
-
-    def on_train_end(self) -> None:
-        self.check_skipped()
-
-    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        checkpoint["skipped_steps"] = int(self._skipped_total)  # a host read, at checkpoint time only
-
-    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
-        self._skipped_total = torch.tensor(self.skipped_steps, dtype=torch.long)
-
-    def check_skipped(self) -> None:
-        """Report steps skipped since the last check: raise (``nonfinite_loss=stop``) or warn (``skip``)."""
-        total = int(self._skipped_total)
-        new, self.skipped_steps = total - self.skipped_steps, total
-        if new <= 0:
-            return
-        msg = (f"non-finite loss or gradients: {new} step(s) skipped up to step {self.global_step}, "
-               f"{total} in all, the first at step {int(self._first_skipped)}; their updates were not "
-               f"applied, so the weights hold no NaN/inf")
-        if self.cfg.nonfinite_loss == "stop":
-            raise NonFiniteLossError(msg)
-        log.warning(msg)
 
     # -- photometric ops on the device (views.photometric=device; LeJEPA and IWM) --------------
     @property
@@ -319,10 +232,12 @@ class JEPAModule(L.LightningModule):
 
     def configure_callbacks(self) -> list:
         """Callbacks every Trainer that fits this module needs: the datamodule's loader position
-        advances when a step has used its batch (:class:`~jepa_zoo.data.datamodule.TookBatch`)."""
+        advances when a step has used its batch (:class:`~jepa_zoo.data.datamodule.TookBatch`), and
+        non-finite steps are skipped (:class:`~jepa_zoo.callbacks.nonfinite.NonFiniteGuard`)."""
+        from jepa_zoo.callbacks.nonfinite import NonFiniteGuard
         from jepa_zoo.data.datamodule import TookBatch
 
-        return [TookBatch()]
+        return [TookBatch(), NonFiniteGuard(self.cfg.nonfinite_loss)]
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         if self.probe is None:

@@ -119,9 +119,12 @@ def run_probe(cfg: DictConfig, model, train_set: Dataset, sets: Dict[str, Datase
 
     predictor = None
     if cfg.features == "predictor":
+        from jepa_zoo.models.predictor import Predictor
+
         predictor = getattr(model, "predictor", None)
-        if predictor is None:
-            raise ConfigError(f"features: method {model.cfg.method.name} has no predictor (ijepa and iwm do)")
+        if not isinstance(predictor, Predictor):
+            raise ConfigError(f"features: method {model.cfg.method.name} has no JEPA predictor "
+                              f"(jepa_zoo.models.predictor.Predictor) to put before the head")
         predictor.train()
     p = cfg.probe
     probe = ProbeModule(model.eval_encoder, num_classes, cfg.protocol, lrs=list(p.lrs), wds=list(p.wds),

@@ -34,7 +34,7 @@ class MethodSpec:
     name: str
     module: type  # the LightningModule class (a jepa_zoo.methods.base.JEPAModule)
     schema: type  # the dataclass of its ``method:`` section
-    maskings: Tuple[str, ...] = ("none",)  # masking=... values it accepts; the first is its own
+    maskings: Tuple[str, ...] = ("none",)  # the masking=... values it accepts
 
 
 def builtin_methods() -> List[str]:
@@ -59,15 +59,18 @@ def method_spec(name: Optional[str], module: Optional[str] = None) -> MethodSpec
     try:
         mod = importlib.import_module(path)
     except ModuleNotFoundError as e:
-        if e.name is None or not path.startswith(e.name):  # the module exists but fails to import: its bug
+        if e.name is None or not (path == e.name or path.startswith(e.name + ".")):  # a module it imports is missing
             raise
         key = "method.module" if module else "method.name"
         raise ConfigError(f"{key}: unknown method {name!r} (no module {path}); built-in methods: "
-                          f"{', '.join(builtin_methods())} (a method of your own: method.module=<importable module>)"
+                          f"{', '.join(builtin_methods())} (a method of your own: module: <importable module> in its yaml, "
+                          f"or +method.module=<importable module>)"
                           ) from None
     spec = getattr(mod, "METHOD", None)
     if not isinstance(spec, MethodSpec):
-        raise ConfigError(f"method.module: {path} declares no METHOD = MethodSpec(...)")
+        key = "method.module" if module else "method.name"
+        raise ConfigError(f"{key}: {path} declares no METHOD = MethodSpec(...); built-in methods: "
+                          f"{', '.join(builtin_methods())}")
     if spec.name != name:
         raise ConfigError(f"method.name: {path} declares the method {spec.name!r}, not {name!r}")
     return spec

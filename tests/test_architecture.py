@@ -116,3 +116,14 @@ def test_a_method_defined_outside_the_package_trains_through_the_entry_point(tmp
                        capture_output=True, text=True, timeout=600)
     assert e.returncode == 0, (e.stdout + e.stderr)[-3000:]
     assert json.loads((tmp_path / "checkpoints" / "eval_knn_trained.json").read_text())["train_images"] == 64
+
+
+def test_a_module_that_drops_the_required_callbacks_is_refused(monkeypatch, compose_cfg):
+    import jepa_zoo.train as train
+    from jepa_zoo.methods.lejepa import LeJEPA
+
+    monkeypatch.setattr(LeJEPA, "configure_callbacks", lambda self: [])  # no super(): no skipping, no position
+    with pytest.raises(RuntimeError, match="dropped TookBatch, NonFiniteGuard"):
+        train.run(compose_cfg("data=fake", "+backbone.kwargs.depth=1", "method.views.num_local=0",
+                              "method.proj_hidden_dim=32", "method.num_slices=16", "trainer.max_steps=1",
+                              "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"))

@@ -10,8 +10,9 @@ In order:
 * the method's own (``JEPAModule.callbacks()``, e.g. IWM's world-model MRR);
 * the online monitors (``val/rankme``, ``val/knn_top1``) and the image panels.
 
-One callback is not here: the datamodule's loader position (``TookBatch``) is the module's
-``configure_callbacks``, so that every Trainer fitting a jepa_zoo module has it.
+Two callbacks are not here: the datamodule's loader position (``TookBatch``) and non-finite step
+skipping (``NonFiniteGuard``) come from the module's ``configure_callbacks``, so that every Trainer
+fitting a jepa_zoo module has them (``JEPAModule.setup`` refuses to train without them).
 """
 
 from __future__ import annotations

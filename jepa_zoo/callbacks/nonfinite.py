@@ -6,11 +6,11 @@ torch's fused AdamW reads as ``found_inf``: it leaves parameters, moments and st
 were, as under AMP's GradScaler, with no host synchronisation.  BatchNorm running statistics that
 the skipped forward changed are restored.  The host reads the count of skipped steps only on
 logging steps (where Lightning converts the logged tensors anyway) and at the end: ``stop`` raises
-:class:`NonFiniteLossError` (exit 3), ``skip`` warns.  The count travels in checkpoints.
+:class:`NonFiniteLossError` (exit 3) once that step's checkpoints are written, ``skip`` warns.  The count travels in checkpoints.
 
 A callback, not module code: a method that overrides ``optimizer_step`` or ``on_train_batch_end``
 cannot switch it off by forgetting ``super()``.  :class:`jepa_zoo.methods.base.JEPAModule` adds it
-to every Trainer that fits it (``configure_callbacks``).
+to every Trainer that fits it (``configure_callbacks``) and refuses to train without it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch import Callback
 from torch import Tensor, nn
 
-log = logging.getLogger("jepa_zoo.methods.base")
+log = logging.getLogger("jepa_zoo.methods.base")  # where these warnings came from before (log filters keep working)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -50,9 +50,11 @@ class NonFiniteGuard(Callback):
         self.first = torch.full((), -1, dtype=torch.long)  # on the device: the first one's step
         self._bad: Optional[Tensor] = None  # this optimiser step's flag, over its micro-batches
         self._stats: Optional[List[Tensor]] = None  # BatchNorm statistics before this optimiser step
+        self._pending: Optional[NonFiniteLossError] = None  # stop: raised when the step's checkpoint is written
 
     # -- per step, on the device ---------------------------------------------------------------
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._raise_pending()
         if self._stats is None:  # the first micro-batch of this optimiser step
             stats = _running_stats(pl_module)
             self._stats = [b.clone() for b in stats] if stats else None
@@ -101,6 +103,12 @@ class NonFiniteGuard(Callback):
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self.check(trainer.global_step)
+        self._raise_pending()
+
+    def _raise_pending(self) -> None:
+        if self._pending is not None:
+            error, self._pending = self._pending, None
+            raise error
 
     # -- the host's look -----------------------------------------------------------------------
     def check(self, step: int) -> None:
@@ -111,8 +119,9 @@ class NonFiniteGuard(Callback):
             return
         msg = (f"non-finite loss or gradients: {new} step(s) skipped up to step {step}, {total} in all, the "
                f"first at step {int(self.first)}; their updates were not applied, so the weights hold no NaN/inf")
-        if self.policy == "stop":
-            raise NonFiniteLossError(msg)
+        if self.policy == "stop":  # raised at the next batch (or the end): this step's checkpoint is written first
+            self._pending = NonFiniteLossError(msg)
+            return
         log.warning(msg)
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: Dict[str, Any]) -> None:

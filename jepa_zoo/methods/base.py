@@ -120,6 +120,14 @@ class JEPAModule(L.LightningModule):
         self.hparams["num_classes"] = num_classes
 
     def setup(self, stage: str) -> None:
+        from jepa_zoo.callbacks.nonfinite import NonFiniteGuard
+        from jepa_zoo.data.datamodule import TookBatch
+
+        have = {type(c) for c in self.trainer.callbacks}
+        missing = [c.__name__ for c in (TookBatch, NonFiniteGuard) if c not in have]
+        if stage == "fit" and missing:
+            raise RuntimeError(f"{type(self).__name__}.configure_callbacks dropped {', '.join(missing)}: "
+                               "return super().configure_callbacks() + your own")
         dm = getattr(self.trainer, "datamodule", None)
         if self.probe is None and dm is not None and hasattr(dm, "num_classes"):
             self._build_probe(dm.num_classes)

@@ -18,12 +18,10 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from jepa_zoo.data.actions import IWMViewsConfig
-from jepa_zoo.data.datamodule import DataConfig
-from jepa_zoo.data.views import ViewsConfig
+from jepa_zoo.data.schema import DataConfig, IWMViewsConfig, ViewsConfig
 from jepa_zoo.errors import ConfigError, check as _check
-from jepa_zoo.masks.collator import PATCH_MASKINGS, MaskingConfig
-from jepa_zoo.models.backbones import BackboneConfig
+from jepa_zoo.masks.schema import PATCH_MASKINGS, MaskingConfig
+from jepa_zoo.models.schema import BackboneConfig
 from jepa_zoo.registry import method_spec
 
 __all__ = ["BackboneConfig", "ConfigError", "DataConfig", "IWMViewsConfig", "MaskingConfig", "ViewsConfig"]

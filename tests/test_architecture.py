@@ -127,3 +127,12 @@ def test_a_module_that_drops_the_required_callbacks_is_refused(monkeypatch, comp
         train.run(compose_cfg("data=fake", "+backbone.kwargs.depth=1", "method.views.num_local=0",
                               "method.proj_hidden_dim=32", "method.num_slices=16", "trainer.max_steps=1",
                               "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"))
+
+
+def test_the_schemas_import_neither_torch_nor_lightning():
+    """Configs are checked (and Hydra composes) before any heavy import; the schemas are dependency-free."""
+    code = ("import sys, jepa_zoo.config, jepa_zoo.registry\n"
+            "heavy = sorted(m for m in ('torch', 'lightning', 'timm', 'torchvision') if m in sys.modules)\n"
+            "print(','.join(heavy))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "", (r.stdout, r.stderr[-2000:])

@@ -31,16 +31,8 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from jepa_zoo.data.photometric import BLUR_SIGMA, PhotometricConfig, PhotometricParams
+from jepa_zoo.data.photometric import BLUR_SIGMA, PhotometricParams
 from jepa_zoo.data.views import blur_kernel, sigma_kernel
-
-
-@dataclass
-class IWMViewsConfig(PhotometricConfig):
-    """IWM's photometric views: jitter on both, destructive augmentations on the source only."""
-
-    blur_p: float = 0.2
-    solarize_p: float = 0.1
 
 
 ACTION_DIM = 7

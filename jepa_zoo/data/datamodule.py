@@ -19,8 +19,7 @@ import shutil
 import logging
 import warnings
 from pathlib import Path
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 from urllib.error import URLError
 
 import lightning as L
@@ -39,43 +38,7 @@ from jepa_zoo.data.datasets import (
 )
 from jepa_zoo.data.sampling import ResumableLoader, ResumableSampler
 from jepa_zoo.data.views import eval_transform
-
-from jepa_zoo.errors import check
-
-@dataclass
-class DataConfig:
-    """Dataset and loader.  ``name``: folder | cifar10 | imagenet | fake."""
-
-    name: str = "fake"
-    root: Optional[str] = None
-    cache_dir: Optional[str] = None
-    train_split: str = "train"
-    val_split: Optional[str] = "val"
-    img_size: int = 224
-    local_img_size: int = 96
-    eval_crop_ratio: float = 0.875
-    batch_size: int = 64
-    val_batch_size: Optional[int] = None
-    num_workers: int = 4
-    pin_memory: bool = True
-    num_classes: Optional[int] = None
-    fake_size: int = 256
-    bad_images: str = "skip"  # corrupt / non-image files: skip with a warning, or fail naming the file
-    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-
-    def __post_init__(self) -> None:
-        check(self.name in ("folder", "cifar10", "imagenet", "fake"), "data.name",
-               f"must be one of folder, cifar10, imagenet, fake; got {self.name!r}")
-        check(self.name == "fake" or bool(self.root), "data.root",
-               f"is required for data={self.name} (a directory, or a .tar/.tar.gz archive)")
-        check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
-        check(self.img_size > 0 and self.local_img_size > 0, "data.img_size", "sizes must be > 0")
-        check(0 < self.eval_crop_ratio <= 1, "data.eval_crop_ratio", f"must be in (0, 1], got {self.eval_crop_ratio}")
-        check(len(self.mean) == 3 and len(self.std) == 3, "data.mean", "mean and std need 3 values")
-        check(self.bad_images in ("skip", "fail"), "data.bad_images",
-               f"must be 'skip' or 'fail', got {self.bad_images!r}")
+from jepa_zoo.data.schema import DataConfig
 
 
 

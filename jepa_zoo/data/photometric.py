@@ -32,45 +32,17 @@ functional op on a float image with the same parameters (``tests/test_photometri
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, NamedTuple, Sequence, Tuple
+from typing import NamedTuple, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jepa_zoo.errors import check
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 SOLARIZE_THRESHOLD = 128 / 255  # RandomSolarize(threshold=128) of the loader path, in [0, 1]
 BLUR_SIGMA = (0.1, 2.0)
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
-
-
-@dataclass
-class PhotometricConfig:
-    """The photometric part of a method's views (``method.views``): flip, colour jitter, grey, blur,
-    solarize, and where they run (``photometric``: the loader workers or, batched, the device).
-    LeJEPA's multi-crop (:class:`jepa_zoo.data.views.ViewsConfig`) and IWM's source/target pair
-    (:class:`jepa_zoo.data.actions.IWMViewsConfig`) extend it with their own defaults."""
-
-    flip_p: float = 0.5
-    jitter: List[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])
-    jitter_p: float = 0.8
-    grayscale_p: float = 0.2
-    blur_p: float = 0.5
-    solarize_p: float = 0.2
-    photometric: str = "loader"  # where jitter/grey/blur/solarize run: loader workers, or the device
-
-    def __post_init__(self) -> None:
-        check(self.photometric in ("loader", "device"), "method.views.photometric",
-              f"must be 'loader' or 'device', got {self.photometric!r}")
-        check(len(self.jitter) == 4 and all(0 <= j for j in self.jitter) and self.jitter[3] <= 0.5,
-              "method.views.jitter", f"expected [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, "
-              f"got {list(self.jitter)}")
-        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
-            v = getattr(self, name)
-            check(0.0 <= v <= 1.0, f"method.views.{name}", f"probability must be in [0, 1], got {v}")
 
 
 class PhotometricParams(NamedTuple):

@@ -16,34 +16,14 @@ covers ±3σ of the drawn σ (:class:`GaussianBlur`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from jepa_zoo.data.photometric import PhotometricConfig, PhotometricParams, draw_params
-from jepa_zoo.errors import check, check_range
-
-
-@dataclass
-class ViewsConfig(PhotometricConfig):
-    """LeJEPA multi-crop: ``num_global`` large and ``num_local`` small views (photometric ops inherited)."""
-
-    num_global: int = 2
-    global_size: int = 224
-    global_scale: List[float] = field(default_factory=lambda: [0.3, 1.0])
-    num_local: int = 6
-    local_size: int = 96
-    local_scale: List[float] = field(default_factory=lambda: [0.05, 0.3])
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.num_global >= 1, "method.views.num_global", f"must be >= 1, got {self.num_global}")
-        check(self.num_local >= 0, "method.views.num_local", f"must be >= 0, got {self.num_local}")
-        check_range(self.global_scale, "method.views.global_scale", 0.0, 1.0)
-        check_range(self.local_scale, "method.views.local_scale", 0.0, 1.0)
+from jepa_zoo.data.photometric import PhotometricParams, draw_params
+from jepa_zoo.data.schema import ViewsConfig
 
 
 def _normalize(mean: Sequence[float], std: Sequence[float]) -> List[Callable]:

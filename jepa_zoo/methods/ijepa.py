@@ -28,7 +28,8 @@ from jepa_zoo.config import MethodConfig, MRRConfig, OptimConfig, TrainConfig
 from jepa_zoo.data.views import view_transform
 from jepa_zoo.errors import check, check_range
 from jepa_zoo.losses.jepa import latent_prediction_loss
-from jepa_zoo.masks.collator import MaskCollator, PATCH_MASKINGS
+from jepa_zoo.masks.collator import MaskCollator
+from jepa_zoo.masks.schema import PATCH_MASKINGS
 from jepa_zoo.methods.base import JEPAModule, StepOutput
 from jepa_zoo.models.backbones import gather_tokens, ViTEncoder
 from jepa_zoo.models.ema import ema_momentum, ema_update_, make_target

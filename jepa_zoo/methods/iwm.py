@@ -27,9 +27,10 @@ from typing import Any, Callable, List, Optional
 
 
 from jepa_zoo.config import MRRConfig, TrainConfig
-from jepa_zoo.data.actions import ACTION_DIM, IWMViews, IWMViewsConfig
+from jepa_zoo.data.actions import ACTION_DIM, IWMViews
+from jepa_zoo.data.schema import IWMViewsConfig
 from jepa_zoo.errors import check
-from jepa_zoo.masks.collator import PATCH_MASKINGS
+from jepa_zoo.masks.schema import PATCH_MASKINGS
 from jepa_zoo.methods.base import StepOutput
 from jepa_zoo.methods.ijepa import IJEPA, IJEPAConfig
 from jepa_zoo.models.predictor import Predictor

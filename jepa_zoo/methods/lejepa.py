@@ -24,7 +24,8 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from jepa_zoo.config import MethodConfig, TrainConfig
-from jepa_zoo.data.views import MultiView, ViewsConfig
+from jepa_zoo.data.schema import ViewsConfig
+from jepa_zoo.data.views import MultiView
 from jepa_zoo.errors import check
 from jepa_zoo.losses.jepa import lejepa_loss
 from jepa_zoo.losses.sigreg import SIGReg

@@ -17,46 +17,14 @@ Both expose ``embed_dim`` and ``forward(x) -> [B, embed_dim]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import timm
 import torch
 from timm.layers import build_sincos2d_pos_embed
 from torch import Tensor, nn
 
-from jepa_zoo.errors import ConfigError, check
-
-@dataclass
-class BackboneConfig:
-    """Encoder.  ``kind=vit``: jepa_zoo's maskable ViT built from timm blocks;
-    ``kind=timm``: any timm model name, pooled features (``cifar_stem`` swaps a
-    ResNet stem for a 3x3 stride-1 conv without max-pool)."""
-
-    kind: str = "vit"
-    name: str = "vit_tiny_patch16_224"
-    img_size: int = 224
-    patch_size: int = 16
-    cifar_stem: bool = False
-    drop_path_rate: float = 0.0
-    kwargs: Dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        check(self.kind in ("vit", "timm"), "backbone.kind", f"must be 'vit' or 'timm', got {self.kind!r}")
-        check(self.img_size > 0, "backbone.img_size", f"must be > 0, got {self.img_size}")
-        check(self.patch_size > 0, "backbone.patch_size", f"must be > 0, got {self.patch_size}")
-        if self.kind == "vit":
-            check(
-                self.img_size % self.patch_size == 0,
-                "backbone.patch_size",
-                f"patch size {self.patch_size} does not divide image size {self.img_size}",
-            )
-        check(0.0 <= self.drop_path_rate < 1.0, "backbone.drop_path_rate", "must be in [0, 1)")
-        try:
-            check_model_name(self.name)
-        except ValueError as e:
-            raise ConfigError(f"backbone.name: {e}") from None
-
+from jepa_zoo.models.schema import BackboneConfig
 
 
 
@@ -171,13 +139,6 @@ class TimmEncoder(nn.Module):
                 return size
             size *= 2
         return None
-
-
-def check_model_name(name: str) -> None:
-    """Raise ValueError naming close matches when ``name`` is not in timm's registry."""
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:10]
-        raise ValueError(f"unknown timm model {name!r}; similar: {', '.join(close) or 'none'}")
 
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:

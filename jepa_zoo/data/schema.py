@@ -1,0 +1,97 @@
+"""The schemas of the ``data`` section and of the methods' ``views`` (dependency-free: no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from jepa_zoo.errors import check, check_range
+
+
+@dataclass
+class DataConfig:
+    """Dataset and loader.  ``name``: folder | cifar10 | imagenet | fake."""
+
+    name: str = "fake"
+    root: Optional[str] = None
+    cache_dir: Optional[str] = None
+    train_split: str = "train"
+    val_split: Optional[str] = "val"
+    img_size: int = 224
+    local_img_size: int = 96
+    eval_crop_ratio: float = 0.875
+    batch_size: int = 64
+    val_batch_size: Optional[int] = None
+    num_workers: int = 4
+    pin_memory: bool = True
+    num_classes: Optional[int] = None
+    fake_size: int = 256
+    bad_images: str = "skip"  # corrupt / non-image files: skip with a warning, or fail naming the file
+    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+    def __post_init__(self) -> None:
+        check(self.name in ("folder", "cifar10", "imagenet", "fake"), "data.name",
+               f"must be one of folder, cifar10, imagenet, fake; got {self.name!r}")
+        check(self.name == "fake" or bool(self.root), "data.root",
+               f"is required for data={self.name} (a directory, or a .tar/.tar.gz archive)")
+        check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+        check(self.img_size > 0 and self.local_img_size > 0, "data.img_size", "sizes must be > 0")
+        check(0 < self.eval_crop_ratio <= 1, "data.eval_crop_ratio", f"must be in (0, 1], got {self.eval_crop_ratio}")
+        check(len(self.mean) == 3 and len(self.std) == 3, "data.mean", "mean and std need 3 values")
+        check(self.bad_images in ("skip", "fail"), "data.bad_images",
+               f"must be 'skip' or 'fail', got {self.bad_images!r}")
+
+
+@dataclass
+class PhotometricConfig:
+    """The photometric part of a method's views (``method.views``): flip, colour jitter, grey, blur,
+    solarize, and where they run (``photometric``: the loader workers or, batched, the device).
+    LeJEPA's multi-crop (:class:`jepa_zoo.data.views.ViewsConfig`) and IWM's source/target pair
+    (:class:`jepa_zoo.data.actions.IWMViewsConfig`) extend it with their own defaults."""
+
+    flip_p: float = 0.5
+    jitter: List[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    solarize_p: float = 0.2
+    photometric: str = "loader"  # where jitter/grey/blur/solarize run: loader workers, or the device
+
+    def __post_init__(self) -> None:
+        check(self.photometric in ("loader", "device"), "method.views.photometric",
+              f"must be 'loader' or 'device', got {self.photometric!r}")
+        check(len(self.jitter) == 4 and all(0 <= j for j in self.jitter) and self.jitter[3] <= 0.5,
+              "method.views.jitter", f"expected [brightness, contrast, saturation, hue] >= 0 with hue <= 0.5, "
+              f"got {list(self.jitter)}")
+        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+            v = getattr(self, name)
+            check(0.0 <= v <= 1.0, f"method.views.{name}", f"probability must be in [0, 1], got {v}")
+
+
+@dataclass
+class ViewsConfig(PhotometricConfig):
+    """LeJEPA multi-crop: ``num_global`` large and ``num_local`` small views (photometric ops inherited)."""
+
+    num_global: int = 2
+    global_size: int = 224
+    global_scale: List[float] = field(default_factory=lambda: [0.3, 1.0])
+    num_local: int = 6
+    local_size: int = 96
+    local_scale: List[float] = field(default_factory=lambda: [0.05, 0.3])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.num_global >= 1, "method.views.num_global", f"must be >= 1, got {self.num_global}")
+        check(self.num_local >= 0, "method.views.num_local", f"must be >= 0, got {self.num_local}")
+        check_range(self.global_scale, "method.views.global_scale", 0.0, 1.0)
+        check_range(self.local_scale, "method.views.local_scale", 0.0, 1.0)
+
+
+@dataclass
+class IWMViewsConfig(PhotometricConfig):
+    """IWM's photometric views: jitter on both, destructive augmentations on the source only."""
+
+    blur_p: float = 0.2
+    solarize_p: float = 0.1

@@ -1,0 +1,48 @@
+"""The ``backbone`` section's schema (dependency-free: importing it loads neither torch nor timm)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict
+
+from jepa_zoo.errors import ConfigError, check
+
+
+@dataclass
+class BackboneConfig:
+    """Encoder.  ``kind=vit``: jepa_zoo's maskable ViT built from timm blocks;
+    ``kind=timm``: any timm model name, pooled features (``cifar_stem`` swaps a
+    ResNet stem for a 3x3 stride-1 conv without max-pool)."""
+
+    kind: str = "vit"
+    name: str = "vit_tiny_patch16_224"
+    img_size: int = 224
+    patch_size: int = 16
+    cifar_stem: bool = False
+    drop_path_rate: float = 0.0
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check(self.kind in ("vit", "timm"), "backbone.kind", f"must be 'vit' or 'timm', got {self.kind!r}")
+        check(self.img_size > 0, "backbone.img_size", f"must be > 0, got {self.img_size}")
+        check(self.patch_size > 0, "backbone.patch_size", f"must be > 0, got {self.patch_size}")
+        if self.kind == "vit":
+            check(
+                self.img_size % self.patch_size == 0,
+                "backbone.patch_size",
+                f"patch size {self.patch_size} does not divide image size {self.img_size}",
+            )
+        check(0.0 <= self.drop_path_rate < 1.0, "backbone.drop_path_rate", "must be in [0, 1)")
+        try:
+            check_model_name(self.name)
+        except ValueError as e:
+            raise ConfigError(f"backbone.name: {e}") from None
+
+
+def check_model_name(name: str) -> None:
+    """Raise ValueError naming close matches when ``name`` is not in timm's registry."""
+    import timm  # when a config is checked, not when this module is imported
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:10]
+        raise ValueError(f"unknown timm model {name!r}; similar: {', '.join(close) or 'none'}")

@@ -73,14 +73,23 @@ def test_the_same_cnn_trains_at_sizes_it_takes(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+def train_with_a_broken_step(when: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m jepa_zoo.train *args`` with LeJEPA's step raising ``RuntimeError('boom at step')``
+    whenever the Python expression ``when`` (of ``self``) holds."""
+    code = ("import runpy, sys; import jepa_zoo.methods.lejepa as m\n"
+            "step = m.LeJEPA.step\n"
+            "def boom(self, batch):\n"
+            f"    if {when}: raise RuntimeError('boom at step')\n"
+            "    return step(self, batch)\n"
+            "m.LeJEPA.step = boom\n"
+            f"sys.argv = ['train.py', *{list(args)!r}]\n"
+            "runpy.run_module('jepa_zoo.train', run_name='__main__')\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.slow
 def test_an_uncaught_error_reaches_the_log_and_the_summary_as_failed(tmp_path):
-    code = ("import runpy, sys; import jepa_zoo.methods.lejepa as m\n"  # python -m jepa_zoo.train, its step broken
-            "def boom(self, batch): raise RuntimeError('boom at step')\n"
-            "m.LeJEPA.step = boom\n"
-            f"sys.argv = ['train.py', 'hydra.run.dir={tmp_path}', *{FAST!r}]\n"
-            "runpy.run_module('jepa_zoo.train', run_name='__main__')\n")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    r = train_with_a_broken_step("True", f"hydra.run.dir={tmp_path}", *FAST)
     assert r.returncode == 1
     log = (tmp_path / "train.log").read_text()
     assert "[ERROR] - uncaught RuntimeError: boom at step" in log and "Traceback" in log
@@ -217,15 +226,8 @@ def test_the_progress_bar_counts_this_runs_steps():
 
 @pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_rest_of_a_sweep(tmp_path):
-    code = ("import runpy, sys; import jepa_zoo.methods.lejepa as m\n"
-            "step = m.LeJEPA.step\n"
-            "def boom(self, batch):\n"
-            "    if self.cfg.method.lambd < 0.05: raise RuntimeError('boom')\n"
-            "    return step(self, batch)\n"
-            "m.LeJEPA.step = boom\n"
-            f"sys.argv = ['train.py', '--multirun', 'hydra.sweep.dir={tmp_path}', *{FAST!r}, 'method.lambd=0.01,0.1']\n"
-            "runpy.run_module('jepa_zoo.train', run_name='__main__')\n")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    r = train_with_a_broken_step("self.cfg.method.lambd < 0.05", "--multirun", f"hydra.sweep.dir={tmp_path}", *FAST,
+                                 "method.lambd=0.01,0.1")
     assert r.returncode == 1
     status = {p.name: json.loads((p / "run_summary.json").read_text())["status"] for p in tmp_path.iterdir() if p.is_dir()}
     assert status == {"0_method.lambd=0.01": "failed", "1_method.lambd=0.1": "finished"}

@@ -53,6 +53,13 @@ def _groups(config_dir: Path) -> set:
     return {p.relative_to(config_dir).as_posix() for p in config_dir.rglob("*") if p.is_dir()}
 
 
+# Keys that existed once, or exist for another method: why a command's key is gone, and what to type.
+RETIRED = {
+    "method.mrr": "the world-model MRR (val/mrr) is IWM's, method=iwm: I-JEPA's predictor takes no action, "
+                  "so its MRR is chance by construction",
+}
+
+
 def check_keys(argv: Sequence[str], config_dir: Path, config_name: str) -> Optional[str]:
     """Refuse a ``key=value`` override whose key the composed config does not have, naming the closest
     existing keys; return the composed config's ``method.name`` (None where it has none).
@@ -82,6 +89,9 @@ def check_keys(argv: Sequence[str], config_dir: Path, config_name: str) -> Optio
         node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
         if node is not None and hasattr(node, "keys") and leaf in node.keys():
             continue
+        retired = next((why for k, why in RETIRED.items() if key == k or key.startswith(k + ".")), None)
+        if retired:
+            _fail(f"{key}: no such key for method.name={OmegaConf.select(cfg, 'method.name')}; {retired}")
         known = known if known is not None else list(_leaves(cfg))
         close = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
         hint = f"did you mean {' or '.join(close)}?" if close else "no similar key exists"

@@ -26,6 +26,26 @@ from jepa_zoo.registry import method_spec
 
 __all__ = ["BackboneConfig", "ConfigError", "DataConfig", "IWMViewsConfig", "MaskingConfig", "ViewsConfig"]
 
+# Names this module used to define, and where each lives now: ``jepa_zoo.config.<name>`` still
+# resolves (with a DeprecationWarning naming the new place).
+MOVED = {
+    "LeJEPAConfig": "jepa_zoo.methods.lejepa",
+    "IJEPAConfig": "jepa_zoo.methods.ijepa",
+    "IWMConfig": "jepa_zoo.methods.iwm",
+    "MRRConfig": "jepa_zoo.methods.iwm",
+    "MASKING_NAMES": "jepa_zoo.masks.schema",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in MOVED:
+        import importlib
+        import warnings
+
+        warnings.warn(f"jepa_zoo.config.{name} moved to {MOVED[name]}.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 @dataclass
 class OptimConfig:
@@ -73,21 +93,6 @@ class MethodConfig:
     module: Optional[str] = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-
-
-@dataclass
-class MRRConfig:
-    """World-model quality (IWM's mean reciprocal rank), logged as ``val/mrr`` at validation."""
-
-    enabled: bool = False
-    every_n_epochs: int = 1
-    num_images: int = 16  # first images of the validation split
-    bank_size: int = 256  # target augmentations per image
-
-    def __post_init__(self) -> None:
-        _check(self.every_n_epochs >= 1, "method.mrr.every_n_epochs", "must be >= 1")
-        _check(self.num_images >= 1, "method.mrr.num_images", "must be >= 1")
-        _check(self.bank_size >= 2, "method.mrr.bank_size", "must be >= 2")
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """Callback: image panels at the end of validation, for every logger and as PNG files.
 
-Panels (those that apply to the method; see :mod:`jepa_zoo.evaluation.visual`):
+Panels (see :mod:`jepa_zoo.evaluation.visual`):
 
-* ``masks`` (I-JEPA, IWM): the method's own multi-block collator applied to validation images;
-* ``pairs`` (IWM): the method's training transform (source view, target view, action) applied
-  to validation images (their normalisation undone, so the eval resize / centre crop is kept);
+* the method's own, from ``JEPAModule.image_panels``: I-JEPA and IWM draw ``masks`` (their
+  multi-block collator on validation images), IWM also ``pairs`` (its training transform's
+  source view, target view and action, on validation images with their normalisation undone,
+  so the eval resize / centre crop is kept);
 * ``retrievals`` (every method): validation queries and their nearest validation neighbours by
   cosine similarity of ``eval_encoder`` features.
 
@@ -26,9 +27,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor
 from torchvision.transforms.v2.functional import to_pil_image
 
-from jepa_zoo.data.actions import IWMViews
-from jepa_zoo.evaluation.visual import mask_panel, pairs_panel, retrievals_panel, to_uint8
-from jepa_zoo.masks.collator import MaskCollator
+from jepa_zoo.evaluation.visual import retrievals_panel
 
 
 class ImageLogger(L.Callback):
@@ -61,7 +60,6 @@ class ImageLogger(L.Callback):
     # -- panels ---------------------------------------------------------------------------
     def panels(self, pl_module, dm, step: Optional[int] = None) -> Dict[str, Tensor]:
         """The uint8 ``[3, H, W]`` panels that apply to ``pl_module``, by name."""
-        cfg = pl_module.cfg
         n_bank = min(self.bank_size, len(dm.val_set))
         items = [dm.val_set[i] for i in range(n_bank)]
         x = torch.stack([img for img, _ in items])  # normalised, as the encoder sees them
@@ -70,18 +68,9 @@ class ImageLogger(L.Callback):
         n = min(self.num_images, n_bank)
         up = max(1, self.min_size // raw.shape[-2])  # small images (CIFAR) drawn larger, pixels kept sharp
         shown = F.interpolate(raw, scale_factor=up, mode="nearest") if up > 1 else raw
-        out: Dict[str, Tensor] = {}
         with torch.random.fork_rng(devices=[]):  # the CPU generator only (which collators and transforms use)
             torch.default_generator.manual_seed(self.seed)
-            collator = pl_module.collate_fn(cfg)
-            if isinstance(collator, MaskCollator):
-                _, ctx, tgt, _ = collator([(img, 0) for img in raw[:n]])
-                out["masks"] = mask_panel(shown[:n], ctx, tgt, collator.grid, cfg.backbone.patch_size * up, step)
-            transform = pl_module.train_transform(cfg)
-            if isinstance(transform, IWMViews):
-                src, tgt_view, action = (torch.stack(t) for t in zip(*(transform.views(img)
-                                                                      for img in to_uint8(raw[:n]))))
-                out["pairs"] = pairs_panel(self._denorm(src, dm), self._denorm(tgt_view, dm), action, step)
+            out: Dict[str, Tensor] = dict(pl_module.image_panels(raw[:n], shown[:n], up, step))
         if n_bank >= 2:
             feats = self._features(pl_module, x, dm.cfg.val_batch_size or dm.cfg.batch_size)
             out["retrievals"] = retrievals_panel(shown[:n], shown, feats[:n], feats, self.k, torch.arange(n),

@@ -12,35 +12,39 @@ import logging
 import lightning as L
 import torch
 
-from jepa_zoo.config import MRRConfig
 from jepa_zoo.evaluation.mrr import world_model_mrr
 
 log = logging.getLogger(__name__)
 
 
 class MRRCallback(L.Callback):
-    def __init__(self, cfg: MRRConfig, seed: int = 0):
-        self.cfg = cfg
+    def __init__(self, every_n_epochs: int = 1, num_images: int = 16, bank_size: int = 256, seed: int = 0):
+        """Every ``every_n_epochs`` epochs: the first ``num_images`` validation images, ``bank_size``
+        target views each.  The module provides ``predict_all``, ``target_features`` and
+        ``action_strength`` (:func:`jepa_zoo.evaluation.mrr.world_model_mrr`; IWM)."""
+        self.every_n_epochs = every_n_epochs
+        self.num_images = num_images
+        self.bank_size = bank_size
         self.seed = seed
 
     def _images(self, trainer: L.Trainer, pl_module) -> torch.Tensor:
         dm = trainer.datamodule
-        n = min(self.cfg.num_images, len(dm.val_set))
+        n = min(self.num_images, len(dm.val_set))
         x = torch.stack([dm.val_set[i][0] for i in range(n)]).to(pl_module.device)
         mean = torch.tensor(dm.cfg.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(dm.cfg.std, device=x.device).view(1, 3, 1, 1)
         return (x * std + mean).clamp(0, 1)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.cfg.every_n_epochs:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         dm = trainer.datamodule
         if getattr(dm, "val_set", None) is None:
             return  # no validation split: nothing to rank
         gen = torch.Generator().manual_seed(self.seed)
         log.info("val/mrr: ranking %d images against %d target augmentations each (method.mrr.*) ...",
-                 min(self.cfg.num_images, len(dm.val_set)), self.cfg.bank_size)
+                 min(self.num_images, len(dm.val_set)), self.bank_size)
         scores = world_model_mrr(pl_module, self._images(trainer, pl_module), dm.cfg.mean, dm.cfg.std,
-                                 self.cfg.bank_size, generator=gen)
+                                 self.bank_size, generator=gen)
         pl_module.log("val/mrr", scores["mrr"])
         pl_module.log("val/mrr_cos", scores["mrr_cos"])

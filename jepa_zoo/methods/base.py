@@ -111,6 +111,13 @@ class JEPAModule(L.LightningModule):
         """The encoder that downstream evaluation uses (EMA methods: the target encoder)."""
         return self.backbone
 
+    def image_panels(self, images: Tensor, shown: Tensor, scale: int, step: Optional[int]) -> Dict[str, Tensor]:
+        """The method's own validation panels, uint8 ``[3, H, W]`` by name (I-JEPA: ``masks``; IWM: also
+        ``pairs``), drawn by :class:`jepa_zoo.callbacks.images.ImageLogger` beside the ``retrievals``
+        every method gets.  ``images``: validation images in [0, 1] (normalisation undone); ``shown``:
+        the same upscaled ``scale`` times for display.  Called with the CPU generator seeded."""
+        return {}
+
     # -- online probe ---------------------------------------------------------------
     def _build_probe(self, num_classes: int) -> None:
         if not self.cfg.method.probe.enabled or num_classes <= 0:
@@ -336,3 +343,15 @@ class JEPAModule(L.LightningModule):
             p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
         opt = torch.optim.AdamW(groups, lr=self.base_lr, betas=tuple(o.betas), fused=fused or None)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": LambdaLR(opt, lambdas), "interval": "step"}}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NonFiniteLossError":  # moved with non-finite skipping to jepa_zoo.callbacks.nonfinite
+        import warnings
+
+        from jepa_zoo.callbacks import nonfinite
+
+        warnings.warn("jepa_zoo.methods.base.NonFiniteLossError moved to jepa_zoo.callbacks.nonfinite",
+                      DeprecationWarning, stacklevel=2)
+        return nonfinite.NonFiniteLossError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

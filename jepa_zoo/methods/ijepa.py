@@ -18,13 +18,13 @@ reads the pooled target-encoder features (already computed, detached).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jepa_zoo.config import MethodConfig, MRRConfig, OptimConfig, TrainConfig
+from jepa_zoo.config import MethodConfig, OptimConfig, TrainConfig
 from jepa_zoo.data.views import view_transform
 from jepa_zoo.errors import check, check_range
 from jepa_zoo.losses.jepa import latent_prediction_loss
@@ -51,7 +51,6 @@ class IJEPAConfig(MethodConfig):
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
         lr=1e-3, final_lr_ratio=1e-3, weight_decay=0.04, final_weight_decay=0.4, warmup_epochs=40,
         warmup_start_ratio=0.2))
-    mrr: MRRConfig = field(default_factory=MRRConfig)
 
     def __post_init__(self) -> None:
         check(self.pred_depth >= 1, "method.pred_depth", f"must be >= 1, got {self.pred_depth}")
@@ -79,22 +78,13 @@ class IJEPA(JEPAModule):
             **conditioning,
         )
 
-    def callbacks(self) -> List[Any]:
-        """World-model MRR at validation when ``method.mrr.enabled`` (I-JEPA: the chance level)."""
-        from jepa_zoo.callbacks.mrr import MRRCallback
+    def image_panels(self, images: Tensor, shown: Tensor, scale: int, step: Optional[int]) -> Dict[str, Tensor]:
+        """``masks``: this method's own collator on validation ``images`` (see :meth:`JEPAModule.image_panels`)."""
+        from jepa_zoo.evaluation.visual import mask_panel
 
-        return [MRRCallback(self.cfg.method.mrr)] if self.cfg.method.mrr.enabled else []
-
-    @property
-    def action_strength(self) -> tuple:
-        """Jitter strengths of the MRR bank (IWM's target jitter; I-JEPA has none of its own)."""
-        return (0.4, 0.4, 0.2, 0.1)
-
-    def predict_all(self, images: Tensor, action: Optional[Tensor] = None) -> Tensor:
-        """The predictor as a world model: every patch of ``images`` visible, a mask token at every
-        position -> predicted target features ``[B, N, D]``.  A conditioned predictor (IWM) takes
-        ``action [B, A]`` (None: the null action); an unconditioned one (I-JEPA) ignores it."""
-        return self.predictor.predict_all(self.backbone.forward_tokens(images), action)
+        collator = self.collate_fn(self.cfg)
+        _, ctx, tgt, _ = collator([(img, 0) for img in images])
+        return {"masks": mask_panel(shown, ctx, tgt, collator.grid, self.cfg.backbone.patch_size * scale, step)}
 
     def target_tokens(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         """The EMA encoder's tokens ``h [B, N, D]`` of ``images`` -> (what the predictor regresses: ``h``

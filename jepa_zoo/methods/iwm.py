@@ -23,10 +23,12 @@ how equivariant the world model is (:mod:`jepa_zoo.evaluation.mrr`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
+import torch
+from torch import Tensor
 
-from jepa_zoo.config import MRRConfig, TrainConfig
+from jepa_zoo.config import TrainConfig
 from jepa_zoo.data.actions import ACTION_DIM, IWMViews
 from jepa_zoo.data.schema import IWMViewsConfig
 from jepa_zoo.errors import check
@@ -35,6 +37,21 @@ from jepa_zoo.methods.base import StepOutput
 from jepa_zoo.methods.ijepa import IJEPA, IJEPAConfig
 from jepa_zoo.models.predictor import Predictor
 from jepa_zoo.registry import MethodSpec
+
+
+@dataclass
+class MRRConfig:
+    """The world model's mean reciprocal rank (:mod:`jepa_zoo.evaluation.mrr`), ``val/mrr`` at validation."""
+
+    enabled: bool = True
+    every_n_epochs: int = 1
+    num_images: int = 16  # first images of the validation split
+    bank_size: int = 256  # target augmentations per image
+
+    def __post_init__(self) -> None:
+        check(self.every_n_epochs >= 1, "method.mrr.every_n_epochs", "must be >= 1")
+        check(self.num_images >= 1, "method.mrr.num_images", "must be >= 1")
+        check(self.bank_size >= 2, "method.mrr.bank_size", "must be >= 2")
 
 
 @dataclass
@@ -47,7 +64,7 @@ class IWMConfig(IJEPAConfig):
     loss: str = "mse"
     conditioning: str = "feature"
     views: IWMViewsConfig = field(default_factory=IWMViewsConfig)
-    mrr: MRRConfig = field(default_factory=lambda: MRRConfig(enabled=True))
+    mrr: MRRConfig = field(default_factory=MRRConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -81,10 +98,36 @@ class IWM(IJEPA):
         crop, source, target = views[:3]
         return [[(crop, source), (crop, target)]]
 
+    # -- the world model: what the MRR and the panels read ---------------------------------------
     @property
     def action_strength(self) -> tuple:
-        """The jitter strengths that normalise the action's deltas."""
+        """The jitter strengths that normalise the action's deltas (and draw the MRR's bank)."""
         return tuple(self.cfg.method.views.jitter)
+
+    def predict_all(self, images: Tensor, action: Optional[Tensor] = None) -> Tensor:
+        """Every patch of ``images`` visible, a mask token at every position, conditioned on ``action
+        [B, A]`` (None: the null action) -> the predicted target features ``[B, N, D]``."""
+        return self.predictor.predict_all(self.backbone.forward_tokens(images), action)
+
+    def callbacks(self) -> List[Any]:
+        """``val/mrr`` at validation when ``method.mrr.enabled``."""
+        from jepa_zoo.callbacks.mrr import MRRCallback
+
+        m = self.cfg.method.mrr
+        return [MRRCallback(m.every_n_epochs, m.num_images, m.bank_size)] if m.enabled else []
+
+    def image_panels(self, images: Tensor, shown: Tensor, scale: int, step: Optional[int]) -> Dict[str, Tensor]:
+        """I-JEPA's ``masks``, and ``pairs``: this method's training transform on ``images`` (source
+        view, target view, action)."""
+        from jepa_zoo.evaluation.visual import pairs_panel, to_uint8
+
+        out = super().image_panels(images, shown, scale, step)
+        transform = self.train_transform(self.cfg)
+        src, tgt, action = (torch.stack(t) for t in zip(*(transform.views(img) for img in to_uint8(images))))
+        mean = torch.tensor(self.cfg.data.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.cfg.data.std).view(1, 3, 1, 1)
+        out["pairs"] = pairs_panel((src * std + mean).clamp(0, 1), (tgt * std + mean).clamp(0, 1), action, step)
+        return out
 
     def step(self, batch: Any) -> StepOutput:
         views, ctx, tgt, labels = batch

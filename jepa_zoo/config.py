@@ -184,6 +184,17 @@ def _trainer_keys() -> set:
     return set(inspect.signature(Trainer.__init__).parameters) - {"self", "logger", "callbacks", "default_root_dir"}
 
 
+def validate_saved(cfg: Dict[str, Any]) -> TrainConfig:
+    """:func:`validate` for a config a checkpoint saved (its ``hyper_parameters.cfg``): the keys its
+    method declares retired (``MethodSpec.retired``, e.g. I-JEPA's ``mrr``) are dropped first, so a
+    checkpoint written before a key was retired still loads."""
+    method = cfg.get("method") if isinstance(cfg.get("method"), dict) else {}
+    spec = method_spec(method.get("name"), method.get("module"))
+    if any(k in method for k in spec.retired):
+        cfg = {**cfg, "method": {k: v for k, v in method.items() if k not in spec.retired}}
+    return validate(OmegaConf.create(cfg))
+
+
 def validate(cfg: DictConfig) -> TrainConfig:
     """Check a composed config against the schemas; return typed dataclasses.
 

@@ -30,10 +30,10 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from jepa_zoo.config import ConfigError, validate
+from jepa_zoo.config import ConfigError, validate_saved
 from jepa_zoo.data.datasets import DataError
 
 log = logging.getLogger("jepa_zoo.eval")
@@ -204,7 +204,7 @@ def evaluate(cfg: DictConfig) -> Dict[str, Any]:
     ckpt = Path(cfg.ckpt)
     state = load_checkpoint(ckpt)
     hp = state["hyper_parameters"]
-    tc = validate(OmegaConf.create(hp["cfg"]))
+    tc = validate_saved(hp["cfg"])
     if cfg.data_root:
         tc.data.root = str(cfg.data_root)
     model = build_model(tc, num_classes=hp.get("num_classes"))

@@ -85,10 +85,9 @@ def load_timm(path: str | Path) -> nn.Module:
 
 def export(ckpt: Path, out: Optional[Path] = None, which: str = "eval") -> Path:
     """Write ``out`` (default ``<ckpt dir>/<ckpt stem>_encoder.safetensors``) and return its path."""
-    from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
-    from jepa_zoo.config import validate
+    from jepa_zoo.config import validate_saved
     from jepa_zoo.eval import load_checkpoint
     from jepa_zoo.methods import build_model
 
@@ -96,7 +95,7 @@ def export(ckpt: Path, out: Optional[Path] = None, which: str = "eval") -> Path:
         raise ValueError(f"--encoder must be 'eval' or 'online', got {which!r}")
     state = load_checkpoint(ckpt)
     hp = state["hyper_parameters"]
-    tc = validate(OmegaConf.create(hp["cfg"]))
+    tc = validate_saved(hp["cfg"])
     model = build_model(tc, num_classes=hp.get("num_classes"))
     model.load_state_dict(state["state_dict"])
     encoder = model.eval_encoder if which == "eval" else model.backbone

@@ -35,6 +35,7 @@ class MethodSpec:
     module: type  # the LightningModule class (a jepa_zoo.methods.base.JEPAModule)
     schema: type  # the dataclass of its ``method:`` section
     maskings: Tuple[str, ...] = ("none",)  # the masking=... values it accepts
+    retired: Tuple[str, ...] = ()  # keys of its section that older checkpoints hold; dropped when they load
 
 
 def builtin_methods() -> List[str]:

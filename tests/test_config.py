@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from jepa_zoo.config import ConfigError, TrainConfig, validate
 from jepa_zoo.methods.lejepa import LeJEPAConfig
@@ -151,3 +152,22 @@ def test_wandb_group_is_the_sweep_dir_in_multirun_only():
 
     assert sweep_group("RunMode.MULTIRUN", "multirun/lejepa/2026-11-23_10-00-00") == "lejepa/2026-11-23_10-00-00"
     assert sweep_group("RunMode.RUN", "multirun/lejepa/2026-11-23_10-00-00") is None
+
+
+def test_a_checkpoint_config_with_a_retired_key_still_loads(compose_cfg):
+    """I-JEPA checkpoints written before ``method.mrr`` moved to IWM hold it: validate_saved drops it
+    (and only the retired keys: a saved typo is still refused), validate alone refuses it."""
+    import dataclasses
+
+    from jepa_zoo.config import validate_saved
+    from jepa_zoo.methods.ijepa import IJEPA
+
+    saved = dataclasses.asdict(validate(compose_cfg("method=ijepa", "backbone=vit_t", "data=fake")))
+    old = {**saved, "method": {**saved["method"], "mrr": {"enabled": False, "every_n_epochs": 1,
+                                                          "num_images": 16, "bank_size": 256}}}
+    with pytest.raises(ConfigError, match="method.mrr"):
+        validate(OmegaConf.create(old))
+    assert validate_saved(old) == validate_saved(saved)
+    assert isinstance(IJEPA(old), IJEPA)  # as load_from_checkpoint builds it
+    with pytest.raises(ConfigError, match="method.mrrr"):
+        validate_saved({**saved, "method": {**saved["method"], "mrrr": 1}})

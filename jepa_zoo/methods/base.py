@@ -15,6 +15,7 @@ pooled encoder features of the validation split.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -27,11 +28,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_accuracy
 
-import logging
-
-from omegaconf import OmegaConf
-
-from jepa_zoo.config import ConfigError, TrainConfig, validate
+from jepa_zoo.config import ConfigError, TrainConfig, validate_saved
 from jepa_zoo.data.photometric import SOLARIZE_THRESHOLD, apply_photometric, concat_views
 from jepa_zoo.data.views import blur_kernel
 from jepa_zoo.models.backbones import build_backbone
@@ -70,7 +67,7 @@ class JEPAModule(L.LightningModule):
     def __init__(self, cfg: Union[TrainConfig, Dict[str, Any]], num_classes: Optional[int] = None):
         super().__init__()
         if not isinstance(cfg, TrainConfig):  # a plain dict from a checkpoint's hyperparameters
-            cfg = validate(OmegaConf.create(cfg))
+            cfg = validate_saved(cfg)
         self.cfg = cfg
         # plain types only: `load_from_checkpoint` calls __init__(cfg=..., num_classes=...) with them
         self.save_hyperparameters({"cfg": dataclasses.asdict(cfg), "num_classes": num_classes})

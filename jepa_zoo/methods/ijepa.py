@@ -157,4 +157,4 @@ class IJEPA(JEPAModule):
             self.log("train/ema_momentum", self._last_momentum)
 
 
-METHOD = MethodSpec("ijepa", IJEPA, IJEPAConfig, maskings=PATCH_MASKINGS)
+METHOD = MethodSpec("ijepa", IJEPA, IJEPAConfig, maskings=PATCH_MASKINGS, retired=("mrr",))

@@ -6,7 +6,7 @@ from jepa_zoo.methods.ijepa import IJEPAConfig
 from jepa_zoo.losses.jepa import latent_prediction_loss
 from jepa_zoo.masks.collator import MaskCollator
 from jepa_zoo.methods.ijepa import IJEPA
-from jepa_zoo.models.ema import ema_momentum, ema_update_, make_target
+from jepa_zoo.models.ema import EMATeacher, ema_momentum, ema_update_, make_target
 from jepa_zoo.models.predictor import Predictor
 
 
@@ -42,6 +42,20 @@ def test_ema_update_is_a_lerp_and_target_is_frozen():
     before = target.weight.clone()
     ema_update_(target, online, 0.9)
     assert torch.allclose(target.weight, 0.9 * before + 0.1 * online.weight)
+
+
+def test_ema_teacher_steps_its_schedule():
+    online = torch.nn.Linear(3, 2)
+    target = make_target(online)
+    with torch.no_grad():
+        online.weight.add_(1.0)
+    before = target.weight.clone()
+    teacher = EMATeacher(0.5, 1.0)
+    assert teacher.update_(target, online, 5, 10) == pytest.approx(0.75) == teacher.last_momentum
+    assert torch.allclose(target.weight, 0.75 * before + 0.25 * online.weight)
+    assert teacher.momentum(10, 10) == 1.0
+    with pytest.raises(ValueError, match="start <= end"):
+        EMATeacher(1.0, 0.5)
 
 
 def test_loss_on_hand_made_tensors():

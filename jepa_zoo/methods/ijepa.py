@@ -32,7 +32,7 @@ from jepa_zoo.masks.collator import MaskCollator
 from jepa_zoo.masks.schema import PATCH_MASKINGS
 from jepa_zoo.methods.base import JEPAModule, StepOutput
 from jepa_zoo.models.backbones import gather_tokens, ViTEncoder
-from jepa_zoo.models.ema import ema_momentum, ema_update_, make_target
+from jepa_zoo.models.ema import EMATeacher, make_target
 from jepa_zoo.models.predictor import Predictor
 from jepa_zoo.registry import MethodSpec
 
@@ -68,7 +68,7 @@ class IJEPA(JEPAModule):
             raise TypeError("I-JEPA needs a ViT backbone (backbone=vit_t ... vit_h)")
         self.predictor = self._build_predictor()
         self.target_encoder = make_target(self.backbone)
-        self._last_momentum: Optional[float] = None
+        self.ema = EMATeacher(*self.cfg.method.ema)
 
     def _build_predictor(self, **conditioning: Any) -> Predictor:
         m: IJEPAConfig = self.cfg.method
@@ -113,10 +113,6 @@ class IJEPA(JEPAModule):
     def eval_encoder(self) -> torch.nn.Module:
         return self.target_encoder  # as the paper evaluates
 
-    def momentum(self) -> float:
-        lo, hi = self.cfg.method.ema
-        return ema_momentum(self.global_step, self.total_steps, lo, hi)
-
     def step(self, batch: Any) -> StepOutput:
         images, ctx, tgt, labels = batch
         return self.jepa_step(images, images, ctx, tgt, labels)
@@ -148,13 +144,12 @@ class IJEPA(JEPAModule):
     def after_optimizer_step(self) -> None:
         """The EMA update, once per optimiser step and before checkpoints are written, so a checkpoint
         always holds the target that matches its step."""
-        self._last_momentum = self.momentum()
-        ema_update_(self.target_encoder, self.backbone, self._last_momentum)
+        self.ema.update_(self.target_encoder, self.backbone, self.global_step, self.total_steps)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_end(outputs, batch, batch_idx)
-        if self._last_momentum is not None:
-            self.log("train/ema_momentum", self._last_momentum)
+        if self.ema.last_momentum is not None:
+            self.log("train/ema_momentum", self.ema.last_momentum)
 
 
 METHOD = MethodSpec("ijepa", IJEPA, IJEPAConfig, maskings=PATCH_MASKINGS, retired=("mrr",))

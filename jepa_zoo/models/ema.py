@@ -1,9 +1,10 @@
-"""EMA target encoders: momentum schedule and a fused in-place update."""
+"""EMA target encoders: momentum schedule, a fused in-place update, and :class:`EMATeacher`, the
+component a method holds to keep one (I-JEPA and IWM; any method with an EMA target)."""
 
 from __future__ import annotations
 
 import copy
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -40,3 +41,31 @@ def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
     torch._foreach_lerp_(t_params, o_params, 1.0 - momentum)
     for tb, ob in zip(target.buffers(), online.buffers()):
         tb.copy_(ob)
+
+
+class EMATeacher:
+    """The EMA schedule and update of a target network, for a method to hold::
+
+        self.target_encoder = make_target(self.backbone)            # in __init__
+        self.ema = EMATeacher(start, end)
+        self.ema.update_(self.target_encoder, self.backbone, step, total)   # once per optimiser step
+
+    The momentum is a pure function of the optimiser step (:func:`ema_momentum`), so a resumed run
+    continues with the exact value; the update is one foreach lerp over the parameters, which works
+    on FSDP-sharded parameters shard by shard (target and online are sharded alike).  The target
+    itself stays a plain submodule of the method (its checkpoint keys are the method's to name)."""
+
+    def __init__(self, start: float = 0.996, end: float = 1.0):
+        if not 0 <= start <= end <= 1:
+            raise ValueError(f"EMA momentum: expected 0 <= start <= end <= 1, got {start}, {end}")
+        self.start, self.end = start, end
+        self.last_momentum: Optional[float] = None  # the latest update's, for logging
+
+    def momentum(self, step: int, total_steps: int) -> float:
+        return ema_momentum(step, total_steps, self.start, self.end)
+
+    def update_(self, target: nn.Module, online: nn.Module, step: int, total_steps: int) -> float:
+        """``target ← m·target + (1 − m)·online`` with the momentum of ``step``; returns ``m``."""
+        self.last_momentum = self.momentum(step, total_steps)
+        ema_update_(target, online, self.last_momentum)
+        return self.last_momentum

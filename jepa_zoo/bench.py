@@ -141,12 +141,13 @@ def peak_flops(device) -> Optional[float]:
 
 
 # -- building -------------------------------------------------------------------------------------
-def data_module(tc: TrainConfig):
+def data_module(tc: TrainConfig, compile_: bool = False):
     from jepa_zoo.data.datamodule import JEPADataModule
     from jepa_zoo.methods import get_method
 
     cls = get_method(tc.method.name, tc.method.module)
-    dm = JEPADataModule(tc.data, cls.train_transform(tc), cls.collate_fn(tc), seed=tc.seed)
+    dm = JEPADataModule(tc.data, cls.train_transform(tc), cls.collate_fn(tc), seed=tc.seed,
+                        compile_photometric=compile_)
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -161,12 +162,15 @@ def build_batches(dm, n: int, batch_size: int) -> List[Any]:
     return [collate([ds[(i * batch_size + j) % len(ds)] for j in range(batch_size)]) for i in range(n)]
 
 
-def compile_model(model) -> None:
-    """``torch.compile`` what training's ``compile=true`` compiles (:meth:`JEPAModule.compile_`)."""
+def compile_model(model, dm: Any = None) -> None:
+    """``torch.compile`` what training's ``compile=true`` compiles: the module's blocks
+    (:meth:`JEPAModule.compile_`) and the datamodule's device photometric ops, if any."""
     model.compile_()
+    if dm is not None and dm.device_photometric is not None:
+        dm.device_photometric.compile_()
 
 
-def make_train_step(model, tc: TrainConfig, autocast: Callable[[], Any]) -> Tuple[Callable[[Any], Any], Any]:
+def make_train_step(model, tc: TrainConfig, autocast: Callable[[], Any], dm: Any = None) -> Tuple[Callable[[Any], Any], Any]:
     """A closure doing one optimiser step as Lightning's automatic optimisation does, with the training
     module's own computation (:meth:`~jepa_zoo.methods.base.JEPAModule.forward_loss`, then
     :meth:`~jepa_zoo.methods.base.JEPAModule.after_optimizer_step`); and the optimiser."""
@@ -176,6 +180,8 @@ def make_train_step(model, tc: TrainConfig, autocast: Callable[[], Any]) -> Tupl
     sched = conf.get("lr_scheduler", {}).get("scheduler") if isinstance(conf, dict) else None
 
     def step(batch: Any) -> Any:
+        if dm is not None:  # views.photometric=device: the views made on the device, as the datamodule's hook does
+            batch = dm.device_views(batch, next(model.parameters()).dtype)
         with autocast():
             loss = model.forward_loss(batch)[1]
         loss.backward()
@@ -236,14 +242,14 @@ def measure_step(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
     model = build_model(tc, num_classes=tc.data.num_classes).to(device).train()
     dm = data_module(tc)
     batches = [move_data_to_device(x, device) for x in build_batches(dm, b.batches, tc.data.batch_size)]
-    step, _ = make_train_step(model, tc, autocast)
+    step, _ = make_train_step(model, tc, autocast, dm)
     bs = tc.data.batch_size
 
     rss_before = status_mib("VmRSS")  # model and batches built, no step run yet
     flops = count_flops(step, batches[0], device) if b.flops else None  # eager, before any compile
     reset_peak(device)  # the peak of the warm-up and timed steps (the counted step forces math SDPA)
     if b.compile:
-        compile_model(model)
+        compile_model(model, dm)
     times = time_steps(step, batches, b.warmup, b.steps, device)
 
     out: Dict[str, Any] = {
@@ -276,17 +282,16 @@ def time_photometric(tc: TrainConfig, batch: Any, device, reps: int, compile_: b
     import torch
     from lightning.fabric.utilities.apply_func import move_data_to_device
 
-    from jepa_zoo.data.photometric import apply_photometric, concat_views
-    from jepa_zoo.data.views import blur_kernel
+    from jepa_zoo.data.photometric import DevicePhotometric
     from jepa_zoo.methods import get_method
 
-    cls = get_method(tc.method.name, tc.method.module)
-    groups = [concat_views(g) for g in cls.photometric_groups(tc, move_data_to_device(batch[0], device))]
-    fn = torch.compile(apply_photometric, dynamic=False, fullgraph=True) if compile_ else apply_photometric
+    ops = DevicePhotometric(get_method(tc.method.name, tc.method.module).train_transform(tc))
+    if compile_:
+        ops.compile_()
+    inputs = move_data_to_device(batch[0], device)
 
     def run() -> None:
-        for x, params in groups:
-            fn(x, params, tc.data.mean, tc.data.std, blur_kernel(x.shape[-1]), cls.solarize_threshold)
+        ops(inputs, torch.float32)  # one call per view size, as the datamodule's hook makes them
 
     run()  # warm-up (allocator, kernels; compilation)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

@@ -4,7 +4,8 @@ import torch.nn.functional as F
 
 from jepa_zoo.config import BackboneConfig, DataConfig, IWMViewsConfig, MaskingConfig, TrainConfig, validate
 from jepa_zoo.methods.iwm import IWMConfig
-from jepa_zoo.data.actions import IDENTITY, IWMViews, Photometric, action_vector, apply_photometric, draw_jitter
+from jepa_zoo.data.actions import IDENTITY, IWMViews, action_vector
+from jepa_zoo.data.photometric import apply_photometric, draw_params, identity_params, jitter_factors, stack_params
 from jepa_zoo.evaluation.mrr import chance_mrr, mean_reciprocal_rank, world_model_mrr
 from jepa_zoo.methods.iwm import IWM
 from jepa_zoo.models.predictor import Predictor
@@ -14,25 +15,29 @@ STRENGTH = (0.4, 0.4, 0.2, 0.1)
 
 # -- actions ------------------------------------------------------------------------------
 def test_action_vector_known_draws():
-    src = Photometric((0.8, 1.2, 1.0, 0.05), grayscale=True, blur_sigma=None, solarize=True)
-    tgt = Photometric((1.2, 1.0, 0.9, -0.05))
+    yes = torch.tensor(True)
+    src = identity_params((0.8, 1.2, 1.0, 0.05))._replace(gray=yes, solarize=yes)
+    tgt = identity_params((1.2, 1.0, 0.9, -0.05))
     a = action_vector(src, tgt, STRENGTH)
     # deltas target − source over the ranges 0.8, 0.8, 0.4, 0.2; then the source's flags
     assert a.tolist() == pytest.approx([0.5, -0.25, -0.25, -0.5, 1.0, 0.0, 1.0])
     assert a.shape == (7,) and a.dtype == torch.float32
-    assert action_vector(Photometric(), Photometric(), STRENGTH).tolist() == [0.0] * 7
-    blurred = Photometric(IDENTITY, blur_sigma=1.0)
-    assert action_vector(blurred, Photometric(), STRENGTH).tolist() == [0.0] * 5 + [1.0, 0.0]
+    assert action_vector(identity_params(), identity_params(), STRENGTH).tolist() == [0.0] * 7
+    blurred = identity_params()._replace(blur=yes, sigma=torch.tensor(1.0))
+    assert action_vector(blurred, identity_params(), STRENGTH).tolist() == [0.0] * 5 + [1.0, 0.0]
+    batched = action_vector(stack_params([src, blurred]), stack_params([tgt, identity_params()]), STRENGTH)
+    assert torch.equal(batched, torch.stack([a, action_vector(blurred, identity_params(), STRENGTH)]))
 
 
 def test_jitter_draws_stay_in_range_and_skip_to_identity():
     g = torch.Generator().manual_seed(0)
-    draws = [draw_jitter(STRENGTH, 1.0, g) for _ in range(200)]
-    for b, c, s, h in draws:
+    draws = [draw_params(STRENGTH, 1.0, 0.0, 0.0, 0.0, g, shuffle=False) for _ in range(200)]
+    for b, c, s, h in (jitter_factors(d).tolist() for d in draws):
         assert 0.6 <= b <= 1.4 and 0.6 <= c <= 1.4 and 0.8 <= s <= 1.2 and -0.1 <= h <= 0.1
-    acts = torch.stack([action_vector(Photometric(d), Photometric(e), STRENGTH) for d, e in zip(draws, draws[1:])])
+    acts = torch.stack([action_vector(d, e, STRENGTH) for d, e in zip(draws, draws[1:])])
     assert acts[:, :4].abs().max() <= 1.0 and acts[:, :4].abs().max() > 0.8  # normalised to about [-1, 1]
-    assert draw_jitter(STRENGTH, 0.0, g) == IDENTITY
+    skipped = draw_params(STRENGTH, 0.0, 0.0, 0.0, 0.0, g, shuffle=False)
+    assert tuple(jitter_factors(skipped).tolist()) == IDENTITY
 
 
 def test_identical_views_give_the_null_action():
@@ -134,11 +139,9 @@ class PixelWorld:
         if not self.exact:
             return self._tokens(x)
         m, s = torch.tensor(self.mean)[:, None, None], torch.tensor(self.std)[:, None, None]
-        out = []
-        for img, a in zip(x, action):
-            f = [1 + a[0] * 0.8, 1 + a[1] * 0.8, 1 + a[2] * 0.4, a[3] * 0.2]
-            out.append((apply_photometric(img * s + m, Photometric(tuple(float(v) for v in f)), 3) - m) / s)
-        return self._tokens(torch.stack(out))
+        draws = stack_params([identity_params((1 + float(a[0]) * 0.8, 1 + float(a[1]) * 0.8, 1 + float(a[2]) * 0.4,
+                                               float(a[3]) * 0.2)) for a in action])
+        return self._tokens(apply_photometric(x * s + m, draws, self.mean, self.std, 3, 0.5))
 
 
 def test_world_model_mrr_perfect_and_action_blind():
@@ -200,8 +203,3 @@ def test_iwm_presets_compose(compose_cfg):
 
     with pytest.raises(ConfigError, match="method.conditioning"):
         validate(compose_cfg("method=iwm", "method.conditioning=film", "data.root=/x"))
-
-
-def test_device_photometric_refuses_loader_batches_by_name():
-    with pytest.raises(ValueError, match="photometric=device expects"):
-        IWM.photometric_groups(None, [torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8), torch.zeros(2, 7)])

@@ -99,11 +99,12 @@ def test_wrong_number_of_views_is_an_error():
 
 
 def test_photometric_on_device_is_the_step_on_the_transformed_views():
-    """views.photometric=device: the step on (uint8 crops, draws) is the step on the views the
-    batched ops make (one call per view size), computed in float32 even under bf16 autocast and
-    cast to a bf16 backbone's dtype; plain tensors are refused by name."""
+    """views.photometric=device: the datamodule makes the views after the transfer (one batched call
+    per view size), in float32 even under bf16 autocast, cast to the module's dtype; the step on
+    them is the step on the views the batched ops make; a loader batch is refused by name."""
     from torch.utils.data import default_collate
 
+    from jepa_zoo.data.datamodule import JEPADataModule
     from jepa_zoo.data.photometric import apply_photometric, draw_params
     from jepa_zoo.data.views import blur_kernel
 
@@ -111,20 +112,22 @@ def test_photometric_on_device_is_the_step_on_the_transformed_views():
     cfg.method.views.photometric = "device"
     torch.manual_seed(0)
     model = LeJEPA(cfg)
+    dm = JEPADataModule(cfg.data, LeJEPA.train_transform(cfg))
     crops = [torch.randint(0, 256, (4, 3, s, s), dtype=torch.uint8) for s in (32, 32, 16, 16)]
     draws = [default_collate([draw_params([0.4, 0.4, 0.2, 0.1], 0.8, 0.2, 0.5, 0.9) for _ in range(4)])
              for _ in crops]
     done = [apply_photometric(c, d, cfg.data.mean, cfg.data.std, blur_kernel(c.shape[-1])) for c, d in zip(crops, draws)]
     assert any(d.blur.any() for d in draws)  # the blur is a convolution: bf16 under autocast if not guarded
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        x = model.photometric(list(zip(crops[:2], draws[:2])))
-    assert x.dtype == torch.float32 and x.shape == (8, 3, 32, 32)
-    torch.testing.assert_close(x, torch.cat(done[:2]), atol=1e-6, rtol=0)
-    on_device = model.step((list(zip(crops, draws)), torch.arange(4)))
-    cfg.method.views.photometric = "loader"
-    assert torch.equal(on_device.loss, model.step((done, torch.arange(4))).loss)
-    cfg.method.views.photometric = "device"
+        views, labels = dm.device_views([list(zip(crops, draws)), torch.arange(4)], torch.float32)
+    assert [v.dtype for v in views] == [torch.float32] * 4 and [v.shape[-1] for v in views] == [32, 32, 16, 16]
+    for v, d in zip(views, done):
+        torch.testing.assert_close(v, d, atol=1e-6, rtol=0)
+    assert torch.equal(model.step((views, labels)).loss, model.step((done, labels)).loss)
     with pytest.raises(ValueError, match="photometric=device expects each view as"):
-        model.step((done, torch.arange(4)))
-    model.to(torch.bfloat16)  # trainer.precision=bf16-true: the backbone gets bf16 views, as from the loader
-    assert model.photometric(list(zip(crops[2:], draws[2:]))).dtype == torch.bfloat16
+        dm.device_views((done, labels), torch.float32)
+    views, _ = dm.device_views((list(zip(crops, draws)), labels), torch.bfloat16)  # bf16-true's backbone
+    assert {v.dtype for v in views} == {torch.bfloat16}
+    cfg.method.views.photometric = "loader"
+    loader_dm = JEPADataModule(cfg.data, LeJEPA.train_transform(cfg))
+    assert loader_dm.device_views((done, labels), torch.float32)[0] is done  # the loader path's batch passes

@@ -155,8 +155,8 @@ def test_multiview_on_device_returns_uint8_crops_and_their_draws():
 
 @pytest.mark.slow
 def test_compile_true_compiles_the_device_ops_into_one_graph():
-    """compile=true: LeJEPA's device photometric ops run compiled (fullgraph: no graph break) and
-    give the eager result."""
+    """compile=true: LeJEPA's device photometric ops run compiled by the datamodule (fullgraph: no
+    graph break) and give the eager result."""
     from jepa_zoo.config import BackboneConfig, TrainConfig
     from jepa_zoo.methods.lejepa import LeJEPAConfig
     from jepa_zoo.methods.lejepa import LeJEPA
@@ -165,13 +165,16 @@ def test_compile_true_compiles_the_device_ops_into_one_graph():
     backbone = BackboneConfig(kind="vit", name="vit_tiny_patch16_224", img_size=16, patch_size=8, kwargs={"depth": 1})
     model = LeJEPA(TrainConfig(method=LeJEPAConfig(proj_hidden_dim=16, proj_dim=8, num_slices=8, views=views),
                                backbone=backbone, compile=True))
-    model.configure_model()
-    assert model._photometric_fn is not P.apply_photometric
+    from jepa_zoo.data.datamodule import JEPADataModule
+
+    dm = JEPADataModule(model.cfg.data, LeJEPA.train_transform(model.cfg), compile_photometric=True)
+    assert dm.device_photometric.fn is not P.apply_photometric
     x = (images(n=8, size=16, seed=4) * 255).to(torch.uint8)
     torch.manual_seed(1)
     p = default_collate([P.draw_params([0.4, 0.4, 0.2, 0.1], 0.8, 0.2, 0.5, 0.2) for _ in range(8)])
     eager = P.apply_photometric(x, p, model.cfg.data.mean, model.cfg.data.std, 3)
-    torch.testing.assert_close(model.photometric([(x, p)]), eager, atol=1e-5, rtol=0)
+    views, _ = dm.device_views(([(x, p), (x, p), (x[:, :, :8, :8], p)], torch.arange(8)), torch.float32)
+    torch.testing.assert_close(views[0], eager, atol=1e-5, rtol=0)
 
 
 def test_traffic_benchmark_counts_bytes(capsys, monkeypatch):
@@ -218,6 +221,11 @@ def test_no_op_would_wait_for_the_device(monkeypatch):
                 host.append(name)
             return func(*args, **(kwargs or {}))
 
+    from jepa_zoo.data.actions import IWMViews
+
+    lejepa = P.DevicePhotometric(MultiView(ViewsConfig(global_size=24, local_size=12, num_local=1,
+                                                       photometric="device"), [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]))
+    iwm = P.DevicePhotometric(IWMViews(24, photometric="device"))
     torch.manual_seed(0)
     p = default_collate([P.draw_params([0.4, 0.4, 0.2, 0.1], 0.8, 0.2, 0.5, 0.2) for _ in range(4)])
     p = P.PhotometricParams(*(t.to("meta") for t in p))
@@ -227,6 +235,11 @@ def test_no_op_would_wait_for_the_device(monkeypatch):
     x = torch.empty(4, 3, 24, 24, dtype=torch.uint8, device="meta")
     with Ops():
         y = P.apply_photometric(x, p, [0.4, 0.5, 0.6], [0.2, 0.25, 0.3], 7)
+        # the whole device path as the datamodule runs it after the transfer: LeJEPA's views, IWM's pair
+        views = lejepa([(x, p), (x, p), (x[..., :12, :12], p)], torch.bfloat16)
+        pair = iwm((x, p, p, torch.empty(4, 7, device="meta")), torch.bfloat16)
+    assert [tuple(v.shape) for v in views] == [(4, 3, 24, 24)] * 2 + [(4, 3, 12, 12)]
+    assert [tuple(v.shape) for v in pair[:2]] == [(4, 3, 24, 24)] * 2
     assert y.device.type == "meta" and y.shape == (4, 3, 24, 24)
     assert {"lerp", "convolution", "aminmax", "sort"} <= seen  # the probe sees the ops
     assert not seen & SYNCING_OPS and not host, (seen & SYNCING_OPS, host)
@@ -273,3 +286,23 @@ def test_iwm_views_on_device_equal_the_loader_views():
     torch.testing.assert_close(both[:12], torch.stack([w[0] for w in want]), atol=1e-5, rtol=0)
     torch.testing.assert_close(both[12:], torch.stack([w[1] for w in want]), atol=1e-5, rtol=0)
     assert torch.equal(action, torch.stack([w[2] for w in want]))
+    source, target, actions = device.on_device(got)  # what the training module calls after the transfer
+    torch.testing.assert_close(torch.cat([source, target]), both, atol=1e-6, rtol=0)
+    assert actions is action
+    with pytest.raises(ValueError, match="photometric=device expects"):
+        device.on_device((source, target, actions))  # a loader batch, refused by name
+
+
+def test_the_cpu_shortcuts_give_what_every_op_gives(monkeypatch):
+    """On the CPU, ops and jitter passes that no view needs are skipped and only the blurred views are
+    blurred, over the taps their σ reach; an accelerator runs every op for every view.  Both give
+    the same views (a mix of flags, shuffled and fixed jitter orders)."""
+    x = (images(n=12, size=24, seed=9) * 255).to(torch.uint8)
+    torch.manual_seed(3)
+    p = P.stack_params([P.draw_params([0.4, 0.4, 0.2, 0.1], 0.5, 0.3, 0.4, 0.3, shuffle=i % 2 == 0)
+                        for i in range(12)])
+    assert p.blur.any() and not p.blur.all() and p.jitter.any() and not p.jitter.all()
+    fast = P.apply_photometric(x, p, [0.4, 0.5, 0.6], [0.2, 0.25, 0.3], 7)
+    monkeypatch.setattr(P, "_host_free", lambda t: False)
+    full = P.apply_photometric(x, p, [0.4, 0.5, 0.6], [0.2, 0.25, 0.3], 7)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=0)

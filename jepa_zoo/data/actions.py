@@ -15,97 +15,48 @@ identical views give the zero ("null") action.  Jitter is applied in the
 fixed order brightness, contrast, saturation, hue (torchvision's ColorJitter
 shuffles the order, which would make the numbers mean different things).
 
-All photometric operations run on float images in [0, 1], before normalising.  With
-``method.views.photometric=device`` the loader returns the shared uint8 crop and both views'
-parameters (:func:`device_params`), and the step makes the two views on the device
-(:mod:`jepa_zoo.data.photometric`, the same ops batched).
+The parameters are :class:`~jepa_zoo.data.photometric.PhotometricParams` drawn with
+:func:`~jepa_zoo.data.photometric.draw_params` (fixed order), and both views are made by one
+call of :func:`~jepa_zoo.data.photometric.apply_photometric` on the shared crop, in float in
+[0, 1] before normalising: in the loader worker (``method.views.photometric=loader``) or, with
+``photometric=device``, batched on the training device (the loader then returns the uint8 crop,
+both draws and the action).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
-from jepa_zoo.data.photometric import BLUR_SIGMA, PhotometricParams
-from jepa_zoo.data.views import blur_kernel, sigma_kernel
-
+from jepa_zoo.data.photometric import (IDENTITY, PhotometricParams, apply_photometric, draw_params, jitter_factors,
+                                       stack_params)
+from jepa_zoo.data.views import blur_kernel, crop_transform
 
 ACTION_DIM = 7
-IDENTITY = (1.0, 1.0, 1.0, 0.0)
+SOLARIZE_THRESHOLD = 0.5  # IWM solarizes float images at 0.5
+__all__ = ["ACTION_DIM", "IDENTITY", "IWMViews", "SOLARIZE_THRESHOLD", "action_vector"]
 
 
-@dataclass(frozen=True)
-class Photometric:
-    """The photometric parameters of one view: jitter factors and destructive flags."""
-
-    jitter: Tuple[float, float, float, float] = IDENTITY  # brightness, contrast, saturation, hue
-    grayscale: bool = False
-    blur_sigma: Optional[float] = None  # None: no blur
-    solarize: bool = False
-
-
-def _uniform(lo: float, hi: float, gen: Optional[torch.Generator]) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=gen))
-
-
-def draw_jitter(strength: Sequence[float], p: float, gen: Optional[torch.Generator] = None) -> Tuple[float, ...]:
-    """ColorJitter factors: ``b, c, s ~ U[1 − σ, 1 + σ]``, ``h ~ U[−σ_h, σ_h]`` with probability ``p``,
-    else the identity ``(1, 1, 1, 0)``."""
-    if float(torch.rand((), generator=gen)) >= p:
-        return IDENTITY
-    sb, sc, ss, sh = strength
-    return (_uniform(max(0.0, 1 - sb), 1 + sb, gen), _uniform(max(0.0, 1 - sc), 1 + sc, gen),
-            _uniform(max(0.0, 1 - ss), 1 + ss, gen), _uniform(-sh, sh, gen))
-
-
-def apply_photometric(img: Tensor, ph: Photometric, blur_size: int) -> Tensor:
-    """``img`` float ``[3, H, W]`` (or batched) in [0, 1] -> the view, in the fixed order
-    brightness, contrast, saturation, hue, grayscale, blur, solarize.  The blur's kernel covers
-    ±3σ, at most ``blur_size`` taps (:func:`jepa_zoo.data.views.sigma_kernel`)."""
-    b, c, s, h = ph.jitter
-    if ph.jitter != IDENTITY:
-        img = TF.adjust_hue(TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(img, b), c), s), h)
-    if ph.grayscale:
-        img = TF.rgb_to_grayscale(img, num_output_channels=3)
-    if ph.blur_sigma is not None:
-        k = sigma_kernel(ph.blur_sigma, blur_size)
-        img = TF.gaussian_blur(img, [k, k], [ph.blur_sigma, ph.blur_sigma])
-    if ph.solarize:
-        img = TF.solarize(img, threshold=0.5)
-    return img
-
-
-def device_params(ph: Photometric) -> PhotometricParams:
-    """``ph`` for the batched ops: jitter in the fixed order brightness, contrast, saturation, hue
-    (applied when not the identity, as :func:`apply_photometric` does)."""
-    return PhotometricParams(
-        jitter=torch.tensor(ph.jitter != IDENTITY), factors=torch.tensor(ph.jitter, dtype=torch.float32),
-        order=torch.arange(4), gray=torch.tensor(ph.grayscale), blur=torch.tensor(ph.blur_sigma is not None),
-        sigma=torch.tensor(BLUR_SIGMA[0] if ph.blur_sigma is None else ph.blur_sigma, dtype=torch.float32),
-        solarize=torch.tensor(ph.solarize),
-    )
-
-
-def action_vector(source: Photometric, target: Photometric, strength: Sequence[float]) -> Tensor:
-    """The 7-number action ``a_{x→y}`` (see the module docstring); float32 ``[7]``."""
+def action_vector(source: PhotometricParams, target: PhotometricParams, strength: Sequence[float]) -> Tensor:
+    """The 7-number action ``a_{x→y}`` (see the module docstring), float32 ``[7]`` for one view's
+    parameters or ``[N, 7]`` for a batch of them."""
     if len(strength) != 4:
         raise ValueError(f"strength must be [brightness, contrast, saturation, hue], got {list(strength)}")
-    ranges = [max(2.0 * float(s), 1e-8) for s in strength]
-    deltas = [(t - s) / r for t, s, r in zip(target.jitter, source.jitter, ranges)]
-    flags = [float(source.grayscale), float(source.blur_sigma is not None), float(source.solarize)]
-    return torch.tensor(deltas + flags, dtype=torch.float32)
+    ranges = torch.tensor([max(2.0 * float(s), 1e-8) for s in strength])
+    deltas = (jitter_factors(target).float() - jitter_factors(source).float()) / ranges.to(source.factors.device)
+    flags = torch.stack([source.gray, source.blur, source.solarize], dim=-1).float()
+    return torch.cat([deltas, flags], dim=-1)
 
 
 class IWMViews:
     """PIL image (or uint8 tensor) -> ``(source, target, action)``: normalised ``[3, S, S]`` views and
     the ``[7]`` action.  Random draws use torch's global generator (seeded per sample by the
     training loader) unless ``generator`` is given.  With ``photometric="device"``:
-    ``(crop, source parameters, target parameters, action)``, the crop uint8 ``[3, S, S]``."""
+    ``(crop, source parameters, target parameters, action)``, the crop uint8 ``[3, S, S]``, and
+    :meth:`on_device` makes the views from a batch of them."""
 
     def __init__(
         self,
@@ -117,7 +68,6 @@ class IWMViews:
         jitter_p: float = 0.8,
         grayscale_p: float = 0.2,
         blur_p: float = 0.2,
-        blur_sigma: Sequence[float] = (0.1, 2.0),
         solarize_p: float = 0.1,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
@@ -127,43 +77,51 @@ class IWMViews:
         if photometric not in ("loader", "device"):
             raise ValueError(f"photometric must be 'loader' or 'device', got {photometric!r}")
         self.photometric = photometric
-        self.geometric = v2.Compose([
-            v2.ToImage(),
-            v2.RandomResizedCrop(size, scale=tuple(crop_scale), antialias=True),
-            v2.RandomHorizontalFlip(flip_p),
-        ])
-        self.to_float = v2.ToDtype(torch.float32, scale=True)
-        self.normalize = v2.Normalize(mean=list(mean), std=list(std))
+        self.geometric: v2.Compose = crop_transform(size, crop_scale, flip_p)
+        self.mean, self.std = tuple(mean), tuple(std)
         self.jitter, self.jitter_p = tuple(jitter), jitter_p
         self.grayscale_p, self.blur_p, self.solarize_p = grayscale_p, blur_p, solarize_p
-        self.blur_sigma = tuple(blur_sigma)
         self.blur_size = blur_kernel(size)
         self.generator = generator
 
-    def draw(self) -> Tuple[Photometric, Photometric]:
-        """One (source, target) parameter draw."""
+    def draw(self) -> Tuple[PhotometricParams, PhotometricParams]:
+        """One (source, target) parameter draw: both jittered, the source alone grey / blurred / solarized."""
         g = self.generator
-        target = Photometric(draw_jitter(self.jitter, self.jitter_p, g))
-        src_jitter = draw_jitter(self.jitter, self.jitter_p, g)
-        gray = float(torch.rand((), generator=g)) < self.grayscale_p
-        blur = _uniform(*self.blur_sigma, g) if float(torch.rand((), generator=g)) < self.blur_p else None
-        sol = float(torch.rand((), generator=g)) < self.solarize_p
-        return Photometric(src_jitter, gray, blur, sol), target
+        target = draw_params(self.jitter, self.jitter_p, 0.0, 0.0, 0.0, g, shuffle=False)
+        source = draw_params(self.jitter, self.jitter_p, self.grayscale_p, self.blur_p, self.solarize_p, g,
+                             shuffle=False)
+        return source, target
+
+    def make(self, crops: Tensor, source: PhotometricParams, target: PhotometricParams,
+             fn=apply_photometric) -> Tuple[Tensor, Tensor]:
+        """Batched uint8 crops ``(N, 3, S, S)`` and both views' parameters -> (source, target) views,
+        normalised float32, made in one ``fn`` call (``apply_photometric``, or its compiled form)."""
+        both = fn(torch.cat([crops, crops]), PhotometricParams(*(torch.cat(f) for f in zip(source, target))),
+                  self.mean, self.std, self.blur_size, SOLARIZE_THRESHOLD)
+        return both[: crops.shape[0]], both[crops.shape[0]:]
 
     def views(self, img) -> Tuple[Tensor, Tensor, Tensor]:
         """``(source, target, action)`` made here, whatever ``photometric`` says (image panels)."""
-        base = self.to_float(self.geometric(img))
+        crop = self.geometric(img)
         source, target = self.draw()
-        x = self.normalize(apply_photometric(base, source, self.blur_size))
-        y = self.normalize(apply_photometric(base, target, self.blur_size))
-        return x, y, action_vector(source, target, self.jitter)
+        x, y = self.make(crop[None], stack_params([source]), stack_params([target]))
+        return x[0], y[0], action_vector(source, target, self.jitter)
 
     def __call__(self, img) -> Tuple[Tensor, ...]:
         if self.photometric == "loader":
             return self.views(img)
-        base = self.geometric(img)
+        crop = self.geometric(img)
         source, target = self.draw()
-        return base, device_params(source), device_params(target), action_vector(source, target, self.jitter)
+        return crop, source, target, action_vector(source, target, self.jitter)
+
+    def on_device(self, inputs, fn=apply_photometric) -> Tuple[Tensor, Tensor, Tensor]:
+        """A device batch ``(crops, source parameters, target parameters, actions)`` -> ``(source,
+        target, actions)``, what the loader path's batch holds."""
+        if len(inputs) != 4:
+            raise ValueError("method.views.photometric=device expects (crops, source parameters, target parameters, "
+                             f"actions) from the method's own training transform, got {len(inputs)} items")
+        crops, source, target, actions = inputs
+        return (*self.make(crops, source, target, fn), actions)
 
     def __repr__(self) -> str:
         return (f"IWMViews(jitter={self.jitter} p={self.jitter_p}, source-only: grayscale p={self.grayscale_p}, "

@@ -36,13 +36,13 @@ from jepa_zoo.data.datasets import (
     locate_cifar10,
     resolve_root,
 )
+from jepa_zoo.data.photometric import DevicePhotometric
 from jepa_zoo.data.sampling import ResumableLoader, ResumableSampler
 from jepa_zoo.data.views import eval_transform
 from jepa_zoo.data.schema import DataConfig
 
-
-
 log = logging.getLogger(__name__)
+
 
 def _torchvision_cifar10(root: str, train: bool, transform: Optional[Callable], download: bool, looked: str):
     """torchvision's CIFAR-10 (pickled batches) in ``root``, downloading when asked and online."""
@@ -68,10 +68,19 @@ class TookBatch(L.Callback):
 
 
 class JEPADataModule(L.LightningDataModule):
-    def __init__(self, cfg: DataConfig, train_transform: Callable, collate_fn: Optional[Callable] = None, seed: int = 0):
+    def __init__(self, cfg: DataConfig, train_transform: Callable, collate_fn: Optional[Callable] = None, seed: int = 0,
+                 compile_photometric: bool = False):
+        """``train_transform`` with ``photometric == "device"`` (LeJEPA, IWM under
+        ``views.photometric=device``) leaves its photometric ops to :meth:`on_after_batch_transfer`,
+        compiled with ``compile_photometric`` (``compile=true``)."""
         super().__init__()
         self.cfg = cfg
         self.train_transform = train_transform
+        self.device_photometric: Optional[DevicePhotometric] = None
+        if getattr(train_transform, "photometric", "loader") == "device":
+            self.device_photometric = DevicePhotometric(train_transform)
+            if compile_photometric:
+                self.device_photometric.compile_()
         self.collate_fn = collate_fn
         self.seed = seed
         self.val_transform = eval_transform(cfg.img_size, cfg.eval_crop_ratio, cfg.mean, cfg.std)
@@ -201,6 +210,23 @@ class JEPADataModule(L.LightningDataModule):
         if self.val_set is None:
             return []
         return self._loader(self.val_set, self.cfg.val_batch_size or self.cfg.batch_size, train=False)
+
+    def device_views(self, batch: Any, dtype: torch.dtype) -> Any:
+        """A training batch whose views are left to the device -> the batch with its views made, cast
+        to ``dtype`` (:class:`~jepa_zoo.data.photometric.DevicePhotometric`); any other batch as it is."""
+        if self.device_photometric is None:
+            return batch
+        inputs = self.device_photometric(batch[0], dtype)
+        return batch._replace(inputs=inputs) if hasattr(batch, "_replace") else type(batch)([inputs, *batch[1:]])
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``views.photometric=device``: each training batch's photometric ops, batched on its device
+        in the module's dtype (bf16 under bf16-true), so that the step gets what the loader path
+        gives.  Validation batches pass unchanged."""
+        trainer = self.trainer  # None outside a Trainer
+        if trainer is None or not trainer.training:
+            return batch
+        return self.device_views(batch, next(trainer.lightning_module.parameters()).dtype)
 
     def took_batch(self) -> None:
         """A training step has used its batch (called by :class:`TookBatch`)."""

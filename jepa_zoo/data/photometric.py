@@ -19,9 +19,10 @@ The recipe and the parameter distributions are those of ``view_transform`` (torc
 * with probability ``solarize_p``, ``x ← 1 − x`` where ``x ≥ 128/255``;
 * then ``(x − mean) / std``.
 
-IWM (``jepa_zoo.data.actions``) uses the same ops with its own draws: a fixed jitter order
-(brightness, contrast, saturation, hue), solarize at 0.5, and the source and target views of one
-shared crop; its loader path computes in float too, so there the two paths agree to rounding.
+IWM (``jepa_zoo.data.actions``) uses these functions for both of its paths, with its own draws: a
+fixed jitter order (brightness, contrast, saturation, hue), solarize at 0.5, and the source and
+target views of one shared crop, made in one call (in the loader worker, or batched on the device).
+The MRR's bank of target views (``jepa_zoo.evaluation.mrr``) is one call too.
 
 Everything is computed in float32 in [0, 1], without the uint8 rounding that torchvision applies
 between ops on uint8 images (it truncates after each op), so LeJEPA's two paths differ by one or
@@ -32,7 +33,8 @@ functional op on a float image with the same parameters (``tests/test_photometri
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence, Tuple
+import math
+from typing import Any, Callable, NamedTuple, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +45,7 @@ GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to
 SOLARIZE_THRESHOLD = 128 / 255  # RandomSolarize(threshold=128) of the loader path, in [0, 1]
 BLUR_SIGMA = (0.1, 2.0)
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
+IDENTITY = (1.0, 1.0, 1.0, 0.0)  # jitter factors that change nothing: brightness, contrast, saturation, hue
 
 
 class PhotometricParams(NamedTuple):
@@ -68,19 +71,41 @@ def jitter_ranges(jitter: Sequence[float]) -> Tuple[Tuple[float, float], ...]:
 
 
 def draw_params(jitter: Sequence[float], jitter_p: float, grayscale_p: float, blur_p: float,
-                solarize_p: float, generator: torch.Generator | None = None) -> PhotometricParams:
-    """One view's parameters, drawn from ``generator`` (default: torch's CPU generator)."""
+                solarize_p: float, generator: torch.Generator | None = None, shuffle: bool = True) -> PhotometricParams:
+    """One view's parameters, drawn from ``generator`` (default: torch's CPU generator).  ``shuffle``:
+    the jitter ops in a random order (``ColorJitter``), else brightness, contrast, saturation, hue
+    (IWM, whose action names the factors)."""
     u = torch.rand(8, generator=generator)
     lo, hi = torch.tensor(jitter_ranges(jitter)).unbind(1)
     return PhotometricParams(
         jitter=u[0] < jitter_p,
         factors=lo + (hi - lo) * u[4:8],
-        order=torch.randperm(4, generator=generator),
+        order=torch.randperm(4, generator=generator) if shuffle else torch.arange(4),
         gray=u[1] < grayscale_p,
         blur=u[2] < blur_p,
         sigma=BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * torch.rand((), generator=generator),
         solarize=u[3] < solarize_p,
     )
+
+
+def identity_params(factors: Sequence[float] = IDENTITY) -> PhotometricParams:
+    """A view with no photometric op; with ``factors``, only the jitter ``factors`` in the fixed order."""
+    return PhotometricParams(
+        jitter=torch.tensor(tuple(factors) != IDENTITY), factors=torch.tensor(factors, dtype=torch.float32),
+        order=torch.arange(4), gray=torch.tensor(False), blur=torch.tensor(False),
+        sigma=torch.tensor(BLUR_SIGMA[0]), solarize=torch.tensor(False))
+
+
+def stack_params(params: Sequence[PhotometricParams]) -> PhotometricParams:
+    """Single views' parameters -> one batch of them (what ``default_collate`` does)."""
+    return PhotometricParams(*(torch.stack(field) for field in zip(*params)))
+
+
+def jitter_factors(p: PhotometricParams) -> Tensor:
+    """The jitter factors a view was given, ``(..., 4)``: the identity ``(1, 1, 1, 0)`` where its
+    jitter was skipped."""
+    identity = torch.tensor(IDENTITY, dtype=p.factors.dtype, device=p.factors.device)
+    return torch.where(p.jitter[..., None], p.factors, identity)
 
 
 def concat_views(views: Sequence[Tuple[Tensor, PhotometricParams]]) -> Tuple[Tensor, PhotometricParams]:
@@ -91,6 +116,13 @@ def concat_views(views: Sequence[Tuple[Tensor, PhotometricParams]]) -> Tuple[Ten
                          f"the method's own training transform, got {[type(v).__name__ for v in views]}")
     params = PhotometricParams(*(torch.cat(field) for field in zip(*(v[1] for v in views))))
     return torch.cat([v[0] for v in views]), params
+
+
+def _host_free(x: Tensor) -> bool:
+    """Whether reading a value of ``x`` back to the host is free (the CPU, not compiling): then ops
+    and passes that no view needs are skipped.  On an accelerator every op runs and each view
+    selects its own result, so the step never waits for the device."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _per_sample(v: Tensor) -> Tensor:
@@ -173,6 +205,8 @@ def color_jitter(x: Tensor, on: Tensor, factors: Tensor, order: Tensor) -> Tenso
     for before_hue in (True, False):
         for j in range(3):
             active = on & ((slot_pos[:, j] < hue_at) == before_hue)
+            if _host_free(x) and not bool(active.any()):
+                continue  # an identity pass for every view (on the CPU, where the check is free)
             x = jitter_blend(x, slot_op[:, j], slot_factor[:, j], active)
         if before_hue:
             x = torch.where(_per_sample(on), adjust_hue(x, factors[:, HUE]), x)
@@ -207,13 +241,65 @@ def apply_photometric(x: Tensor, p: PhotometricParams, mean: Sequence[float], st
     if p.factors.shape != (n, 4) or p.order.shape != (n, 4) or p.jitter.shape != (n,):
         raise ValueError(f"parameters for {p.factors.shape[0]} views do not match {n} images")
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
-    x = color_jitter(x, p.jitter, p.factors.float(), p.order)
-    x = torch.where(_per_sample(p.gray), grayscale(x).expand_as(x), x)
-    x = torch.where(_per_sample(p.blur), gaussian_blur(x, p.sigma, max_kernel), x)
-    x = torch.where(_per_sample(p.solarize) & (x >= solarize_threshold), 1 - x, x)
+    # on the CPU (a loader worker) reading a flag costs nothing: ops no view needs are skipped; on an
+    # accelerator, or compiled, every op runs and each view selects its own (no host synchronisation)
+    skip = _host_free(x)
+    if not skip or bool(p.jitter.any()):
+        x = color_jitter(x, p.jitter, p.factors.float(), p.order)
+    if not skip or bool(p.gray.any()):
+        x = torch.where(_per_sample(p.gray), grayscale(x).expand_as(x), x)
+    if not skip:
+        x = torch.where(_per_sample(p.blur), gaussian_blur(x, p.sigma, max_kernel), x)
+    elif bool(p.blur.any()):  # only the blurred views, over the taps their σ reach (the same values)
+        idx = p.blur.nonzero().flatten()
+        reach = min(max_kernel // 2, math.ceil(3 * float(p.sigma[idx].double().max())))
+        x = x.index_copy(0, idx, gaussian_blur(x[idx], p.sigma[idx], 2 * reach + 1))
+    if not skip or bool(p.solarize.any()):
+        x = torch.where(_per_sample(p.solarize) & (x >= solarize_threshold), 1 - x, x)
     # (x − mean) / std as x·(1/std) + (−mean/std); the per-channel constants are filled on the
     # device, as a tensor built from host values would be a synchronous copy
     f32 = dict(device=x.device, dtype=torch.float32)  # not the default dtype (bf16 under bf16-true)
     scale = torch.stack([torch.full((), 1 / s, **f32) for s in std]).view(1, 3, 1, 1)
     shift = torch.stack([torch.full((), -m / s, **f32) for m, s in zip(mean, std)]).view(1, 3, 1, 1)
     return torch.addcmul(shift, x, scale)
+
+
+class DevicePhotometric:
+    """``views.photometric=device``: a training batch's photometric ops, batched on its device.
+
+    ``transform`` is the method's training transform, which returned uint8 crops and parameters
+    and knows its batch's layout: its ``on_device(inputs, fn)`` makes from them the inputs the
+    loader path would have given (LeJEPA: the list of views; IWM: source, target, action), with
+    ``fn`` (:func:`apply_photometric`, one call per view size).  Called on the batch after its
+    transfer to the device (``JEPAModule.on_after_batch_transfer``), so a method's step has one path."""
+
+    def __init__(self, transform: Any):
+        if not callable(getattr(transform, "on_device", None)):
+            raise TypeError(f"{type(transform).__name__} has no on_device(inputs, fn): it cannot leave its "
+                            "photometric ops to the device")
+        self.transform = transform
+        self.fn: Callable[..., Tensor] = apply_photometric
+
+    def compile_(self) -> None:
+        """``torch.compile`` the ops: one graph per view size, no graph break (their element-wise passes fuse)."""
+        self.fn = torch.compile(apply_photometric, dynamic=False, fullgraph=True)
+
+    def __call__(self, inputs: Any, dtype: torch.dtype) -> Any:
+        """The batch's inputs with the views made: float32 maths outside autocast, then views cast to
+        ``dtype`` (the backbone's: bf16 under bf16-true)."""
+        def fn(*args: Any) -> Tensor:
+            return self.fn(*args).to(dtype)
+
+        device = next(t for t in _tensors(inputs)).device
+        if not torch.amp.is_autocast_available(device.type):  # e.g. the meta device of a test
+            return self.transform.on_device(inputs, fn)
+        with torch.autocast(device.type, enabled=False):
+            return self.transform.on_device(inputs, fn)
+
+
+def _tensors(x: Any):
+    if isinstance(x, Tensor):
+        yield x
+    elif isinstance(x, (tuple, list)):
+        for v in x:
+            yield from _tensors(v)

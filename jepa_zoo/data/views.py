@@ -22,7 +22,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from jepa_zoo.data.photometric import PhotometricParams, draw_params
+from jepa_zoo.data.photometric import PhotometricParams, SOLARIZE_THRESHOLD, apply_photometric, concat_views, draw_params
 from jepa_zoo.data.schema import ViewsConfig
 
 
@@ -119,6 +119,8 @@ class MultiView:
         )
         self.num_global = cfg.num_global
         self.num_local = cfg.num_local
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.photometric = cfg.photometric  # device: views left to the datamodule's on_after_batch_transfer
         if cfg.photometric == "device":
             self.global_tf: Callable = DeviceView(cfg.global_size, cfg.global_scale, cfg)
             self.local_tf: Callable = DeviceView(cfg.local_size, cfg.local_scale, cfg)
@@ -132,6 +134,17 @@ class MultiView:
         return [self.global_tf(img) for _ in range(self.num_global)] + [
             self.local_tf(img) for _ in range(self.num_local)
         ]
+
+    def on_device(self, inputs: Sequence[Any], fn: Callable = apply_photometric) -> List[torch.Tensor]:
+        """``photometric=device``: a batch's views, each ``(uint8 crops (N, 3, H, W), their parameters)``
+        -> the normalised views, as the loader path's batch holds them; one ``fn`` call for the global
+        views and one for the local views (one size each)."""
+        out: List[torch.Tensor] = []
+        for group in (list(inputs[: self.num_global]), list(inputs[self.num_global:])):
+            if group:
+                x, params = concat_views(group)
+                out += fn(x, params, self.mean, self.std, blur_kernel(x.shape[-1]), SOLARIZE_THRESHOLD).chunk(len(group))
+        return out
 
     def __repr__(self) -> str:
         return f"MultiView(global={self.num_global}x{self.global_tf}, local={self.num_local}x{self.local_tf})"

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from jepa_zoo.data.actions import Photometric, action_vector, apply_photometric, draw_jitter
+from jepa_zoo.data.actions import SOLARIZE_THRESHOLD, action_vector
+from jepa_zoo.data.photometric import apply_photometric, draw_params, identity_params, stack_params
 
 
 def mean_reciprocal_rank(pred: Tensor, bank: Tensor, metric: str = "l2") -> Tensor:
@@ -69,9 +70,11 @@ def world_model_mrr(
     strength = tuple(model.action_strength)
     scores = {"mrr": [], "mrr_cos": []}
     for img in images:
-        views = [Photometric(draw_jitter(strength, 1.0, generator)) for _ in range(bank_size)]
-        actions = torch.stack([action_vector(Photometric(), v, strength) for v in views]).to(img.device)
-        targets = torch.stack([TF.normalize(apply_photometric(img, v, 3), list(mean), list(std)) for v in views])
+        views = stack_params([draw_params(strength, 1.0, 0.0, 0.0, 0.0, generator, shuffle=False)
+                              for _ in range(bank_size)])  # jitter only, always applied
+        actions = action_vector(stack_params([identity_params()] * bank_size), views, strength).to(img.device)
+        views = type(views)(*(f.to(img.device) for f in views))
+        targets = apply_photometric(img.expand(bank_size, -1, -1, -1), views, mean, std, 3, SOLARIZE_THRESHOLD)
         source = TF.normalize(img, list(mean), list(std))[None]
         preds, bank = [], []
         for a, y in zip(actions.split(chunk), targets.split(chunk)):

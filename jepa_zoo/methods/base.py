@@ -29,8 +29,6 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from jepa_zoo.config import ConfigError, TrainConfig, validate_saved
-from jepa_zoo.data.photometric import SOLARIZE_THRESHOLD, apply_photometric, concat_views
-from jepa_zoo.data.views import blur_kernel
 from jepa_zoo.models.backbones import build_backbone
 from jepa_zoo.models.heads import linear_probe
 from jepa_zoo.optim import cosine_ramp, param_groups, warmup_cosine
@@ -75,7 +73,6 @@ class JEPAModule(L.LightningModule):
         check_input_sizes(self.backbone, cfg, self.input_sizes(cfg))
         self.probe: Optional[nn.Module] = None
         self._model_configured = False  # configure_model (compile, fsdp) has run
-        self._photometric_fn: Callable[..., Tensor] = apply_photometric  # compile_ may compile it
         # the latest training step's output, features detached: callbacks read it in
         # on_train_batch_end (jepa_zoo.callbacks.monitors.OnlineKNN); non-finite rows are theirs to drop
         self.last_step_output: Optional[StepOutput] = None
@@ -182,43 +179,13 @@ class JEPAModule(L.LightningModule):
         trainer = self._trainer  # the ``trainer`` property raises when detached
         return getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
 
-    # -- photometric ops on the device (views.photometric=device; LeJEPA and IWM) --------------
-    @property
-    def photometric_on_device(self) -> bool:
-        """Whether the loader leaves the photometric ops to the step (:mod:`jepa_zoo.data.photometric`)."""
-        views = getattr(self.cfg.method, "views", None)
-        return getattr(views, "photometric", "loader") == "device"
-
-    @staticmethod
-    def photometric_groups(cfg: TrainConfig, views: Any) -> List[List[Any]]:
-        """With ``views.photometric=device``: a batch's views, each ``(uint8 crops, parameters)``,
-        grouped by size for one :meth:`photometric` call per group (methods with such views)."""
-        raise NotImplementedError(f"method.name={cfg.method.name} has no photometric=device views")
-
-    solarize_threshold: float = SOLARIZE_THRESHOLD  # the loader path's RandomSolarize(threshold=128) on uint8
-
-    def photometric(self, views: List[Any]) -> Tensor:
-        """Views of one size, each ``(uint8 crops (N, 3, H, W), their parameters)`` -> the normalised
-        views concatenated view-major, ``(V·N, 3, H, W)``: one batched call in float32 outside
-        autocast, then cast to the backbone's dtype (bf16 under bf16-true)."""
-        x, params = concat_views(views)
-        with torch.autocast(x.device.type, enabled=False):
-            out = self._photometric_fn(x, params, self.cfg.data.mean, self.cfg.data.std, blur_kernel(x.shape[-1]),
-                                       self.solarize_threshold)
-        return out.to(next(self.backbone.parameters()).dtype)
-
     def compile_(self) -> List[str]:
-        """``torch.compile`` in place what ``compile=true`` compiles: the transformer blocks
-        (:mod:`jepa_zoo.models.compile`) and, with ``views.photometric=device``, the batched
-        photometric ops (one graph per view size, no graph break: their element-wise passes fuse).
+        """``torch.compile`` in place what ``compile=true`` compiles of the module: the transformer
+        blocks (:mod:`jepa_zoo.models.compile`; the datamodule compiles the device photometric ops).
         Returns the names compiled."""
         from jepa_zoo.models.compile import compile_blocks_
 
-        done = compile_blocks_(self)
-        if self.photometric_on_device:
-            self._photometric_fn = torch.compile(apply_photometric, dynamic=False, fullgraph=True)
-            done.append("photometric")
-        return done
+        return compile_blocks_(self)
 
     def configure_model(self) -> None:
         """``compile=true``: compile the transformer blocks (:mod:`jepa_zoo.models.compile`); then, when

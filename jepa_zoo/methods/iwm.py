@@ -1,7 +1,8 @@
 """IWM (Garrido et al., 2024): an image world model in latent space.
 
 Algorithm (one step; views, actions and masks made in the loader, or with
-``views.photometric=device`` the views made here from the shared crop and both draws)::
+``views.photometric=device`` the views made on the device from the shared crop and both draws,
+before the step)::
 
     x, y, a             source and target views of one crop (B, 3, H, W) and the
                         action a_{x→y} (B, 7): jitter deltas + the source's
@@ -86,18 +87,6 @@ class IWM(IJEPA):
             photometric=v.photometric,
         )
 
-    solarize_threshold = 0.5  # IWMViews solarizes float images at 0.5
-
-    @staticmethod
-    def photometric_groups(cfg: TrainConfig, views: Any) -> List[List[Any]]:
-        """``(crop, source parameters, target parameters, action)``: the source and the target view of
-        the shared crop, in one group."""
-        if len(views) != 4:
-            raise ValueError("method.views.photometric=device expects (crops, source parameters, target parameters, "
-                             f"actions) from the method's own training transform, got {len(views)} items")
-        crop, source, target = views[:3]
-        return [[(crop, source), (crop, target)]]
-
     # -- the world model: what the MRR and the panels read ---------------------------------------
     @property
     def action_strength(self) -> tuple:
@@ -130,12 +119,7 @@ class IWM(IJEPA):
         return out
 
     def step(self, batch: Any) -> StepOutput:
-        views, ctx, tgt, labels = batch
-        if self.photometric_on_device:  # both views of the shared crops in one batched call
-            (group,) = self.photometric_groups(self.cfg, views)
-            (source, target), action = self.photometric(group).chunk(2), views[3]
-        else:
-            source, target, action = views
+        (source, target, action), ctx, tgt, labels = batch  # views.photometric=device: made after the transfer
         return self.jepa_step(source, target, ctx, tgt, labels, action)  # I-JEPA's step, from source to target
 
 METHOD = MethodSpec("iwm", IWM, IWMConfig, maskings=PATCH_MASKINGS)

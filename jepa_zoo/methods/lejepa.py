@@ -2,7 +2,8 @@
 
 Algorithm (one step, ``V = V_g + V_l`` views of each of ``N`` images)::
 
-    x_v = photometric(crop_v)         only with views.photometric=device (else done by the loader)
+    x_v                               views: the loader's, or with views.photometric=device made on
+                                      the device before the step (JEPAModule.on_after_batch_transfer)
     e_v = f(x_v)                      backbone, pooled      (V, N, D)
     z_v = g(e_v)                      MLP projector         (V, N, K)
     c   = mean_{v < V_g} z_v          centre of the global views
@@ -19,7 +20,7 @@ embeddings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
@@ -74,20 +75,14 @@ class LeJEPA(JEPAModule):
         return {"method.views.global_size": v.global_size, **({"method.views.local_size": v.local_size}
                                                               if v.num_local else {})}
 
-    @staticmethod
-    def photometric_groups(cfg: TrainConfig, views: Any) -> List[List[Any]]:
-        """The global views, then the local views (if any): one size each."""
-        n_global = cfg.method.views.num_global
-        return [g for g in (list(views[:n_global]), list(views[n_global:])) if g]
-
     def step(self, batch: Any) -> StepOutput:
         views, labels = batch
         m: LeJEPAConfig = self.cfg.method
         n_global = m.views.num_global
         if len(views) != n_global + m.views.num_local:
             raise ValueError(f"expected {n_global + m.views.num_local} views, got {len(views)}")
-        sizes = self.photometric_groups(self.cfg, views)  # globals, locals: one backbone call each
-        inputs = [self.photometric(g) if self.photometric_on_device else torch.cat(g) for g in sizes]
+        sizes = [g for g in (views[:n_global], views[n_global:]) if g]  # globals, locals: one backbone call each
+        inputs = [torch.cat(g) for g in sizes]
         n = inputs[0].shape[0] // n_global
         emb = [self.backbone(x) for x in inputs]
         emb_all = torch.cat(emb)  # (V·N, D), view-major

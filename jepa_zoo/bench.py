@@ -155,9 +155,9 @@ def data_module(tc: TrainConfig, compile_: bool = False):
 
 def build_batches(dm, n: int, batch_size: int) -> List[Any]:
     """``n`` batches through the method's transform and collate_fn (cycling the dataset)."""
-    from torch.utils.data import default_collate
+    from jepa_zoo.data.batch import collate as plain_collate
 
-    collate = dm.collate_fn or default_collate
+    collate = dm.collate_fn or plain_collate
     ds = dm.train_set
     return [collate([ds[(i * batch_size + j) % len(ds)] for j in range(batch_size)]) for i in range(n)]
 
@@ -288,7 +288,7 @@ def time_photometric(tc: TrainConfig, batch: Any, device, reps: int, compile_: b
     ops = DevicePhotometric(get_method(tc.method.name, tc.method.module).train_transform(tc))
     if compile_:
         ops.compile_()
-    inputs = move_data_to_device(batch[0], device)
+    inputs = move_data_to_device(batch.inputs, device)
 
     def run() -> None:
         ops(inputs, torch.float32)  # one call per view size, as the datamodule's hook makes them
@@ -304,11 +304,11 @@ def time_photometric(tc: TrainConfig, batch: Any, device, reps: int, compile_: b
 
 
 def measure_data(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
-    from torch.utils.data import default_collate
+    from jepa_zoo.data.batch import collate as plain_collate
 
     dm = data_module(tc)
     ds, bs, workers = dm.train_set, tc.data.batch_size, tc.data.num_workers
-    collate = dm.collate_fn or default_collate
+    collate = dm.collate_fn or plain_collate
 
     # one process: decode + views per image, then collation (and masks) per batch
     t0 = time.perf_counter()
@@ -323,7 +323,7 @@ def measure_data(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
         return 1e3 * (time.perf_counter() - t) / reps
 
     collate_ms = per_batch_ms(collate)
-    mask_ms = collate_ms - per_batch_ms(default_collate) if dm.collate_fn is not None else None
+    mask_ms = collate_ms - per_batch_ms(plain_collate) if dm.collate_fn is not None else None
     on_device = getattr(getattr(tc.method, "views", None), "photometric", None) == "device"
     photometric_ms = (time_photometric(tc, collate(samples), device_of(tc), reps, b.compile)
                       if on_device else None)

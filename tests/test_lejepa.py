@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from jepa_zoo.config import BackboneConfig, TrainConfig, ViewsConfig
+from jepa_zoo.data.batch import Batch
 from jepa_zoo.methods.lejepa import LeJEPAConfig
 from jepa_zoo.losses.jepa import lejepa_loss
 from jepa_zoo.methods.lejepa import LeJEPA
@@ -44,7 +45,7 @@ def test_step_trains_every_backbone(name):
     model = LeJEPA(tiny_cfg(BACKBONES[name]), num_classes=10)
     views = [torch.randn(4, 3, 32, 32) for _ in range(2)] + [torch.randn(4, 3, 16, 16) for _ in range(2)]
     labels = torch.arange(4)
-    out = model.step((views, labels))
+    out = model.step(Batch(views, labels))
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert set(out.logs) == {"loss", "pred_loss", "sigreg_loss"}
     assert out.features.shape == (8, model.backbone.embed_dim) and not out.features.requires_grad
@@ -95,7 +96,7 @@ def test_lejepa_loss_is_fp32_under_bf16():
 def test_wrong_number_of_views_is_an_error():
     model = LeJEPA(tiny_cfg(BACKBONES["vit"]))
     with pytest.raises(ValueError, match="expected 4 views"):
-        model.step(([torch.randn(2, 3, 32, 32)], torch.arange(2)))
+        model.step(Batch([torch.randn(2, 3, 32, 32)], torch.arange(2)))
 
 
 def test_photometric_on_device_is_the_step_on_the_transformed_views():
@@ -119,15 +120,15 @@ def test_photometric_on_device_is_the_step_on_the_transformed_views():
     done = [apply_photometric(c, d, cfg.data.mean, cfg.data.std, blur_kernel(c.shape[-1])) for c, d in zip(crops, draws)]
     assert any(d.blur.any() for d in draws)  # the blur is a convolution: bf16 under autocast if not guarded
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        views, labels = dm.device_views([list(zip(crops, draws)), torch.arange(4)], torch.float32)
+        views, labels = dm.device_views(Batch(list(zip(crops, draws)), torch.arange(4)), torch.float32)
     assert [v.dtype for v in views] == [torch.float32] * 4 and [v.shape[-1] for v in views] == [32, 32, 16, 16]
     for v, d in zip(views, done):
         torch.testing.assert_close(v, d, atol=1e-6, rtol=0)
-    assert torch.equal(model.step((views, labels)).loss, model.step((done, labels)).loss)
+    assert torch.equal(model.step(Batch(views, labels)).loss, model.step(Batch(done, labels)).loss)
     with pytest.raises(ValueError, match="photometric=device expects each view as"):
-        dm.device_views((done, labels), torch.float32)
-    views, _ = dm.device_views((list(zip(crops, draws)), labels), torch.bfloat16)  # bf16-true's backbone
+        dm.device_views(Batch(done, labels), torch.float32)
+    views, _ = dm.device_views(Batch(list(zip(crops, draws)), labels), torch.bfloat16)  # bf16-true's backbone
     assert {v.dtype for v in views} == {torch.bfloat16}
     cfg.method.views.photometric = "loader"
     loader_dm = JEPADataModule(cfg.data, LeJEPA.train_transform(cfg))
-    assert loader_dm.device_views((done, labels), torch.float32)[0] is done  # the loader path's batch passes
+    assert loader_dm.device_views(Batch(done, labels), torch.float32)[0] is done  # the loader path's batch passes

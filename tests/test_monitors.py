@@ -9,6 +9,7 @@ from lightning.pytorch.plugins.precision import Precision
 
 from jepa_zoo.callbacks.monitors import EmbeddingMonitor, OnlineKNN, gather_rows
 from jepa_zoo.config import ConfigError, MonitorsConfig
+from jepa_zoo.data.batch import Batch
 from jepa_zoo.evaluation.rankme import embedding_stats, rankme
 
 from test_train_entry import FAST, read_metrics, train
@@ -126,8 +127,8 @@ def _fake_run(callback, batches, encoder=torch.nn.Identity()):
     module = SimpleNamespace(eval_encoder=encoder, device=torch.device("cpu"), all_gather=None,
                              log=lambda name, value, **kw: logged.__setitem__(name, value))
     callback.on_validation_epoch_start(trainer, module)
-    for i, batch in enumerate(batches):
-        callback.on_validation_batch_end(trainer, module, None, batch, i)
+    for i, (images, labels) in enumerate(batches):
+        callback.on_validation_batch_end(trainer, module, None, Batch(images, labels), i)
     callback.on_validation_epoch_end(trainer, module)
     return logged
 

@@ -165,6 +165,7 @@ def test_compile_true_compiles_the_device_ops_into_one_graph():
     backbone = BackboneConfig(kind="vit", name="vit_tiny_patch16_224", img_size=16, patch_size=8, kwargs={"depth": 1})
     model = LeJEPA(TrainConfig(method=LeJEPAConfig(proj_hidden_dim=16, proj_dim=8, num_slices=8, views=views),
                                backbone=backbone, compile=True))
+    from jepa_zoo.data.batch import Batch
     from jepa_zoo.data.datamodule import JEPADataModule
 
     dm = JEPADataModule(model.cfg.data, LeJEPA.train_transform(model.cfg), compile_photometric=True)
@@ -173,7 +174,7 @@ def test_compile_true_compiles_the_device_ops_into_one_graph():
     torch.manual_seed(1)
     p = default_collate([P.draw_params([0.4, 0.4, 0.2, 0.1], 0.8, 0.2, 0.5, 0.2) for _ in range(8)])
     eager = P.apply_photometric(x, p, model.cfg.data.mean, model.cfg.data.std, 3)
-    views, _ = dm.device_views(([(x, p), (x, p), (x[:, :, :8, :8], p)], torch.arange(8)), torch.float32)
+    views, _ = dm.device_views(Batch([(x, p), (x, p), (x[:, :, :8, :8], p)], torch.arange(8)), torch.float32)
     torch.testing.assert_close(views[0], eager, atol=1e-5, rtol=0)
 
 

@@ -59,7 +59,7 @@ class _ValFeatures(L.Callback):
         room = math.ceil(self.max_images / trainer.world_size) - sum(f.shape[0] for f in self._feats)
         if room <= 0:
             return
-        images, labels = batch[0][:room], batch[1][:room]
+        images, labels = batch.inputs[:room], batch.labels[:room]
         with torch.no_grad(), trainer.precision_plugin.val_step_context():
             feats = pl_module.eval_encoder(images)
         self._feats.append(feats.float())

@@ -36,6 +36,7 @@ from jepa_zoo.data.datasets import (
     locate_cifar10,
     resolve_root,
 )
+from jepa_zoo.data.batch import collate
 from jepa_zoo.data.photometric import DevicePhotometric
 from jepa_zoo.data.sampling import ResumableLoader, ResumableSampler
 from jepa_zoo.data.views import eval_transform
@@ -183,14 +184,14 @@ class JEPADataModule(L.LightningDataModule):
             persistent_workers=workers > 0,
         )
         if not train:
-            return DataLoader(ds, batch_size=batch_size, shuffle=False, **common)
+            return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate, **common)
         trainer = self.trainer
         replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         sampler = self.train_sampler
         if sampler is None or (sampler.num_replicas, sampler.rank, sampler.batch_size) != (replicas, rank, batch_size):
             sampler = self.train_sampler = ResumableSampler(ds, batch_size, replicas, rank, seed=self.seed)
         # a reloaded loader (reload_dataloaders_every_n_epochs) keeps the sampler, so its epochs go on
-        self.train_loader = ResumableLoader(ds, batch_size, sampler, self.collate_fn, **common)
+        self.train_loader = ResumableLoader(ds, batch_size, sampler, self.collate_fn or collate, **common)
         if self._resume_at is not None:
             self.train_loader.load_state_dict(self._resume_at)
             self._resume_at = None
@@ -216,8 +217,7 @@ class JEPADataModule(L.LightningDataModule):
         to ``dtype`` (:class:`~jepa_zoo.data.photometric.DevicePhotometric`); any other batch as it is."""
         if self.device_photometric is None:
             return batch
-        inputs = self.device_photometric(batch[0], dtype)
-        return batch._replace(inputs=inputs) if hasattr(batch, "_replace") else type(batch)([inputs, *batch[1:]])
+        return batch._replace(inputs=self.device_photometric(batch.inputs, dtype))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """``views.photometric=device``: each training batch's photometric ops, batched on its device

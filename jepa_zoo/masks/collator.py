@@ -1,4 +1,5 @@
-"""Batch collator that adds patch masks: ``(images, context_idx, target_idx, labels)``.
+"""Batch collator that adds patch masks: a :class:`~jepa_zoo.data.batch.MaskedBatch`
+``(inputs, ctx, tgt, labels)``.
 
 ``images`` is whatever the transform returned, collated: one tensor (I-JEPA)
 or a list such as IWM's ``[source, target, action]``.  ``masking.name`` picks
@@ -16,10 +17,12 @@ the global batch would draw) and keeps rows ``rank, rank + replicas, ...``.
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Sequence, Tuple
 
 from torch import Tensor
 from torch.utils.data import default_collate
+
+from jepa_zoo.data.batch import MaskedBatch
 
 from jepa_zoo.masks.multiblock import sample_masks
 from jepa_zoo.masks.strategies import block_masks, random_masks, rasterized_masks
@@ -53,8 +56,8 @@ class MaskCollator:
         if masking.name not in STRATEGIES:  # fail at construction, not in a loader worker
             raise ValueError(f"masking.name {masking.name!r} draws no patch masks; expected one of {STRATEGIES}")
 
-    def __call__(self, samples: Sequence[Any], shard: Tuple[int, int] = (0, 1)) -> List[Any]:
+    def __call__(self, samples: Sequence[Any], shard: Tuple[int, int] = (0, 1)) -> MaskedBatch:
         images, labels = default_collate(samples)
         rank, replicas = shard
         ctx, tgt = draw_masks(self.masking, len(samples) * replicas, self.grid)
-        return [images, ctx[rank::replicas], tgt[rank::replicas], labels]
+        return MaskedBatch(images, ctx[rank::replicas], tgt[rank::replicas], labels)

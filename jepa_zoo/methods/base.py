@@ -221,7 +221,7 @@ class JEPAModule(L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         if self.probe is None:
             return
-        images, labels = batch
+        images, labels = batch.inputs, batch.labels  # a jepa_zoo.data.batch.Batch
         logits = self.probe(self.eval_encoder(images))  # the encoder the probe trains on
         self.val_acc.update(logits, labels)
         self.log("probe/val_loss", F.cross_entropy(logits, labels, ignore_index=-1), sync_dist=True)

@@ -114,8 +114,8 @@ class IJEPA(JEPAModule):
         return self.target_encoder  # as the paper evaluates
 
     def step(self, batch: Any) -> StepOutput:
-        images, ctx, tgt, labels = batch
-        return self.jepa_step(images, images, ctx, tgt, labels)
+        # a jepa_zoo.data.batch.MaskedBatch: images, masks, labels
+        return self.jepa_step(batch.inputs, batch.inputs, batch.ctx, batch.tgt, batch.labels)
 
     def jepa_step(self, source: Tensor, target: Tensor, ctx: Tensor, tgt: Tensor, labels: Tensor,
                   action: Optional[Tensor] = None) -> StepOutput:

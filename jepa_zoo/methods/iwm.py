@@ -119,7 +119,7 @@ class IWM(IJEPA):
         return out
 
     def step(self, batch: Any) -> StepOutput:
-        (source, target, action), ctx, tgt, labels = batch  # views.photometric=device: made after the transfer
-        return self.jepa_step(source, target, ctx, tgt, labels, action)  # I-JEPA's step, from source to target
+        source, target, action = batch.inputs  # views.photometric=device: made after the transfer
+        return self.jepa_step(source, target, batch.ctx, batch.tgt, batch.labels, action)  # I-JEPA's step, from source to target
 
 METHOD = MethodSpec("iwm", IWM, IWMConfig, maskings=PATCH_MASKINGS)

@@ -76,7 +76,7 @@ class LeJEPA(JEPAModule):
                                                               if v.num_local else {})}
 
     def step(self, batch: Any) -> StepOutput:
-        views, labels = batch
+        views, labels = batch.inputs, batch.labels  # a jepa_zoo.data.batch.Batch
         m: LeJEPAConfig = self.cfg.method
         n_global = m.views.num_global
         if len(views) != n_global + m.views.num_local:

@@ -44,7 +44,7 @@ class Toy(JEPAModule):
         return TwoViews(cfg.data.img_size, cfg.data.mean, cfg.data.std)
 
     def step(self, batch: Any) -> StepOutput:
-        (a, b), labels = batch
+        (a, b), labels = batch.inputs, batch.labels  # a jepa_zoo.data.batch.Batch
         za, zb = self.backbone(a), self.backbone(b)
         pred = F.mse_loss(self.predictor(za), zb.detach())
         var = F.relu(1 - za.std(0)).mean()

@@ -4,6 +4,8 @@
   +method.lamda" (advice to add the typo).  :func:`check_keys` names the closest existing keys.
 * A path holding ``=`` (a sweep job's dir, ``0_method.lambd=0.05``) given unquoted: Hydra's
   grammar fails with "mismatched input '='".  :func:`check_paths` says how to quote it.
+* A value of the wrong type (``method.lambd=abc``): Hydra prints four lines; :func:`check_keys`
+  names the key and the problem.
 
 Both print one line and exit 2.
 """
@@ -14,7 +16,6 @@ import difflib
 import sys
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
-
 
 
 def _fail(message: str) -> None:
@@ -96,5 +97,29 @@ def check_keys(argv: Sequence[str], config_dir: Path, config_name: str) -> Optio
         close = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
         hint = f"did you mean {' or '.join(close)}?" if close else "no similar key exists"
         _fail(f"{key}: no such key in the config; {hint} (to add a new key on purpose: +{key}=...)")
+    _check_types(config_dir, config_name, choices, [a for a in overrides if a not in groups])
     name = OmegaConf.select(cfg, "method.name", default=None)
     return name if isinstance(name, str) else None
+
+
+def _check_types(config_dir: Path, config_name: str, choices: List[str], values: List[str]) -> None:
+    """Refuse a value of the wrong type for a typed key (``method.lambd=abc``; the method sections are
+    their schemas, :func:`jepa_zoo.registry.register_schemas`), naming the key: Hydra would print
+    four lines and exit 1.  Swept values are Hydra's to check, job by job."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException, HydraException
+
+    try:
+        plain = [o.input_line for o in OverridesParser.create().parse_overrides(values) if not o.is_sweep_override()]
+    except HydraException:  # a grammar error: Hydra's own message follows
+        return
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            compose(config_name, overrides=choices + plain)
+    except ConfigCompositionException as e:
+        cause = e.__cause__
+        key = getattr(cause, "full_key", None)
+        msg = getattr(cause, "msg", None)
+        if key and msg:
+            _fail(f"{key}: {msg.splitlines()[0]}")

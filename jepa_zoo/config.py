@@ -49,15 +49,15 @@ def __getattr__(name: str) -> Any:
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warm-up then cosine decay to ``lr * final_lr_ratio``."""
+    """AdamW with linear warm-up then cosine decay to ``lr * final_lr_ratio`` (the defaults: LeJEPA's)."""
 
     lr: float = 5e-4
     final_lr_ratio: float = 1e-3
-    weight_decay: float = 0.05
+    weight_decay: float = 0.05  # LeJEPA's paper: 5e-2 for a ViT, 5e-4 for a ResNet
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_epochs: float = 10.0
-    warmup_steps: Optional[int] = None
-    warmup_start_ratio: float = 0.0
+    warmup_steps: Optional[int] = None  # overrides warmup_epochs when set
+    warmup_start_ratio: float = 0.0  # the warm-up starts at lr * this
     final_weight_decay: Optional[float] = None  # cosine weight-decay schedule to this value
     # linear scaling: the LR used is lr * global_batch / ref_batch_size, global_batch being
     # data.batch_size * processes * accumulate_grad_batches; None: lr as given

@@ -19,12 +19,15 @@ which is how the tests check it against one process.
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Any, Iterator, List, Optional
 
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 # methods called instead of ``forward`` that need the unit's full weights (FSDP2 hooks ``forward`` only)
 FORWARD_METHODS = ("forward_tokens",)
@@ -141,3 +144,19 @@ class FSDPStrategy(ModelParallelStrategy):
         self._data_parallel_size = self.num_nodes * self.num_processes
         self._tensor_parallel_size = 1
         super().setup_environment()
+
+
+def configure_model_(module: Any, compile: bool, strategy: Any) -> None:
+    """What ``configure_model`` does for every jepa_zoo module: with ``compile``, compile its
+    transformer blocks (``module.compile_()``, :mod:`jepa_zoo.models.compile`); then, under
+    :class:`FSDPStrategy` (``trainer.strategy=fsdp``), shard its blocks and modules (:func:`shard_`)
+    over the strategy's data-parallel mesh."""
+    if compile:
+        log.info("compile: %d modules compiled with torch.compile (the first steps compile them)",
+                 len(module.compile_()))
+    if not isinstance(strategy, FSDPStrategy):
+        return
+    mesh = module.device_mesh["data_parallel"]
+    units = shard_(module, mesh, reshard_after_forward=strategy.reshard_after_forward, param_dtype=strategy.param_dtype)
+    log.info("fsdp: %d modules sharded over %d processes (%s)", len(units), mesh.size(),
+             ", ".join(u for u in units if "." not in u))

@@ -75,3 +75,18 @@ def method_spec(name: Optional[str], module: Optional[str] = None) -> MethodSpec
     if spec.name != name:
         raise ConfigError(f"method.name: {path} declares the method {spec.name!r}, not {name!r}")
     return spec
+
+
+def register_schemas() -> None:
+    """Put every built-in method's schema in Hydra's ConfigStore as ``schema/method/<name>``, the base
+    its ``conf/method/<name>.yaml`` extends (``defaults: [/schema/method/<name>@_here_, _self_]``): the
+    defaults are written once, in the schema, and every key can be overridden on the command line.
+    Called before Hydra composes (``jepa_zoo.train.register_resolvers``)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    pkg = importlib.import_module(PACKAGE)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        spec = getattr(importlib.import_module(f"{PACKAGE}.{info.name}"), "METHOD", None)
+        if isinstance(spec, MethodSpec):
+            store.store(group="schema/method", name=spec.name, node=spec.schema)

@@ -185,9 +185,13 @@ def main(cfg: DictConfig) -> float:
 
 
 def register_resolvers() -> None:
-    """OmegaConf resolvers the configs use (``${jz_sweep_subdir:}``, ...); called before Hydra composes."""
+    """What the configs need before Hydra composes them: OmegaConf resolvers (``${jz_sweep_subdir:}``,
+    ...) and the method schemas that ``conf/method/*.yaml`` extend (:func:`jepa_zoo.registry.register_schemas`)."""
     from jepa_zoo.loggers import sweep_group
+    from jepa_zoo.registry import register_schemas
     from jepa_zoo.runs import sweep_subdir
+
+    register_schemas()
 
     if not OmegaConf.has_resolver("jz_sweep_subdir"):
         OmegaConf.register_new_resolver("jz_sweep_subdir", sweep_subdir)

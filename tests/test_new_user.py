@@ -190,11 +190,12 @@ def test_a_run_shorter_than_the_log_interval_still_logs_and_validates(tmp_path):
     (["jepa_zoo.train", "data=fake", "method.lamda=0.1"], "method.lamda: no such key in the config; did you mean method.lambd"),
     (["jepa_zoo.train", "method=iwm", "data=fake", "method.pred_dept=3"], "did you mean method.pred_depth"),
     (["jepa_zoo.eval", "ckpt=x.ckpt", "probe.epoch=3"], "did you mean probe.epochs"),
+    (["jepa_zoo.train", "data=fake", "method.lambd=abc"], "method.lambd: Value 'abc' of type 'str' could not be converted"),
     (["jepa_zoo.train", "method=ijepa", "data=fake", "method.mrr.enabled=true"],
      "method.mrr.enabled: no such key for method.name=ijepa; the world-model MRR (val/mrr) is IWM's, method=iwm"),
     (["jepa_zoo.eval", "ckpt=multirun/lejepa/d/0_method.lambd=0.05/checkpoints/last.ckpt"],
      "quote it: \"ckpt='multirun/lejepa/d/0_method.lambd=0.05/checkpoints/last.ckpt'\""),
-], ids=["train-typo", "iwm-typo", "eval-typo", "ijepa-mrr", "eval-unquoted-path"])
+], ids=["train-typo", "iwm-typo", "eval-typo", "wrong-type", "ijepa-mrr", "eval-unquoted-path"])
 def test_a_typo_or_an_unquoted_sweep_path_gets_a_hint(tmp_path, cmd, needle):
     r = run(*cmd, cwd=tmp_path)
     out = (r.stdout + r.stderr).strip()

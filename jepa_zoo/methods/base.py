@@ -15,7 +15,6 @@ pooled encoder features of the validation split.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -32,8 +31,6 @@ from jepa_zoo.config import ConfigError, TrainConfig, validate_saved
 from jepa_zoo.models.backbones import build_backbone
 from jepa_zoo.models.heads import linear_probe
 from jepa_zoo.optim import cosine_ramp, param_groups, warmup_cosine
-
-log = logging.getLogger(__name__)
 
 
 def check_input_sizes(backbone: nn.Module, cfg: TrainConfig, sizes: Dict[str, int]) -> None:
@@ -188,26 +185,14 @@ class JEPAModule(L.LightningModule):
         return compile_blocks_(self)
 
     def configure_model(self) -> None:
-        """``compile=true``: compile the transformer blocks (:mod:`jepa_zoo.models.compile`); then, when
-        the strategy is :class:`jepa_zoo.parallel.FSDPStrategy` (``trainer.strategy=fsdp``), shard the
-        blocks and modules.  Lightning calls this after ``setup``, where the probe is built, and
-        before the optimiser is made; only the first call does anything."""
-        from jepa_zoo.parallel import FSDPStrategy, shard_
+        """``compile=true`` and ``trainer.strategy=fsdp`` (:func:`jepa_zoo.parallel.configure_model_`).
+        Lightning calls this after ``setup``, where the probe is built, and before the optimiser is
+        made; only the first call does anything."""
+        from jepa_zoo.parallel import configure_model_
 
-        if self._model_configured:
-            return
-        self._model_configured = True
-        if self.cfg.compile:
-            log.info("compile: %d modules compiled with torch.compile (the first steps compile them)",
-                     len(self.compile_()))
-        strategy = self._trainer.strategy if self._trainer is not None else None
-        if not isinstance(strategy, FSDPStrategy):
-            return
-        mesh = self.device_mesh["data_parallel"]
-        units = shard_(self, mesh, reshard_after_forward=strategy.reshard_after_forward,
-                       param_dtype=strategy.param_dtype)
-        log.info("fsdp: %d modules sharded over %d processes (%s)", len(units), mesh.size(),
-                 ", ".join(u for u in units if "." not in u))
+        if not self._model_configured:
+            self._model_configured = True
+            configure_model_(self, self.cfg.compile, self._trainer.strategy if self._trainer is not None else None)
 
     def configure_callbacks(self) -> list:
         """Callbacks every Trainer that fits this module needs: the datamodule's loader position

@@ -184,14 +184,23 @@ def _trainer_keys() -> set:
     return set(inspect.signature(Trainer.__init__).parameters) - {"self", "logger", "callbacks", "default_root_dir"}
 
 
+# Settings added after checkpoints were written whose default differs from what those checkpoints
+# were trained with: a saved config without the key gets this value.
+LEGACY_DEFAULTS = {("backbone", "sincos_order"): "timm"}
+
+
 def validate_saved(cfg: Dict[str, Any]) -> TrainConfig:
     """:func:`validate` for a config a checkpoint saved (its ``hyper_parameters.cfg``): the keys its
     method declares retired (``MethodSpec.retired``, e.g. I-JEPA's ``mrr``) are dropped first, so a
-    checkpoint written before a key was retired still loads."""
+    checkpoint written before a key was retired still loads; a key added since gets the value those
+    checkpoints were trained with (:data:`LEGACY_DEFAULTS`)."""
     method = cfg.get("method") if isinstance(cfg.get("method"), dict) else {}
     spec = method_spec(method.get("name"), method.get("module"))
     if any(k in method for k in spec.retired):
         cfg = {**cfg, "method": {k: v for k, v in method.items() if k not in spec.retired}}
+    for (section, key), old in LEGACY_DEFAULTS.items():
+        if isinstance(cfg.get(section), dict) and key not in cfg[section]:
+            cfg = {**cfg, section: {**cfg[section], key: old}}
     return validate(OmegaConf.create(cfg))
 
 

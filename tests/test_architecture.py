@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO
 
 PKG = REPO / "jepa_zoo"
-LOWER = ("models", "losses", "masks", "data")
+LOWER = ("models", "losses", "masks", "data", "weights")
 UPPER = ("jepa_zoo.config", "jepa_zoo.methods", "jepa_zoo.registry")
 
 

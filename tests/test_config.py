@@ -198,3 +198,16 @@ def test_every_schema_key_takes_an_override(compose_cfg):
     """LeJEPA's yaml once lacked optim.warmup_start_ratio: overriding it needed +; the schema has it."""
     tc = validate(compose_cfg("data=fake", "method.optim.warmup_start_ratio=0.1", "method.optim.final_weight_decay=0.2"))
     assert (tc.method.optim.warmup_start_ratio, tc.method.optim.final_weight_decay) == (0.1, 0.2)
+
+
+def test_checkpoints_from_before_the_official_sincos_order_keep_theirs(compose_cfg):
+    """backbone.sincos_order is new: a saved config without it was trained with timm's order."""
+    import dataclasses
+
+    from jepa_zoo.config import validate_saved
+
+    saved = dataclasses.asdict(validate(compose_cfg("backbone=vit_t", "data=fake")))
+    assert saved["backbone"]["sincos_order"] == "ijepa"  # the default now
+    old = {**saved, "backbone": {k: v for k, v in saved["backbone"].items() if k != "sincos_order"}}
+    assert validate_saved(old).backbone.sincos_order == "timm"
+    assert validate_saved(saved).backbone.sincos_order == "ijepa"

@@ -75,7 +75,7 @@ class IJEPA(JEPAModule):
         return Predictor(
             self.backbone.embed_dim, self.backbone.grid_size, pred_dim=m.pred_dim or self.backbone.embed_dim // 2,
             depth=m.pred_depth, num_heads=m.pred_heads or self.backbone.num_heads, drop_path_rate=0.0,
-            **conditioning,
+            sincos_order=self.backbone.sincos_order, **conditioning,
         )
 
     def image_panels(self, images: Tensor, shown: Tensor, scale: int, step: Optional[int]) -> Dict[str, Tensor]:

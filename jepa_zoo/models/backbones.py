@@ -1,7 +1,8 @@
 """Encoder backbones shared by every method.
 
 * :class:`ViTEncoder` — a timm ``VisionTransformer`` (patch embed, blocks,
-  norm) run with fixed 2-D sin-cos position embeddings, no CLS token, and an
+  norm; LayerNorm eps 1e-6) run with fixed 2-D sin-cos position embeddings
+  (:mod:`jepa_zoo.models.posembed`, the official I-JEPA order by default), no CLS token, and an
   optional patch-index mask: ``forward_tokens(x, idx)`` adds the position
   embeddings to all patches, then keeps only ``idx`` (``[B, K]`` LongTensor)
   before the blocks, as I-JEPA's context encoder needs.  Images of other sizes
@@ -21,11 +22,10 @@ from typing import Dict, Optional, Tuple
 
 import timm
 import torch
-from timm.layers import build_sincos2d_pos_embed
 from torch import Tensor, nn
 
+from jepa_zoo.models.posembed import sincos_2d
 from jepa_zoo.models.schema import BackboneConfig
-
 
 
 def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
@@ -56,6 +56,7 @@ class ViTEncoder(nn.Module):
         self.cfg = cfg  # what built it (export rebuilds the stock timm model from it)
         self.patch_size = cfg.patch_size
         self.img_size = cfg.img_size
+        self.sincos_order = cfg.sincos_order
         self.embed_dim: int = self.model.embed_dim
         self.num_heads: int = self.model.blocks[0].attn.num_heads
         self._pos_cache: Dict[Tuple[int, int, str, torch.dtype], Tensor] = {}
@@ -66,11 +67,12 @@ class ViTEncoder(nn.Module):
         return g, g
 
     def pos_embed(self, h: int, w: int, like: Tensor) -> Tensor:
-        """Fixed sin-cos embeddings ``[h*w, D]`` (raster order), cached per grid/device/dtype."""
+        """Fixed sin-cos embeddings ``[h*w, D]`` (raster order, ``backbone.sincos_order``'s channels),
+        cached per grid/device/dtype."""
         key = (h, w, str(like.device), like.dtype)
         pe = self._pos_cache.get(key)
         if pe is None:
-            pe = build_sincos2d_pos_embed([h, w], dim=self.embed_dim).to(like.device, like.dtype)
+            pe = sincos_2d((h, w), self.embed_dim, self.sincos_order).to(like.device, like.dtype)
             self._pos_cache[key] = pe
         return pe
 

@@ -8,7 +8,9 @@ and ``T`` target blocks ``tgt [B, T, K_t]``::
     s_t = [u ; m_t]     for every block t, as one batch    (B·T, K_c + K_t, D_p)
     ŷ_t = Linear(norm(blocks(s_t))[K_c:])                  (B, T, K_t, D_enc)
 
-``pe`` are fixed 2-D sin-cos embeddings of the predictor width.  All target
+``pe`` are fixed 2-D sin-cos embeddings of the predictor width (in the encoder's channel order,
+:mod:`jepa_zoo.models.posembed`); LayerNorm eps is 1e-6, as in the official predictor, whose
+weights load into this one (:mod:`jepa_zoo.weights.official_ijepa`).  All target
 blocks go through the blocks in one batched pass (the context is repeated
 ``T`` times), and a block never sees another block's mask tokens.
 
@@ -25,12 +27,15 @@ IWM's world model conditions the prediction on an action ``a [B, A]``:
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional, Tuple
 
 import torch
-from timm.layers import build_sincos2d_pos_embed, trunc_normal_
+from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
+
+from jepa_zoo.models.posembed import sincos_2d
 
 
 CONDITIONING = ("none", "feature", "sequence")
@@ -48,6 +53,7 @@ class Predictor(nn.Module):
         drop_path_rate: float = 0.0,
         conditioning: str = "none",
         action_dim: int = 0,
+        sincos_order: str = "ijepa",
     ):
         super().__init__()
         if pred_dim % num_heads:
@@ -73,13 +79,15 @@ class Predictor(nn.Module):
         self.embed = nn.Linear(embed_dim, pred_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, pred_dim))
         self.register_buffer(
-            "pos_embed", build_sincos2d_pos_embed(list(self.grid_size), dim=pred_dim), persistent=False
+            "pos_embed", sincos_2d(self.grid_size, pred_dim, sincos_order), persistent=False
         )
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        norm = partial(nn.LayerNorm, eps=1e-6)  # the official predictor's (and timm's ViT's)
         self.blocks = nn.Sequential(
-            *[Block(pred_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=dpr[i]) for i in range(depth)]
+            *[Block(pred_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=dpr[i], norm_layer=norm)
+              for i in range(depth)]
         )
-        self.norm = nn.LayerNorm(pred_dim)
+        self.norm = norm(pred_dim)
         self.proj = nn.Linear(pred_dim, embed_dim)
         trunc_normal_(self.mask_token, std=0.02)
 

@@ -21,6 +21,10 @@ class BackboneConfig:
     cifar_stem: bool = False
     drop_path_rate: float = 0.0
     kwargs: Dict[str, Any] = field(default_factory=dict)
+    # kind=vit: the channel order of the fixed 2-D sin-cos position embeddings (jepa_zoo.models.posembed):
+    # "ijepa" (the official I-JEPA code and its released weights) or "timm" (checkpoints written before
+    # the setting existed, which record none, load with it)
+    sincos_order: str = "ijepa"
 
     def __post_init__(self) -> None:
         check(self.kind in ("vit", "timm"), "backbone.kind", f"must be 'vit' or 'timm', got {self.kind!r}")
@@ -33,6 +37,8 @@ class BackboneConfig:
                 f"patch size {self.patch_size} does not divide image size {self.img_size}",
             )
         check(0.0 <= self.drop_path_rate < 1.0, "backbone.drop_path_rate", "must be in [0, 1)")
+        check(self.sincos_order in ("ijepa", "timm"), "backbone.sincos_order",
+              f"must be 'ijepa' or 'timm', got {self.sincos_order!r}")
         try:
             check_model_name(self.name)
         except ValueError as e:

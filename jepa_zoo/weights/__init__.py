@@ -1,0 +1,72 @@
+"""Pretrained weights from other codebases: one reader per checkpoint format.
+
+Each format is a module with ``NAME``, ``detect(state) -> bool`` and ``read(state) ->
+Imported`` (:class:`jepa_zoo.weights.official_ijepa.Imported`: the architecture and state dicts in
+jepa_zoo's key space).  :func:`read_weights` loads a file ``weights_only`` and gives it to the
+first format that recognises it; adding a format (V-JEPA, V-JEPA 2, ...) is one module and one
+entry in :data:`FORMATS`.  jepa_zoo's own ``.ckpt`` files are read by
+:func:`jepa_zoo.checkpointing.read_checkpoint`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+
+from jepa_zoo.errors import ConfigError
+from jepa_zoo.weights import official_ijepa
+from jepa_zoo.weights.official_ijepa import Imported
+
+FORMATS = [official_ijepa]
+
+__all__ = ["FORMATS", "Imported", "detect_format", "load_file", "read_weights"]
+
+
+def load_file(path: Path, key: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; one-line ConfigErrors naming ``key``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{key}: no such file: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise ConfigError(f"{key}: {path} is not a PyTorch checkpoint (a {path.stat().st_size}-byte file "
+                          f"starting {head!r})")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure (truncated file, unsafe pickle): one line
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ConfigError(f"{key}: {path} is not a readable weights-only PyTorch checkpoint "
+                          f"({type(e).__name__}: {first[:200]})") from e
+
+
+def detect_format(state: Any) -> Any:
+    """The format module that recognises ``state``, or None."""
+    return next((f for f in FORMATS if f.detect(state)), None)
+
+
+def read_weights(path: Path, key: str) -> Imported:
+    """A checkpoint of a known foreign format -> :class:`Imported`.
+
+    Raises:
+        ConfigError: one line naming ``key`` when the file is unreadable or of no known format
+            (naming the top-level keys seen)."""
+    state = load_file(path, key)
+    fmt = detect_format(state)
+    if fmt is None:
+        seen: List[str] = sorted(map(str, state))[:10] if isinstance(state, dict) else [type(state).__name__]
+        names = ", ".join(f.NAME for f in FORMATS)
+        raise ConfigError(f"{key}: {path} is in no format jepa_zoo reads (known: jepa_zoo .ckpt, {names}); "
+                          f"it holds: {', '.join(seen)}")
+    try:
+        return fmt.read(state)
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"{key}: {path} looks like {fmt.NAME} but {e}") from e
+
+
+def summary(imported: Imported) -> Dict[str, Any]:
+    """What was found, for logs: the format, the architecture and the parts present."""
+    parts = [p for p in ("encoder", "target_encoder", "predictor") if getattr(imported, p)]
+    return {"format": imported.format, **imported.arch, "parts": parts}

@@ -75,23 +75,15 @@ def read_checkpoint(path: str | Path, key: str, mmap: bool = False) -> Dict[str,
         ConfigError: one line naming ``key`` (the setting that gave the path) and the problem: no
             such file, not a PyTorch file (neither a zip archive nor a pickle; its first bytes are
             shown), unreadable, or a PyTorch file without jepa_zoo's ``hyper_parameters.cfg``."""
+    from jepa_zoo.weights import load_file
+
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{key}: no such checkpoint file: {path}")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save: zip; legacy: pickle protocol 2+
-        raise ConfigError(f"{key}: {path} is not a PyTorch checkpoint (a {path.stat().st_size}-byte file "
-                          f"starting {head!r}; expected a .ckpt written by jepa_zoo.train)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure: re-raised as one line, chained
-        raise ConfigError(f"{key}: {path} is not a readable PyTorch checkpoint ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    state = load_file(path, key, mmap=mmap)
     cfg = (state.get("hyper_parameters") or {}).get("cfg") if isinstance(state, dict) else None
     if not isinstance(cfg, dict):
         keys = ", ".join(sorted(map(str, state))[:8]) if isinstance(state, dict) else type(state).__name__
-        raise ConfigError(f"{key}: {path} is not a jepa_zoo checkpoint (no hyper_parameters.cfg; it holds: {keys})")
+        raise ConfigError(f"{key}: {path} is not a jepa_zoo checkpoint (no hyper_parameters.cfg; it holds: {keys}); "
+                          f"official weights: python -m jepa_zoo.eval ckpt=<file> data=...")
     return state
 
 

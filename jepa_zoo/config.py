@@ -169,6 +169,7 @@ class TrainConfig:
     seed: int = 0
     run_dir: str = "."
     resume: Optional[str] = None  # auto: the run dir's last.ckpt if any; or a checkpoint path
+    init_from: Optional[str] = None  # start from these weights (jepa_zoo .ckpt or official I-JEPA): no optimiser state
     nonfinite_loss: str = "stop"  # stop: end the run with a message; skip: skip the optimiser step
     progress_every_n_steps: int = 1  # progress-bar refresh (each refresh reads the logged values: a host sync)
 

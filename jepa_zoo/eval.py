@@ -33,7 +33,7 @@ from lightning.pytorch import Callback
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from jepa_zoo.config import ConfigError, validate_saved
+from jepa_zoo.config import ConfigError
 from jepa_zoo.data.datasets import DataError
 
 log = logging.getLogger("jepa_zoo.eval")
@@ -65,12 +65,38 @@ def load_checkpoint(path: Path) -> Dict:
     return read_checkpoint(path, "ckpt")
 
 
+def _data(cfg: DictConfig) -> Optional[Any]:
+    """The ``data=...`` the command chose (a validated DataConfig), or None."""
+    from omegaconf import OmegaConf
+
+    from jepa_zoo.data.schema import DataConfig
+
+    if cfg.get("data") is None:
+        return None
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), cfg.data))
+    except Exception as e:  # noqa: BLE001 - OmegaConf's type and key errors: one line naming the key
+        raise ConfigError(f"data.{getattr(e, 'full_key', '') or ''}: {str(e).splitlines()[0]}") from None
+
+
+def load_model(cfg: DictConfig) -> Tuple[Any, Any, Optional[int]]:
+    """(model, its TrainConfig, its step) for ``ckpt=``: a jepa_zoo checkpoint with its own config (its
+    dataset unless ``data=...`` names another), or foreign weights (:mod:`jepa_zoo.weights`, e.g. the
+    official I-JEPA files), which need ``data=...`` (:func:`jepa_zoo.pretrained.load_any`)."""
+    from jepa_zoo.pretrained import load_any
+
+    loaded = load_any(Path(cfg.ckpt), "ckpt", _data(cfg), trained=cfg.init == "trained", need_data=True)
+    return loaded.model, loaded.config, loaded.step
+
+
 PROTOCOLS = ("knn", "linear", "attentive", "finetune")
 
 
 def _check_args(cfg: DictConfig) -> None:
     if cfg.protocol not in PROTOCOLS:
         raise ConfigError(f"protocol: {cfg.protocol!r} is not available; allowed: {', '.join(PROTOCOLS)}")
+    if cfg.weights not in ("target", "context"):
+        raise ConfigError(f"weights: {cfg.weights!r}; allowed: target (the EMA target encoder) or context (the online one)")
     if cfg.init not in ("trained", "random"):
         raise ConfigError(f"init: must be 'trained' or 'random', got {cfg.init!r}")
     if cfg.features not in ("encoder", "predictor"):
@@ -111,7 +137,8 @@ def run_knn(cfg: DictConfig, encoder: torch.nn.Module, bank_set: Dataset, val_se
     return knn_accuracy(bank, bank_y, queries, query_y, ks=list(cfg.knn.k), temperature=cfg.knn.temperature)
 
 
-def run_probe(cfg: DictConfig, model, train_set: Dataset, sets: Dict[str, Dataset], num_classes: int) -> Dict[str, Any]:
+def run_probe(cfg: DictConfig, model, encoder: torch.nn.Module, train_set: Dataset, sets: Dict[str, Dataset],
+              num_classes: int) -> Dict[str, Any]:
     """Train a grid of linear / attentive heads (and, with ``features=predictor``, the predictor);
     the head is chosen on ``sets["select"]`` (held out from the training images) and reported on
     ``sets["test"]``."""
@@ -127,7 +154,7 @@ def run_probe(cfg: DictConfig, model, train_set: Dataset, sets: Dict[str, Datase
                               f"(jepa_zoo.models.predictor.Predictor) to put before the head")
         predictor.train()
     p = cfg.probe
-    probe = ProbeModule(model.eval_encoder, num_classes, cfg.protocol, lrs=list(p.lrs), wds=list(p.wds),
+    probe = ProbeModule(encoder, num_classes, cfg.protocol, lrs=list(p.lrs), wds=list(p.wds),
                         predictor=predictor, predictor_lr=p.predictor_lr, num_heads=p.num_heads)
     scores = _fit(cfg, p, probe, train_set, sets)
     return probe.results(scores["select"], scores["test"])
@@ -180,13 +207,14 @@ def _fit(cfg: DictConfig, schedule: DictConfig, module, train_set: Dataset, sets
     return out
 
 
-def run_finetune(cfg: DictConfig, model, train_set: Dataset, sets: Dict[str, Dataset], num_classes: int) -> Dict[str, Any]:
+def run_finetune(cfg: DictConfig, encoder: torch.nn.Module, train_set: Dataset, sets: Dict[str, Dataset],
+                 num_classes: int) -> Dict[str, Any]:
     """Fine-tune the evaluation encoder end to end with a linear head."""
     from jepa_zoo.evaluation.finetune import FinetuneModule
 
     f = cfg.finetune
     try:
-        module = FinetuneModule(model.eval_encoder, num_classes, lr=f.lr, weight_decay=f.weight_decay,
+        module = FinetuneModule(encoder, num_classes, lr=f.lr, weight_decay=f.weight_decay,
                                 layer_decay=f.layer_decay, label_smoothing=f.label_smoothing)
     except ValueError as e:
         raise ConfigError(f"finetune: {e}") from None
@@ -197,20 +225,15 @@ def evaluate(cfg: DictConfig) -> Dict[str, Any]:
     from jepa_zoo.data.datamodule import JEPADataModule
     from jepa_zoo.data.views import view_transform
     from jepa_zoo.loggers import quiet_logs
-    from jepa_zoo.methods import build_model
 
     quiet_logs()
     _check_args(cfg)
     ckpt = Path(cfg.ckpt)
-    state = load_checkpoint(ckpt)
-    hp = state["hyper_parameters"]
-    tc = validate_saved(hp["cfg"])
+    model, tc, step = load_model(cfg)
     if cfg.data_root:
         tc.data.root = str(cfg.data_root)
-    model = build_model(tc, num_classes=hp.get("num_classes"))
-    if cfg.init == "trained":
-        model.load_state_dict(state["state_dict"])
-    encoder = model.eval_encoder.eval()
+    # weights=context: the online encoder instead of the EMA target (one and the same for LeJEPA)
+    encoder = (model.backbone if cfg.weights == "context" else model.eval_encoder).eval()
 
     d = tc.data
     clean = JEPADataModule(tc.data, train_transform=None, seed=tc.seed)  # centre crops of every split
@@ -234,14 +257,14 @@ def evaluate(cfg: DictConfig) -> Dict[str, Any]:
         dm.setup("fit")
         if cfg.protocol == "finetune":
             train_set = Subset(dm.train_set, indices)
-            result = run_finetune(cfg, model, train_set, sets, clean.num_classes)
+            result = run_finetune(cfg, encoder, train_set, sets, clean.num_classes)
         else:
             fit_idx, select_idx = holdout(indices, cfg.probe.select_fraction, tc.seed)
             train_set, sets = Subset(dm.train_set, fit_idx), {"select": Subset(clean.train_set, select_idx), **sets}
-            result = run_probe(cfg, model, train_set, sets, clean.num_classes)
+            result = run_probe(cfg, model, encoder, train_set, sets, clean.num_classes)
     tag = cfg.protocol + ("_predictor" if cfg.features == "predictor" else "")
     record = {"ckpt": str(ckpt), "protocol": cfg.protocol, "features": cfg.features, "init": cfg.init,
-              "step": state.get("global_step"), "train_images": len(train_set), "queries": len(test_set),
+              "weights": cfg.weights, "step": step, "train_images": len(train_set), "queries": len(test_set),
               **({"select_images": len(sets["select"])} if "select" in sets else {}), "unit": "percent", **result}
     out = ckpt.parent / f"eval_{tag}_{cfg.init}.json"
     out.write_text(json.dumps(record, indent=2) + "\n")

@@ -1,7 +1,15 @@
-"""Export an encoder as plain timm weights: ``python -m jepa_zoo.export <ckpt> [--out F] [--encoder eval|online]``.
+"""Export weights for other code: ``python -m jepa_zoo.export <ckpt> [--format timm|official|hf] [--out F] [--encoder eval|online]``.
 
-Writes a safetensors file whose tensors are a ``state_dict`` of a stock timm
-model and whose metadata says how to create it::
+``<ckpt>`` is a jepa_zoo ``.ckpt`` or any file :mod:`jepa_zoo.weights` reads (official I-JEPA
+weights: ``--format hf`` converts them).  Three formats:
+
+* ``official``: the official I-JEPA checkpoint layout (``encoder``, ``target_encoder``,
+  ``predictor`` under ``module.``, the sin-cos embeddings stored), which the official code and
+  :mod:`jepa_zoo.weights.official_ijepa` load; I-JEPA and IWM checkpoints with ViT backbones;
+* ``hf``: a folder that ``transformers.IJepaModel.from_pretrained(folder)`` loads offline
+  (:mod:`jepa_zoo.weights.hf_ijepa`); its ``last_hidden_state`` is the encoder's tokens;
+* ``timm`` (default): a safetensors file whose tensors are a ``state_dict`` of a stock timm
+  model and whose metadata says how to create it::
 
     import json, timm
     from safetensors import safe_open
@@ -83,30 +91,96 @@ def load_timm(path: str | Path) -> nn.Module:
     return model.eval()
 
 
-def export(ckpt: Path, out: Optional[Path] = None, which: str = "eval") -> Path:
-    """Write ``out`` (default ``<ckpt dir>/<ckpt stem>_encoder.safetensors``) and return its path."""
+SUFFIX = {"timm": "_encoder.safetensors", "official": "_official.pth.tar", "hf": "_hf"}
+
+
+def export(ckpt: Path, out: Optional[Path] = None, which: str = "eval", fmt: str = "timm") -> Path:
+    """Write ``out`` (default ``<ckpt dir>/<ckpt stem>`` + the format's suffix) and return its path."""
     from safetensors.torch import save_file
 
-    from jepa_zoo.config import validate_saved
-    from jepa_zoo.eval import load_checkpoint
-    from jepa_zoo.methods import build_model
+    from jepa_zoo.pretrained import load_any
 
     if which not in ("eval", "online"):
         raise ValueError(f"--encoder must be 'eval' or 'online', got {which!r}")
-    state = load_checkpoint(ckpt)
-    hp = state["hyper_parameters"]
-    tc = validate_saved(hp["cfg"])
-    model = build_model(tc, num_classes=hp.get("num_classes"))
-    model.load_state_dict(state["state_dict"])
+    if fmt not in SUFFIX:
+        raise ValueError(f"--format must be one of {', '.join(SUFFIX)}, got {fmt!r}")
+    ckpt = Path(ckpt)
+    loaded = load_any(ckpt, "ckpt")
+    model, tc = loaded.model.eval(), loaded.config
+    stem = next((ckpt.name[: -len(s)] for s in (".pth.tar", ".ckpt", ".pth", ".pt") if ckpt.name.endswith(s)), ckpt.stem)
+    out = Path(out) if out else ckpt.parent / f"{stem}{SUFFIX[fmt]}"
     encoder = model.eval_encoder if which == "eval" else model.backbone
+    if fmt == "official":
+        return export_official(model, out, loaded.step)
+    if fmt == "hf":
+        return export_hf(encoder, out)
     tensors, name, kwargs = timm_export(encoder)
-    out = out or ckpt.parent / f"{ckpt.stem}_encoder.safetensors"
     meta = {"timm_model": name, "create_kwargs": json.dumps(kwargs), "pretrained_cfg": json.dumps(preprocessing(tc.data)),
-            "method": tc.method.name, "encoder": which,
-            "source": str(ckpt), "global_step": str(state.get("global_step"))}
+            "method": tc.method.name, "encoder": which, "source": str(ckpt), "global_step": str(loaded.step)}
+    return _atomic(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def _atomic(out: Path, write) -> Path:
+    """``write(tmp)`` then rename ``tmp`` to ``out``: a failed export leaves nothing half-written."""
+    import shutil
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out), metadata=meta)
+    tmp = out.with_name(f".{out.name}.partial")
+    try:
+        write(tmp)
+        if out.is_dir():
+            shutil.rmtree(out)
+        tmp.replace(out)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        elif tmp.exists():
+            tmp.unlink()
     return out
+
+
+def _vit(encoder: nn.Module, fmt: str) -> None:
+    from jepa_zoo.models.backbones import ViTEncoder
+
+    if not isinstance(encoder, ViTEncoder):
+        raise ValueError(f"--format {fmt} writes ViT encoders; this checkpoint's backbone is {type(encoder).__name__}")
+
+
+def export_official(model: Any, out: Path, step: Optional[int]) -> Path:
+    """The official I-JEPA layout of an I-JEPA-family ``model`` (encoder, target encoder, predictor)."""
+    from jepa_zoo.weights import official_ijepa
+
+    if not hasattr(model, "target_encoder") or not hasattr(model, "predictor"):
+        raise ValueError("--format official writes I-JEPA-family checkpoints (encoder, target encoder, predictor); "
+                         f"this is method={model.cfg.method.name}")
+    _vit(model.backbone, "official")
+
+    def encoder_state(enc: nn.Module) -> Dict[str, Tensor]:
+        state, _, _ = timm_export(enc)
+        return state
+
+    pred = {k: v.detach().cpu() for k, v in model.predictor.state_dict().items()}
+    pred["pos_embed"] = model.predictor.pos_embed.detach().cpu()[None]
+    blob = official_ijepa.write(encoder_state(model.backbone), encoder_state(model.target_encoder), pred,
+                                epoch=None, step=step)
+    return _atomic(out, lambda tmp: torch.save(blob, tmp))
+
+
+def export_hf(encoder: nn.Module, out: Path) -> Path:
+    """A ``transformers`` ``IJepaModel`` folder (config.json + model.safetensors) of a ViT ``encoder``."""
+    try:
+        from transformers import IJepaConfig, IJepaModel
+    except ImportError:
+        raise ValueError("--format hf needs transformers: pip install 'jepa_zoo[hf]'") from None
+    from jepa_zoo.weights.hf_ijepa import hf_config, hf_state, split
+
+    _vit(encoder, "hf")
+    state, _, _ = timm_export(encoder)
+    depth, mlp = split(state)
+    hf = IJepaModel(IJepaConfig(**hf_config(encoder.embed_dim, depth, encoder.num_heads, mlp, encoder.img_size,
+                                            encoder.patch_size)))
+    hf.load_state_dict(hf_state(state, state["pos_embed"]), strict=True)
+    return _atomic(out, lambda tmp: hf.save_pretrained(str(tmp)))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -114,18 +188,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from jepa_zoo.data.datasets import DataError
 
     p = argparse.ArgumentParser(prog="python -m jepa_zoo.export", description=__doc__.splitlines()[0])
-    p.add_argument("ckpt", type=Path, help="a jepa_zoo training checkpoint (e.g. <run dir>/checkpoints/last.ckpt)")
-    p.add_argument("--out", type=Path, default=None, help="output .safetensors (default: next to the checkpoint)")
+    p.add_argument("ckpt", type=Path, help="a jepa_zoo training checkpoint (e.g. <run dir>/checkpoints/last.ckpt), "
+                   "or official I-JEPA weights")
+    p.add_argument("--format", choices=("timm", "official", "hf"), default="timm",
+                   help="timm: safetensors for timm.create_model; official: the official I-JEPA .pth.tar layout; "
+                        "hf: a transformers IJepaModel folder")
+    p.add_argument("--out", type=Path, default=None, help="output file or folder (default: next to the checkpoint)")
     p.add_argument("--encoder", choices=("eval", "online"), default="eval",
                    help="eval: the encoder evaluation uses (EMA target for I-JEPA/IWM); online: the trained one")
     args = p.parse_args(argv)
     try:
-        out = export(args.ckpt, args.out, args.encoder)
+        out = export(args.ckpt, args.out, args.encoder, args.format)
     except (ConfigError, DataError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {out}\nload it with: jepa_zoo.export.load_timm({str(out)!r}) or timm.create_model(...) "
-          "with the file's metadata (see the module docstring)")
+    print(f"wrote {out}\nload it with: " + {
+        "timm": f"jepa_zoo.export.load_timm({str(out)!r}) or timm.create_model(...) with the file's metadata",
+        "official": "the official I-JEPA code (checkpoint['encoder'] / ['target_encoder'] / ['predictor'])",
+        "hf": f"transformers.IJepaModel.from_pretrained({str(out)!r})"}[args.format])
     return 0
 
 

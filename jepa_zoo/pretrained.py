@@ -7,8 +7,11 @@ with its encoder, target encoder and predictor), and loads every part it holds, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
+
+from torch import Tensor
 
 from jepa_zoo.config import TrainConfig
 from jepa_zoo.data.schema import DataConfig
@@ -46,25 +49,72 @@ def train_config(imported: Imported, data: Optional[DataConfig] = None) -> Train
     from jepa_zoo.methods.ijepa import IJEPAConfig
 
     a = imported.arch
-    data = data or DataConfig(name="fake", img_size=a["img_size"])
+    data = data or DataConfig(name="fake", img_size=a["img_size"])  # the weights' own size
     method = IJEPAConfig(pred_depth=a.get("pred_depth", 1), pred_dim=a.get("pred_dim"), pred_heads=None)
     return TrainConfig(method=method, backbone=backbone_config(a, data.img_size), data=data,
                        masking=MaskingConfig(name="multiblock"))
 
 
-def load_imported(model: Any, imported: Imported) -> None:
-    """Load every part ``imported`` holds into an I-JEPA-family ``model``, strictly (a tensor of the
-    wrong shape is a ConfigError naming it); a file without a target encoder gives the encoder's."""
-    parts = [(model.backbone.model, imported.encoder, "encoder"),
-             (model.target_encoder.model, imported.target_encoder or imported.encoder, "target_encoder")]
-    if imported.predictor:
+def load_part(module: Any, state: Dict[str, Tensor], name: str, key: str, partial: bool = False) -> List[str]:
+    """``module.load_state_dict(state)``: strictly, or with ``partial`` every tensor of ``state`` and the
+    module's other tensors left as they are (IWM's action MLP from an I-JEPA predictor).  Returns the
+    keys left; a tensor that does not fit is a ConfigError naming ``key``, the part and the tensor."""
+    try:
+        missing, _ = module.load_state_dict(state, strict=not partial)
+    except RuntimeError as e:
+        first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e).splitlines()[0])
+        first = first if len(first) <= 240 else first[:240] + " ..."
+        raise ConfigError(f"{key}: {name}: the weights do not fit the model: {first}") from None
+    unexpected = sorted(set(state) - set(module.state_dict()))
+    if unexpected:
+        raise ConfigError(f"{key}: {name}: the model has no tensor {unexpected[0]} (of {len(unexpected)} in the file)")
+    return list(missing)
+
+
+def load_imported(model: Any, imported: Imported, key: str = "ckpt") -> List[str]:
+    """Load every part ``imported`` holds into an I-JEPA-family ``model`` (a file without a target
+    encoder gives the encoder's); returns the names loaded."""
+    parts = [(model.backbone.model, imported.encoder, "encoder")]
+    if hasattr(model, "target_encoder"):
+        parts.append((model.target_encoder.model, imported.target_encoder or imported.encoder, "target_encoder"))
+    if imported.predictor and hasattr(model, "predictor"):
         parts.append((model.predictor, imported.predictor, "predictor"))
     for module, state, name in parts:
-        try:
-            module.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
-            raise ConfigError(f"{name}: the weights do not fit the model: {first}") from None
+        load_part(module, state, name, key, partial=name == "predictor")
+    return [name for _, _, name in parts]
+
+
+def init_from_(model: Any, path: str) -> str:
+    """``init_from=<file>``: the encoder, and where both have them the target encoder and the predictor,
+    of any checkpoint jepa_zoo reads, loaded into ``model`` before training (never optimiser state).
+    A jepa_zoo checkpoint must share the model's sin-cos order; a tensor that does not fit is a
+    ConfigError naming it.  Returns what was loaded, for the log."""
+    from jepa_zoo.weights import load_file, read_imported
+
+    path_ = Path(path).expanduser()
+    state = load_file(path_, "init_from", mmap=True)
+    saved = (state.get("hyper_parameters") or {}).get("cfg") if isinstance(state, dict) else None
+    ours = model.cfg.backbone
+    if isinstance(saved, dict):
+        theirs = (saved.get("backbone") or {}).get("sincos_order", "timm")
+        if ours.kind == "vit" and theirs != ours.sincos_order:
+            raise ConfigError(f"init_from: {path_} was trained with backbone.sincos_order={theirs}; this run uses "
+                              f"{ours.sincos_order} (add backbone.sincos_order={theirs})")
+        sd = state["state_dict"]
+        loaded = []
+        for name in ("backbone", "target_encoder", "predictor"):
+            part = {k[len(name) + 1:]: v for k, v in sd.items() if k.startswith(name + ".")}
+            if name == "target_encoder" and not part:
+                part = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+            if part and hasattr(model, name):
+                load_part(getattr(model, name), part, name, "init_from", partial=name == "predictor")
+                loaded.append(name)
+        return f"{', '.join(loaded)} from {path_} (jepa_zoo, method={saved['method']['name']})"
+    imported = read_imported(path_, "init_from", state)
+    if ours.kind != "vit" or ours.sincos_order != "ijepa":
+        raise ConfigError(f"init_from: {path_} holds {imported.format} weights: they need backbone.kind=vit "
+                          "with backbone.sincos_order=ijepa")
+    return f"{', '.join(load_imported(model, imported, 'init_from'))} from {path_} ({imported.format})"
 
 
 def build_from_weights(path: Path, key: str, data: Optional[DataConfig] = None) -> Tuple[Any, Imported]:
@@ -75,3 +125,45 @@ def build_from_weights(path: Path, key: str, data: Optional[DataConfig] = None) 
     model = IJEPA(train_config(imported, data))
     load_imported(model, imported)
     return model, imported
+
+
+@dataclass
+class Loaded:
+    """A model rebuilt from a checkpoint file of any format jepa_zoo reads."""
+
+    model: Any
+    config: TrainConfig
+    step: Optional[int]
+    format: str  # "jepa_zoo" or a jepa_zoo.weights format name
+
+
+def load_any(path: Path, key: str, data: Optional[DataConfig] = None, trained: bool = True,
+             need_data: bool = False) -> Loaded:
+    """The model of ``path``: a jepa_zoo ``.ckpt`` (its own config; its dataset unless ``data``), or
+    foreign weights (:mod:`jepa_zoo.weights`; at ``data``'s image size, else the weights' own).
+    ``trained=False`` keeps the seeded initialisation (the random-init baseline); ``need_data``: foreign
+    weights without ``data`` are refused (evaluation needs a dataset; they name none).  The file is
+    memory-mapped: a released file's optimiser state stays on disk."""
+    from jepa_zoo.config import validate_saved
+    from jepa_zoo.methods import build_model
+    from jepa_zoo.weights import load_file, read_imported
+
+    path = Path(path).expanduser()
+    state = load_file(path, key, mmap=True)
+    saved = (state.get("hyper_parameters") or {}).get("cfg") if isinstance(state, dict) else None
+    if isinstance(saved, dict):
+        tc = validate_saved(saved)
+        tc.data = data or tc.data
+        model = build_model(tc, num_classes=state["hyper_parameters"].get("num_classes"))
+        if trained:
+            model.load_state_dict(state["state_dict"])
+        return Loaded(model, tc, state.get("global_step"), "jepa_zoo")
+    imported = read_imported(path, key, state)
+    if need_data and data is None:
+        raise ConfigError(f"data: {path} holds {imported.format} weights, which name no dataset; choose one: "
+                          "data=imagenet data.root=<folder with train/ and val/> (or data=cifar10 / data=folder ...)")
+    tc = train_config(imported, data)
+    model = build_model(tc)
+    if trained:
+        load_imported(model, imported)
+    return Loaded(model, tc, None, imported.format)

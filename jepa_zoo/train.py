@@ -70,6 +70,12 @@ def run(cfg: DictConfig) -> Dict[str, float]:
                     "(resume=auto continues that run instead)", ckpt_dir)
     if resume is not None:
         check_compatible(resume, tc)
+        if tc.init_from:
+            log.info("init_from=%s not used: resuming %s continues that run", tc.init_from, resume)
+    elif tc.init_from:  # weights only, before training: a tensor that does not fit stops here
+        from jepa_zoo.pretrained import init_from_
+
+        log.info("init_from: loaded %s", init_from_(model, tc.init_from))
     if rank_zero_only.rank == 0:  # the complete validated config, schema defaults included
         OmegaConf.save(OmegaConf.structured(tc), ckpt_dir / "config.yaml")
     status = RunStatus(run_dir, method=tc.method.name, config="checkpoints/config.yaml", resumed_from=resume,

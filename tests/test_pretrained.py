@@ -1,6 +1,7 @@
 """Official I-JEPA weights in jepa_zoo: the fixture written by the official training code
 (../shared/fixtures/ijepa) reproduces the official modules' outputs."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,119 @@ def test_files_of_no_known_format_are_one_line(tmp_path):
     torch.save({"encoder": {"x": object()}}, unsafe)
     with pytest.raises(ConfigError, match="not a readable weights-only"):
         read_weights(unsafe, "ckpt")
+
+
+def run_eval(tmp_path, *args):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    return subprocess.run([sys.executable, "-m", "jepa_zoo.eval", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
+
+
+@needs_fixture
+def test_eval_runs_knn_and_a_linear_probe_on_official_weights(tmp_path):
+    """python -m jepa_zoo.eval ckpt=<official .pth.tar> data=...: the encoder the command names is
+    evaluated (target by default, context on request); without data=... one line, exit 2, no file."""
+    import json
+    import shutil
+
+    ckpt = tmp_path / "ijepa.pth.tar"
+    shutil.copy(CKPT, ckpt)  # eval writes its JSON beside the checkpoint
+    common = [f"ckpt={ckpt}", "data=fake", "data.img_size=64", "data.fake_size=48", "knn.k=[5]"]
+    out = {}
+    for weights in ("target", "context"):
+        r = run_eval(tmp_path, *common, f"weights={weights}", f"hydra.run.dir={tmp_path}/knn_{weights}")
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        out[weights] = json.loads((tmp_path / "eval_knn_trained.json").read_text())
+        assert out[weights]["weights"] == weights and 0 <= out[weights]["knn5_top1"] <= 100
+    r = run_eval(tmp_path, *common, "protocol=linear", "probe.max_steps=2", "probe.lrs=[0.01]", "probe.wds=[0.0]",
+                 f"hydra.run.dir={tmp_path}/linear")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    linear = json.loads((tmp_path / "eval_linear_trained.json").read_text())
+    assert 0 <= linear["top1"] <= 100
+    r = run_eval(tmp_path, f"ckpt={ckpt}", f"hydra.run.dir={tmp_path}/nodata")
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    assert r.returncode == 2 and "data: " in lines[-1] and "official-ijepa weights" in lines[-1], lines
+    assert not (tmp_path / "nodata").exists()
+
+
+@needs_fixture
+@torch.no_grad()
+def test_export_to_timm_official_and_hugging_face_reload_with_the_same_features(tmp_path, official):
+    """python -m jepa_zoo.export <official file> --format timm|official|hf: each file reloads in the
+    library it is for and gives the official target encoder's features (1e-5); the official layout
+    has the official file's keys and shapes and reads back into jepa_zoo."""
+    import shutil
+
+    from jepa_zoo.export import load_timm, main
+    from jepa_zoo.weights import read_weights
+
+    _, _, ref = official
+    ckpt = tmp_path / "ijepa.pth.tar"
+    shutil.copy(CKPT, ckpt)
+    x, close = ref["images"], dict(atol=1e-5, rtol=0)
+    assert main([str(ckpt), "--format", "timm"]) == 0
+    timm_model = load_timm(tmp_path / "ijepa_encoder.safetensors")
+    torch.testing.assert_close(timm_model(x), ref["target_encoder_pooled"], **close)
+
+    assert main([str(ckpt), "--format", "official", "--out", str(tmp_path / "back.pth.tar")]) == 0
+    written = torch.load(tmp_path / "back.pth.tar", weights_only=True)
+    theirs = torch.load(CKPT, weights_only=True)
+    for part in ("encoder", "target_encoder", "predictor"):
+        assert {k: v.shape for k, v in written[part].items()} == {k: v.shape for k, v in theirs[part].items()}, part
+        for k, v in theirs[part].items():
+            torch.testing.assert_close(written[part][k], v, atol=1e-6, rtol=0)  # the same weights, stored sin-cos
+    back = read_weights(tmp_path / "back.pth.tar", "ckpt")
+    assert back.arch == official[1].arch
+
+    from transformers import IJepaModel
+
+    assert main([str(ckpt), "--format", "hf"]) == 0
+    hf = IJepaModel.from_pretrained(str(tmp_path / "ijepa_hf")).eval()
+    torch.testing.assert_close(hf(pixel_values=x).last_hidden_state, ref["target_encoder_tokens"], **close)
+    assert main([str(ckpt), "--format", "hf", "--encoder", "online", "--out", str(tmp_path / "online")]) == 0
+    hf = IJepaModel.from_pretrained(str(tmp_path / "online")).eval()
+    torch.testing.assert_close(hf(pixel_values=x).last_hidden_state, ref["encoder_tokens"], **close)
+    assert not list(tmp_path.glob(".*partial"))  # nothing half-written left
+
+
+def test_the_official_layout_needs_an_ijepa_family_checkpoint(tmp_path, capsys):
+    from jepa_zoo.config import BackboneConfig, TrainConfig
+    from jepa_zoo.export import export_official
+    from jepa_zoo.methods.lejepa import LeJEPA, LeJEPAConfig
+
+    model = LeJEPA(TrainConfig(method=LeJEPAConfig(proj_hidden_dim=16, proj_dim=8, num_slices=8),
+                               backbone=BackboneConfig(img_size=32, patch_size=8, kwargs={"depth": 1})))
+    with pytest.raises(ValueError, match="I-JEPA-family .* method=lejepa"):
+        export_official(model, tmp_path / "x.pth.tar", None)
+    assert not list(tmp_path.iterdir())
+
+
+@needs_fixture
+@pytest.mark.slow
+def test_train_init_from_official_weights_takes_three_steps(tmp_path):
+    """python -m jepa_zoo.train method=ijepa init_from=<official file>: encoder, target encoder and
+    predictor loaded before training (at 96 px: the sin-cos of the 6x6 grid), three steps; an
+    architecture that does not fit is refused before training, naming the tensor, no run dir left."""
+    from test_train_entry import read_metrics, train
+
+    common = ["method=ijepa", "data=fake", "data.img_size=96", "backbone.patch_size=16", "+backbone.kwargs.depth=2",
+              "method.pred_dim=48", "method.pred_depth=2", "trainer.max_steps=3", "trainer.log_every_n_steps=1",
+              "trainer.enable_progress_bar=false", f"init_from={CKPT}"]
+    r = train(tmp_path / "ok", *common)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "init_from: loaded encoder, target_encoder, predictor from" in out
+    losses = [float(row["train/loss"]) for row in read_metrics(tmp_path / "ok") if row.get("train/loss")]
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    # the EMA target moved 3 steps at momentum ~0.996 from the file's target encoder: still next to it
+    ours = torch.load(tmp_path / "ok" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    theirs = torch.load(CKPT, weights_only=True)["target_encoder"]["module.blocks.1.mlp.fc2.weight"]
+    assert (ours["target_encoder.model.blocks.1.mlp.fc2.weight"] - theirs).abs().max() < 1e-3 < theirs.abs().max()
+    r = train(tmp_path / "bad", *common[:4], *common[5:])  # depth 12: the file has 2 blocks
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    assert r.returncode == 2 and "init_from: encoder: the weights do not fit the model" in lines[-1], lines[-3:]
+    assert not (tmp_path / "bad").exists()

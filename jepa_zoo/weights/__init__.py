@@ -24,18 +24,21 @@ FORMATS = [official_ijepa]
 __all__ = ["FORMATS", "Imported", "detect_format", "load_file", "read_weights"]
 
 
-def load_file(path: Path, key: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU; one-line ConfigErrors naming ``key``."""
+def load_file(path: Path, key: str, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU (memory-mapped with ``mmap``); one-line
+    ConfigErrors naming ``key``: no such file, not a PyTorch file (neither a zip archive nor a
+    pickle; its first bytes are shown), unreadable (truncated, or a pickle that is not
+    ``weights_only``-safe)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"{key}: no such file: {path}")
+        raise ConfigError(f"{key}: no such checkpoint file: {path}")
     with open(path, "rb") as f:
         head = f.read(4)
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         raise ConfigError(f"{key}: {path} is not a PyTorch checkpoint (a {path.stat().st_size}-byte file "
-                          f"starting {head!r})")
+                          f"starting {head!r}; expected a .ckpt written by jepa_zoo.train or official weights)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - any unpickling failure (truncated file, unsafe pickle): one line
         first = str(e).splitlines()[0] if str(e) else ""
         raise ConfigError(f"{key}: {path} is not a readable weights-only PyTorch checkpoint "
@@ -47,23 +50,32 @@ def detect_format(state: Any) -> Any:
     return next((f for f in FORMATS if f.detect(state)), None)
 
 
+def unknown_format(path: Path, key: str, state: Any) -> ConfigError:
+    """The one-line error for a PyTorch file of no format jepa_zoo reads, naming what it holds."""
+    seen: List[str] = sorted(map(str, state))[:10] if isinstance(state, dict) else [type(state).__name__]
+    names = ", ".join(f.NAME for f in FORMATS)
+    return ConfigError(f"{key}: {path} is in no format jepa_zoo reads (known: jepa_zoo .ckpt, {names}); "
+                       f"it holds: {', '.join(seen)}")
+
+
+def read_imported(path: Path, key: str, state: Any) -> Imported:
+    """``state`` (loaded from ``path``) read by the format that recognises it."""
+    fmt = detect_format(state)
+    if fmt is None:
+        raise unknown_format(path, key, state)
+    try:
+        return fmt.read(state)
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"{key}: {path} looks like {fmt.NAME} but {e}") from e
+
+
 def read_weights(path: Path, key: str) -> Imported:
     """A checkpoint of a known foreign format -> :class:`Imported`.
 
     Raises:
         ConfigError: one line naming ``key`` when the file is unreadable or of no known format
             (naming the top-level keys seen)."""
-    state = load_file(path, key)
-    fmt = detect_format(state)
-    if fmt is None:
-        seen: List[str] = sorted(map(str, state))[:10] if isinstance(state, dict) else [type(state).__name__]
-        names = ", ".join(f.NAME for f in FORMATS)
-        raise ConfigError(f"{key}: {path} is in no format jepa_zoo reads (known: jepa_zoo .ckpt, {names}); "
-                          f"it holds: {', '.join(seen)}")
-    try:
-        return fmt.read(state)
-    except (KeyError, ValueError) as e:
-        raise ConfigError(f"{key}: {path} looks like {fmt.NAME} but {e}") from e
+    return read_imported(Path(path).expanduser(), key, load_file(path, key, mmap=True))
 
 
 def summary(imported: Imported) -> Dict[str, Any]:

@@ -111,3 +111,19 @@ def _check_sincos(pe: Any, grid: int, key: str) -> None:
     want = sincos_2d((grid, grid), pe.shape[-1], "ijepa")
     if pe.reshape(want.shape).float().sub(want).abs().max() > 1e-4:
         raise ValueError(f"{key} is not the official I-JEPA sin-cos embedding of a {grid}x{grid} grid")
+
+
+def write(encoder: Mapping[str, Tensor], target_encoder: Mapping[str, Tensor], predictor: Mapping[str, Tensor],
+          **extra: Any) -> Dict[str, Any]:
+    """The official checkpoint dict (the reverse of :func:`read`) from timm-keyed encoder state dicts
+    holding their ``pos_embed [1, N, D]`` and a :class:`~jepa_zoo.models.predictor.Predictor` state
+    dict holding its ``pos_embed [1, N, D_p]``: ``module.`` prefixes, the position embeddings stored
+    as the official modules store them (so official code loads exactly what jepa_zoo computes);
+    ``extra`` (e.g. ``epoch``) at the top level."""
+    back = {"embed.weight": "predictor_embed.weight", "embed.bias": "predictor_embed.bias",
+            "norm.weight": "predictor_norm.weight", "norm.bias": "predictor_norm.bias",
+            "proj.weight": "predictor_proj.weight", "proj.bias": "predictor_proj.bias",
+            "pos_embed": "predictor_pos_embed", "mask_token": "mask_token"}
+    pred = {PREFIX + back.get(k, re.sub(r"^blocks\.", "predictor_blocks.", k)): v for k, v in predictor.items()}
+    return {"encoder": {PREFIX + k: v for k, v in encoder.items()}, "predictor": pred,
+            "target_encoder": {PREFIX + k: v for k, v in target_encoder.items()}, **extra}

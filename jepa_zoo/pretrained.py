@@ -89,7 +89,7 @@ def init_from_(model: Any, path: str) -> str:
     of any checkpoint jepa_zoo reads, loaded into ``model`` before training (never optimiser state).
     A jepa_zoo checkpoint must share the model's sin-cos order; a tensor that does not fit is a
     ConfigError naming it.  Returns what was loaded, for the log."""
-    from jepa_zoo.weights import load_file, read_imported
+    from jepa_zoo.weights import load_file, read_imported, timm_weights
 
     path_ = Path(path).expanduser()
     state = load_file(path_, "init_from", mmap=True)
@@ -111,6 +111,9 @@ def init_from_(model: Any, path: str) -> str:
                 loaded.append(name)
         return f"{', '.join(loaded)} from {path_} (jepa_zoo, method={saved['method']['name']})"
     imported = read_imported(path_, "init_from", state)
+    if imported.format == timm_weights.NAME:  # a timm model's weights: the backbone only
+        timm_weights.load_into(model.backbone, imported.encoder, load_part, "init_from")
+        return f"encoder from {path_} (a timm state dict)"
     if ours.kind != "vit" or ours.sincos_order != "ijepa":
         raise ConfigError(f"init_from: {path_} holds {imported.format} weights: they need backbone.kind=vit "
                           "with backbone.sincos_order=ijepa")
@@ -159,6 +162,9 @@ def load_any(path: Path, key: str, data: Optional[DataConfig] = None, trained: b
             model.load_state_dict(state["state_dict"])
         return Loaded(model, tc, state.get("global_step"), "jepa_zoo")
     imported = read_imported(path, key, state)
+    if imported.format != "official-ijepa":
+        raise ConfigError(f"{key}: {path} is {imported.format} weights: a backbone without a method; "
+                          f"start a run from them with init_from= instead")
     if need_data and data is None:
         raise ConfigError(f"data: {path} holds {imported.format} weights, which name no dataset; choose one: "
                           "data=imagenet data.root=<folder with train/ and val/> (or data=cifar10 / data=folder ...)")

@@ -200,3 +200,46 @@ def test_train_init_from_official_weights_takes_three_steps(tmp_path):
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
     assert r.returncode == 2 and "init_from: encoder: the weights do not fit the model" in lines[-1], lines[-3:]
     assert not (tmp_path / "bad").exists()
+
+
+def _lejepa(**backbone):
+    from jepa_zoo.config import BackboneConfig, TrainConfig
+    from jepa_zoo.methods.lejepa import LeJEPA, LeJEPAConfig
+
+    return LeJEPA(TrainConfig(method=LeJEPAConfig(proj_hidden_dim=16, proj_dim=8, num_slices=8),
+                              backbone=BackboneConfig(**backbone)))
+
+
+def test_init_from_timm_weights(tmp_path):
+    """init_from=<a timm state dict or safetensors>: jepa_zoo's own timm export into its maskable ViT;
+    a stock timm ViT (learned pos_embed at 224 px) into backbone=timm at 64 px, resampled as timm
+    does, its classifier dropped; a class token into the maskable ViT is refused by name."""
+    import timm
+    from safetensors.torch import save_file
+
+    from jepa_zoo.export import timm_export
+    from jepa_zoo.pretrained import init_from_
+
+    vit = dict(img_size=32, patch_size=8, kwargs={"depth": 1})
+    torch.manual_seed(0)
+    source = _lejepa(**vit)
+    state, _, _ = timm_export(source.backbone)
+    save_file(state, str(tmp_path / "enc.safetensors"))
+    torch.manual_seed(1)
+    target = _lejepa(**vit)
+    assert "encoder from" in init_from_(target, str(tmp_path / "enc.safetensors"))
+    for (k, a), b in zip(source.backbone.state_dict().items(), target.backbone.state_dict().values()):
+        assert torch.equal(a, b), k
+
+    stock = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, depth=1)
+    torch.save(stock.state_dict(), tmp_path / "stock.pth")
+    with pytest.raises(ConfigError, match="class token"):
+        init_from_(_lejepa(**vit), str(tmp_path / "stock.pth"))
+    timm_run = _lejepa(kind="timm", name="vit_tiny_patch16_224", img_size=64, patch_size=16, kwargs={"depth": 1})
+    init_from_(timm_run, str(tmp_path / "stock.pth"))
+    model = timm_run.backbone.model
+    assert torch.equal(model.blocks[0].attn.qkv.weight, stock.blocks[0].attn.qkv.weight)
+    assert model.pos_embed.shape[1] == 1 + 16  # 224 px's 14 x 14 grid resampled to 4 x 4, plus the class token
+    torch.save({"blocks.0.attn.qkv.weight": torch.zeros(3, 3)}, tmp_path / "bad.pth")
+    with pytest.raises(ConfigError, match="init_from: encoder: the weights do not fit the model"):
+        init_from_(_lejepa(**vit), str(tmp_path / "bad.pth"))

@@ -16,24 +16,33 @@ from typing import Any, Dict, List
 import torch
 
 from jepa_zoo.errors import ConfigError
-from jepa_zoo.weights import official_ijepa
+from jepa_zoo.weights import official_ijepa, timm_weights
 from jepa_zoo.weights.official_ijepa import Imported
 
-FORMATS = [official_ijepa]
+FORMATS = [official_ijepa, timm_weights]  # in order: a timm state dict is any flat mapping of tensors
 
 __all__ = ["FORMATS", "Imported", "detect_format", "load_file", "read_weights"]
 
 
 def load_file(path: Path, key: str, mmap: bool = False) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU (memory-mapped with ``mmap``); one-line
-    ConfigErrors naming ``key``: no such file, not a PyTorch file (neither a zip archive nor a
-    pickle; its first bytes are shown), unreadable (truncated, or a pickle that is not
-    ``weights_only``-safe)."""
+    """``torch.load(path, weights_only=True)`` on the CPU (memory-mapped with ``mmap``), or a
+    safetensors file's tensors; one-line ConfigErrors naming ``key``: no such file, neither
+    (a zip archive, a pickle or safetensors; its first bytes are shown), unreadable (truncated,
+    or a pickle that is not ``weights_only``-safe)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"{key}: no such checkpoint file: {path}")
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(9)
+    if head[8:9] == b"{":  # safetensors: an 8-byte header length, then its JSON header
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file as load_safetensors
+
+        try:
+            return load_safetensors(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ConfigError(f"{key}: {path} is not a readable safetensors file ({e})") from e
+    head = head[:4]
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         raise ConfigError(f"{key}: {path} is not a PyTorch checkpoint (a {path.stat().st_size}-byte file "
                           f"starting {head!r}; expected a .ckpt written by jepa_zoo.train or official weights)")

@@ -21,6 +21,13 @@ the one computed on the concatenated batch.
 
 Reference values: ``E[T] ≈ 1.05`` for Gaussian data (finite-``t_max``
 bias), and total collapse at zero gives ``T / N ≈ 0.402``.
+
+The nodes are evenly spaced, so ``cos(t_k x) + i·sin(t_k x) = (cos(Δx) + i·sin(Δx))^k``:
+one cosine and one sine per sample and slice, then ``P − 2`` complex multiplications
+(:class:`CharacteristicSums`), instead of ``2P`` transcendental calls on an ``(N, K, P)``
+tensor; the backward, ``∂C_k/∂x_n = −t_k sin(t_k x_n)/N`` and ``∂S_k/∂x_n = t_k cos(t_k x_n)/N``,
+runs the same recurrence.  In fp32 it agrees with the direct evaluation to about 1e-6 relative
+(``tests/test_sigreg.py``).
 """
 
 from __future__ import annotations
@@ -56,6 +63,41 @@ def _global_sum(x: Tensor) -> Tensor:
     return all_reduce(x, op=dist.ReduceOp.SUM)
 
 
+class CharacteristicSums(torch.autograd.Function):
+    """``(Σ_n cos(k·Δ·x_n), Σ_n sin(k·Δ·x_n))`` for ``k = 0..P−1``, ``(..., K, P)`` each, from fp32
+    samples ``x (..., N, K)``, by the complex recurrence of the module docstring, forward and
+    backward; only ``x`` is saved (the powers are recomputed in the backward)."""
+
+    @staticmethod
+    def _powers(x: Tensor, dt: float, num_points: int):
+        c1, s1 = torch.cos(x * dt), torch.sin(x * dt)
+        c, s = torch.ones_like(x), torch.zeros_like(x)
+        yield c, s
+        c, s = c1, s1
+        for _ in range(1, num_points):
+            yield c, s
+            c, s = torch.addcmul(c * c1, s, s1, value=-1.0), torch.addcmul(s * c1, c, s1)
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dt: float, num_points: int):
+        ctx.save_for_backward(x)
+        ctx.dt, ctx.num_points = dt, num_points
+        sums = [(c.sum(dim=-2), s.sum(dim=-2)) for c, s in CharacteristicSums._powers(x, dt, num_points)]
+        return torch.stack([c for c, _ in sums], dim=-1), torch.stack([s for _, s in sums], dim=-1)
+
+    @staticmethod
+    def backward(ctx, grad_cos: Tensor, grad_sin: Tensor):
+        (x,) = ctx.saved_tensors
+        grad = torch.zeros_like(x)
+        for k, (c, s) in enumerate(CharacteristicSums._powers(x, ctx.dt, ctx.num_points)):
+            if k == 0:
+                continue  # t_0 = 0: constant in x
+            t = k * ctx.dt
+            # d cos(t x)/dx = -t sin(t x), d sin(t x)/dx = t cos(t x); the sums broadcast over N
+            grad.addcmul_(s, grad_cos[..., None, :, k], value=-t).addcmul_(c, grad_sin[..., None, :, k], value=t)
+        return grad, None, None
+
+
 def epps_pulley(x: Tensor, t_max: float = 3.0, num_points: int = 17, distributed: bool = True) -> Tensor:
     """Per-slice Epps–Pulley statistic of projected samples (see module docstring).
 
@@ -85,10 +127,9 @@ def epps_pulley(x: Tensor, t_max: float = 3.0, num_points: int = 17, distributed
         weights[0] = weights[-1] = t_max / (num_points - 1)
         weights = weights * window
 
-        xt = x.unsqueeze(-1) * t  # (..., N, K, P)
         reduce = _global_sum if distributed else (lambda v: v)
-        cos_sum = reduce(torch.cos(xt).sum(dim=-3))  # (..., K, P)
-        sin_sum = reduce(torch.sin(xt).sum(dim=-3))
+        cos_local, sin_local = CharacteristicSums.apply(x, t_max / (num_points - 1), num_points)  # (..., K, P)
+        cos_sum, sin_sum = reduce(cos_local), reduce(sin_local)
         n = reduce(torch.full((), float(x.shape[-2]), device=x.device, dtype=torch.float32))  # a fill: no host sync
         err = (cos_sum / n - window).square() + (sin_sum / n).square()
         return (err * weights).sum(dim=-1) * n

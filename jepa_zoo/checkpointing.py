@@ -96,6 +96,10 @@ def check_compatible(path: str, tc: TrainConfig) -> None:
         # ``model.parameters()``; only an FSDP run writes it in that order (ours groups them by decay)
         raise ConfigError(f"resume: {path} was not written under trainer.strategy=fsdp; its optimiser state "
                           f"cannot be resumed under fsdp (the other way, fsdp -> ddp or one process, works)")
+    order = cfg["backbone"].get("sincos_order", "timm")  # checkpoints before the setting: timm's order
+    if tc.backbone.kind == "vit" and order != tc.backbone.sincos_order:
+        raise ConfigError(f"resume: {path} was trained with backbone.sincos_order={order}; add "
+                          f"backbone.sincos_order={order} to continue it")
     theirs = (cfg["method"]["name"], cfg["backbone"]["name"], cfg["backbone"]["patch_size"])
     ours = (tc.method.name, tc.backbone.name, tc.backbone.patch_size)
     if theirs != ours:

@@ -14,7 +14,8 @@ designates (EMA methods: the target encoder):
 * ``finetune``: the encoder and a linear head trained end to end
   (:mod:`jepa_zoo.evaluation.finetune`: layer-wise LR decay, label smoothing).
 
-Prints and writes ``eval_<protocol>[_predictor]_<init>.json`` next to the checkpoint.
+Prints and writes ``eval_<protocol>[_predictor][_context][_on-<data>]_<init>.json`` next to the
+checkpoint (``_context``: ``weights=context``; ``_on-<data>``: a dataset chosen with ``data=...``).
 """
 
 from __future__ import annotations
@@ -262,12 +263,20 @@ def evaluate(cfg: DictConfig) -> Dict[str, Any]:
             fit_idx, select_idx = holdout(indices, cfg.probe.select_fraction, tc.seed)
             train_set, sets = Subset(dm.train_set, fit_idx), {"select": Subset(clean.train_set, select_idx), **sets}
             result = run_probe(cfg, model, encoder, train_set, sets, clean.num_classes)
-    tag = cfg.protocol + ("_predictor" if cfg.features == "predictor" else "")
+    # one file per evaluation: the encoder (weights=context) and another dataset (data=...) are in the name
+    tag = "_".join([cfg.protocol, *(["predictor"] if cfg.features == "predictor" else []),
+                    *(["context"] if cfg.weights == "context" else []),
+                    *([f"on-{tc.data.name}"] if cfg.get("data") is not None else [])])
     record = {"ckpt": str(ckpt), "protocol": cfg.protocol, "features": cfg.features, "init": cfg.init,
               "weights": cfg.weights, "step": step, "train_images": len(train_set), "queries": len(test_set),
               **({"select_images": len(sets["select"])} if "select" in sets else {}), "unit": "percent", **result}
     out = ckpt.parent / f"eval_{tag}_{cfg.init}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        out.write_text(json.dumps(record, indent=2) + "\n")
+    except OSError as e:
+        print(json.dumps(record))
+        raise ConfigError(f"ckpt: cannot write {out} beside the checkpoint ({e.strerror}); the result is printed "
+                          "above") from None
     print(json.dumps(record))
     return result
 

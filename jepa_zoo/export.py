@@ -5,7 +5,8 @@ weights: ``--format hf`` converts them).  Three formats:
 
 * ``official``: the official I-JEPA checkpoint layout (``encoder``, ``target_encoder``,
   ``predictor`` under ``module.``, the sin-cos embeddings stored), which the official code and
-  :mod:`jepa_zoo.weights.official_ijepa` load; I-JEPA and IWM checkpoints with ViT backbones;
+  :mod:`jepa_zoo.weights.official_ijepa` load; I-JEPA checkpoints with ViT backbones in the
+  official sin-cos order (IWM's action-conditioned predictor has no official counterpart);
 * ``hf``: a folder that ``transformers.IJepaModel.from_pretrained(folder)`` loads offline
   (:mod:`jepa_zoo.weights.hf_ijepa`); its ``last_hidden_state`` is the encoder's tokens;
 * ``timm`` (default): a safetensors file whose tensors are a ``state_dict`` of a stock timm
@@ -120,17 +121,27 @@ def export(ckpt: Path, out: Optional[Path] = None, which: str = "eval", fmt: str
     return _atomic(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
-def _atomic(out: Path, write) -> Path:
-    """``write(tmp)`` then rename ``tmp`` to ``out``: a failed export leaves nothing half-written."""
+def _atomic(out: Path, write, folder: bool = False) -> Path:
+    """``write(tmp)`` then rename ``tmp`` to ``out``: a failed export leaves nothing half-written.  An
+    existing ``out`` is replaced only when it is what this export writes: a file, or (``folder``) an
+    earlier Hugging Face export (it has ``config.json``); anything else is refused, untouched."""
     import shutil
 
+    if out.is_dir() and not (folder and (out / "config.json").is_file()):
+        raise ValueError(f"--out {out} is an existing folder" + ("" if folder else "; name a file")
+                         + ("" if not folder else " that is not a Hugging Face export; name a new folder"))
+    if folder and out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file; --format hf writes a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
+    old = out.with_name(f".{out.name}.old")
     try:
         write(tmp)
-        if out.is_dir():
-            shutil.rmtree(out)
+        if out.is_dir():  # an earlier export: moved aside, replaced, then removed
+            out.replace(old)
         tmp.replace(out)
+        if old.is_dir():
+            shutil.rmtree(old)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp)
@@ -154,6 +165,12 @@ def export_official(model: Any, out: Path, step: Optional[int]) -> Path:
         raise ValueError("--format official writes I-JEPA-family checkpoints (encoder, target encoder, predictor); "
                          f"this is method={model.cfg.method.name}")
     _vit(model.backbone, "official")
+    if model.backbone.sincos_order != "ijepa":
+        raise ValueError("--format official: this checkpoint was trained with backbone.sincos_order=timm; the official "
+                         "layout (and jepa_zoo's reader of it) expects the official sin-cos order")
+    if getattr(model.predictor, "action_dim", 0):
+        raise ValueError("--format official: the official layout has no action-conditioned predictor (IWM); export "
+                         "the encoder with --format timm or hf")
 
     def encoder_state(enc: nn.Module) -> Dict[str, Tensor]:
         state, _, _ = timm_export(enc)
@@ -180,7 +197,7 @@ def export_hf(encoder: nn.Module, out: Path) -> Path:
     hf = IJepaModel(IJepaConfig(**hf_config(encoder.embed_dim, depth, encoder.num_heads, mlp, encoder.img_size,
                                             encoder.patch_size)))
     hf.load_state_dict(hf_state(state, state["pos_embed"]), strict=True)
-    return _atomic(out, lambda tmp: hf.save_pretrained(str(tmp)))
+    return _atomic(out, lambda tmp: hf.save_pretrained(str(tmp)), folder=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -55,10 +55,14 @@ def train_config(imported: Imported, data: Optional[DataConfig] = None) -> Train
                        masking=MaskingConfig(name="multiblock"))
 
 
+# what a predictor may lack in a file: IWM's action conditioning, which an I-JEPA predictor has not
+CONDITIONING = ("action_mlp.", "action_weight", "action_bias")
+
+
 def load_part(module: Any, state: Dict[str, Tensor], name: str, key: str, partial: bool = False) -> List[str]:
-    """``module.load_state_dict(state)``: strictly, or with ``partial`` every tensor of ``state`` and the
-    module's other tensors left as they are (IWM's action MLP from an I-JEPA predictor).  Returns the
-    keys left; a tensor that does not fit is a ConfigError naming ``key``, the part and the tensor."""
+    """``module.load_state_dict(state)``: strictly, or with ``partial`` only the action conditioning
+    (:data:`CONDITIONING`: IWM's from an I-JEPA predictor) may stay as it is.  Returns the keys left;
+    a tensor that does not fit or is missing is a ConfigError naming ``key``, the part and the tensor."""
     try:
         missing, _ = module.load_state_dict(state, strict=not partial)
     except RuntimeError as e:
@@ -68,6 +72,10 @@ def load_part(module: Any, state: Dict[str, Tensor], name: str, key: str, partia
     unexpected = sorted(set(state) - set(module.state_dict()))
     if unexpected:
         raise ConfigError(f"{key}: {name}: the model has no tensor {unexpected[0]} (of {len(unexpected)} in the file)")
+    fresh = [k for k in missing if not k.startswith(CONDITIONING)]
+    if fresh:
+        raise ConfigError(f"{key}: {name}: the file has no tensor {fresh[0]} ({len(fresh)} of the model's are missing: "
+                          "another depth or width?)")
     return list(missing)
 
 

@@ -110,12 +110,13 @@ def test_eval_runs_knn_and_a_linear_probe_on_official_weights(tmp_path):
     for weights in ("target", "context"):
         r = run_eval(tmp_path, *common, f"weights={weights}", f"hydra.run.dir={tmp_path}/knn_{weights}")
         assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-        out[weights] = json.loads((tmp_path / "eval_knn_trained.json").read_text())
+        name = "eval_knn_on-fake_trained.json" if weights == "target" else "eval_knn_context_on-fake_trained.json"
+        out[weights] = json.loads((tmp_path / name).read_text())  # one file each: neither overwrites the other
         assert out[weights]["weights"] == weights and 0 <= out[weights]["knn5_top1"] <= 100
     r = run_eval(tmp_path, *common, "protocol=linear", "probe.max_steps=2", "probe.lrs=[0.01]", "probe.wds=[0.0]",
                  f"hydra.run.dir={tmp_path}/linear")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    linear = json.loads((tmp_path / "eval_linear_trained.json").read_text())
+    linear = json.loads((tmp_path / "eval_linear_on-fake_trained.json").read_text())
     assert 0 <= linear["top1"] <= 100
     r = run_eval(tmp_path, f"ckpt={ckpt}", f"hydra.run.dir={tmp_path}/nodata")
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
@@ -160,7 +161,14 @@ def test_export_to_timm_official_and_hugging_face_reload_with_the_same_features(
     assert main([str(ckpt), "--format", "hf", "--encoder", "online", "--out", str(tmp_path / "online")]) == 0
     hf = IJepaModel.from_pretrained(str(tmp_path / "online")).eval()
     torch.testing.assert_close(hf(pixel_values=x).last_hidden_state, ref["encoder_tokens"], **close)
-    assert not list(tmp_path.glob(".*partial"))  # nothing half-written left
+    assert main([str(ckpt), "--format", "hf"]) == 0  # an earlier export is replaced
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "mine.txt").write_text("x")
+    assert main([str(ckpt), "--format", "hf", "--out", str(keep)]) == 2  # not an export: refused, untouched
+    assert main([str(ckpt), "--out", str(keep)]) == 2
+    assert (keep / "mine.txt").read_text() == "x"
+    assert not list(tmp_path.glob(".*partial")) and not list(tmp_path.glob(".*.old"))  # nothing half-written left
 
 
 def test_the_official_layout_needs_an_ijepa_family_checkpoint(tmp_path, capsys):
@@ -200,6 +208,9 @@ def test_train_init_from_official_weights_takes_three_steps(tmp_path):
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
     assert r.returncode == 2 and "init_from: encoder: the weights do not fit the model" in lines[-1], lines[-3:]
     assert not (tmp_path / "bad").exists()
+    r = train(tmp_path / "deep", *common, "method.pred_depth=3")  # a deeper predictor: its third block is not in the file
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    assert r.returncode == 2 and "init_from: predictor: the file has no tensor blocks.2." in lines[-1], lines[-3:]
 
 
 def _lejepa(**backbone):
@@ -243,3 +254,22 @@ def test_init_from_timm_weights(tmp_path):
     torch.save({"blocks.0.attn.qkv.weight": torch.zeros(3, 3)}, tmp_path / "bad.pth")
     with pytest.raises(ConfigError, match="init_from: encoder: the weights do not fit the model"):
         init_from_(_lejepa(**vit), str(tmp_path / "bad.pth"))
+
+
+def test_resuming_a_run_of_the_old_sincos_order_keeps_it(tmp_path, compose_cfg):
+    """A checkpoint written before backbone.sincos_order existed was trained with timm's order:
+    resuming it under the new default is refused, naming the setting to add."""
+    import dataclasses
+
+    from jepa_zoo.checkpointing import check_compatible
+    from jepa_zoo.config import validate
+
+    tc = validate(compose_cfg("backbone=vit_t", "data=fake"))
+    saved = dataclasses.asdict(tc)
+    saved["backbone"].pop("sincos_order")
+    ckpt = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": {"cfg": saved}, "state_dict": {}}, ckpt)
+    with pytest.raises(ConfigError, match="backbone.sincos_order=timm"):
+        check_compatible(str(ckpt), tc)
+    tc.backbone.sincos_order = "timm"
+    check_compatible(str(ckpt), tc)

@@ -43,7 +43,8 @@ def training_callbacks(cfg: Any, ckpt_dir: Path, model: Any, status: Any) -> Lis
     from jepa_zoo.checkpointing import FinalCheckpoint, RNGState, SaveOnPreemption
 
     def batch_size(batch: Any) -> int:
-        return int(batch.labels.shape[0])  # every batch is a jepa_zoo.data.batch.Batch or MaskedBatch
+        labels = getattr(batch, "labels", None)  # a jepa_zoo.data.batch.Batch or MaskedBatch
+        return int((labels if labels is not None else batch[-1]).shape[0])  # an untyped batch: labels last
 
     out: List[Any] = [status, LastStep()]
     if cfg.monitors.perf:  # compile=true: the first interval after the (eager) counted step is torch.compile's

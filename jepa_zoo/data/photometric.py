@@ -271,7 +271,7 @@ class DevicePhotometric:
     and knows its batch's layout: its ``on_device(inputs, fn)`` makes from them the inputs the
     loader path would have given (LeJEPA: the list of views; IWM: source, target, action), with
     ``fn`` (:func:`apply_photometric`, one call per view size).  Called on the batch after its
-    transfer to the device (``JEPAModule.on_after_batch_transfer``), so a method's step has one path."""
+    transfer to the device (``JEPADataModule.on_after_batch_transfer``), so a method's step has one path."""
 
     def __init__(self, transform: Any):
         if not callable(getattr(transform, "on_device", None)):
@@ -286,7 +286,9 @@ class DevicePhotometric:
 
     def __call__(self, inputs: Any, dtype: torch.dtype) -> Any:
         """The batch's inputs with the views made: float32 maths outside autocast, then views cast to
-        ``dtype`` (the backbone's: bf16 under bf16-true)."""
+        ``dtype`` (the backbone's: bf16 under bf16-true).  Under bf16-true Lightning has already cast
+        the batch's float tensors to bf16 before the transfer hooks, the drawn factors and σ
+        included, so the views follow bf16-rounded parameters there."""
         def fn(*args: Any) -> Tensor:
             return self.fn(*args).to(dtype)
 

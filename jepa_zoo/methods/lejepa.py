@@ -3,7 +3,7 @@
 Algorithm (one step, ``V = V_g + V_l`` views of each of ``N`` images)::
 
     x_v                               views: the loader's, or with views.photometric=device made on
-                                      the device before the step (JEPAModule.on_after_batch_transfer)
+                                      the device before the step (JEPADataModule.on_after_batch_transfer)
     e_v = f(x_v)                      backbone, pooled      (V, N, D)
     z_v = g(e_v)                      MLP projector         (V, N, K)
     c   = mean_{v < V_g} z_v          centre of the global views

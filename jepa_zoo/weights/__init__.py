@@ -47,7 +47,12 @@ def load_file(path: Path, key: str, mmap: bool = False) -> Any:
         raise ConfigError(f"{key}: {path} is not a PyTorch checkpoint (a {path.stat().st_size}-byte file "
                           f"starting {head!r}; expected a .ckpt written by jepa_zoo.train or official weights)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as e:  # a legacy (non-zip) file cannot be memory-mapped: read it whole
+            if not (mmap and "mmap" in str(e)):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure (truncated file, unsafe pickle): one line
         first = str(e).splitlines()[0] if str(e) else ""
         raise ConfigError(f"{key}: {path} is not a readable weights-only PyTorch checkpoint "

@@ -58,6 +58,10 @@ def load_into(backbone: Any, state: Mapping[str, Tensor], load: Callable[..., An
             n = pe.shape[-2]
             grid = round(n ** 0.5)
             want = sincos_2d((grid, grid), pe.shape[-1], backbone.sincos_order)
+            other = "timm" if backbone.sincos_order == "ijepa" else "ijepa"
+            if grid * grid == n and pe.reshape(want.shape).sub(sincos_2d((grid, grid), pe.shape[-1], other)).abs().max() < 1e-4:
+                raise ConfigError(f"{key}: these weights were trained with backbone.sincos_order={other}; add "
+                                  f"backbone.sincos_order={other}")
             if grid * grid != n or pe.reshape(want.shape).sub(want).abs().max() > 1e-4:
                 raise ConfigError(f"{key}: learned position embeddings (pos_embed is not the {backbone.sincos_order} "
                                   "sin-cos of jepa_zoo's ViT); train it with backbone=timm backbone.name=<its timm model>")

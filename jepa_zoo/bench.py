@@ -19,7 +19,7 @@ print one per job); logs go to stderr and the run dir's ``bench.log``.
   DataLoader with ``data.num_workers`` workers (images/s in total and per worker), the
   one-process cost per image, and the collation and mask cost per batch; with
   ``method.views.photometric=device`` (LeJEPA, IWM) the workers only crop, and the batched photometric
-  ops the step takes over are timed on the bench's device (``device_photometric_ms_per_batch``;
+  ops the device takes over are timed on the bench's device (``device_photometric_ms_per_batch``;
   compiled with ``bench.compile=true``).
   Use real JPEGs: ``data=folder data.root=../shared/data/imagenet-sample-1k.tar``.
 
@@ -277,8 +277,8 @@ def measure_step(tc: TrainConfig, b: BenchConfig) -> Dict[str, Any]:
 
 def time_photometric(tc: TrainConfig, batch: Any, device, reps: int, compile_: bool) -> float:
     """ms per batch of the batched photometric ops (``views.photometric=device``) on ``device``,
-    one call per view size as in the step (compiled with ``bench.compile``): the work the training
-    step takes over from the loader."""
+    one call per view size as the datamodule's transfer hook makes them (compiled with
+    ``bench.compile``): the work the device takes over from the loader."""
     import torch
     from lightning.fabric.utilities.apply_func import move_data_to_device
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from jepa_zoo.errors import ConfigError
 from jepa_zoo.models.backbones import gather_tokens
-from jepa_zoo.models.posembed import sincos_2d
+from jepa_zoo.models.posembed import sincos_2d, sincos_order_of
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ijepa"
 CKPT = FIXTURES / "ijepa_vit_tiny_d2_p16_224-official.pth.tar"
@@ -41,6 +41,8 @@ def test_sincos_orders():
     assert torch.allclose(sincos_2d((14, 14), 192), ref["pos_embed"][0], atol=1e-6)
     assert torch.allclose(sincos_2d((14, 14), 48), ref["predictor_pos_embed"][0], atol=1e-6)
     assert (sincos_2d((14, 14), 192, "timm") - ref["pos_embed"][0]).abs().max() > 1  # the other order is far off
+    assert sincos_order_of(ref["pos_embed"]) == "ijepa" and sincos_order_of(sincos_2d((14, 14), 192, "timm")) == "timm"
+    assert sincos_order_of(torch.randn(1, 196, 192)) is None  # learned embeddings
 
 
 @needs_fixture
@@ -241,6 +243,12 @@ def test_init_from_timm_weights(tmp_path):
     assert "encoder from" in init_from_(target, str(tmp_path / "enc.safetensors"))
     for (k, a), b in zip(source.backbone.state_dict().items(), target.backbone.state_dict().values()):
         assert torch.equal(a, b), k
+
+    old = _lejepa(**vit, sincos_order="timm")  # an export of a run from before the official order
+    state, _, _ = timm_export(old.backbone)
+    save_file(state, str(tmp_path / "old.safetensors"))
+    with pytest.raises(ConfigError, match="add backbone.sincos_order=timm"):
+        init_from_(_lejepa(**vit), str(tmp_path / "old.safetensors"))
 
     stock = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, depth=1)
     torch.save(stock.state_dict(), tmp_path / "stock.pth")

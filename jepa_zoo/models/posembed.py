@@ -15,7 +15,8 @@ with it).  Loading official weights with the other order gives token errors of a
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Optional, Sequence
 
 import torch
 from timm.layers import build_sincos2d_pos_embed
@@ -44,3 +45,15 @@ def sincos_2d(grid: Sequence[int], dim: int, order: str = "ijepa") -> Tensor:
                                 indexing="ij")
     emb = torch.cat([_sincos_1d(cols.flatten(), dim // 2), _sincos_1d(rows.flatten(), dim // 2)], dim=1)
     return emb.float()
+
+
+def sincos_order_of(pe: Tensor, tol: float = 1e-4) -> Optional[str]:
+    """The order (``"ijepa"`` or ``"timm"``) whose sin-cos embeddings of a square grid a stored
+    ``pos_embed [1, N, D]`` (or ``[N, D]``) is, within ``tol``; None for anything else (learned
+    embeddings, a class token, a grid that is not square)."""
+    n, dim = pe.shape[-2], pe.shape[-1]
+    grid = math.isqrt(n)
+    if grid * grid != n or dim % 4:
+        return None
+    flat = pe.reshape(n, dim).float()
+    return next((o for o in ORDERS if flat.sub(sincos_2d((grid, grid), dim, o)).abs().max() <= tol), None)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping
 
 from torch import Tensor, nn
 
-from jepa_zoo.models.posembed import sincos_2d
+from jepa_zoo.models.posembed import sincos_order_of
 from jepa_zoo.weights.official_ijepa import Imported
 
 NAME = "timm"
@@ -54,17 +54,13 @@ def load_into(backbone: Any, state: Mapping[str, Tensor], load: Callable[..., An
             raise ConfigError(f"{key}: a ViT with a class token (and learned position embeddings): jepa_zoo's "
                               "maskable ViT has neither; train it with backbone=timm backbone.name=<its timm model>")
         pe = sd.pop("pos_embed", None)
-        if pe is not None:
-            n = pe.shape[-2]
-            grid = round(n ** 0.5)
-            want = sincos_2d((grid, grid), pe.shape[-1], backbone.sincos_order)
-            other = "timm" if backbone.sincos_order == "ijepa" else "ijepa"
-            if grid * grid == n and pe.reshape(want.shape).sub(sincos_2d((grid, grid), pe.shape[-1], other)).abs().max() < 1e-4:
-                raise ConfigError(f"{key}: these weights were trained with backbone.sincos_order={other}; add "
-                                  f"backbone.sincos_order={other}")
-            if grid * grid != n or pe.reshape(want.shape).sub(want).abs().max() > 1e-4:
-                raise ConfigError(f"{key}: learned position embeddings (pos_embed is not the {backbone.sincos_order} "
-                                  "sin-cos of jepa_zoo's ViT); train it with backbone=timm backbone.name=<its timm model>")
+        order = sincos_order_of(pe) if pe is not None else backbone.sincos_order
+        if order is not None and order != backbone.sincos_order:
+            raise ConfigError(f"{key}: these weights were trained with backbone.sincos_order={order}; add "
+                              f"backbone.sincos_order={order}")
+        if order is None:
+            raise ConfigError(f"{key}: learned position embeddings (pos_embed is not the {backbone.sincos_order} "
+                              "sin-cos of jepa_zoo's ViT); train it with backbone=timm backbone.name=<its timm model>")
     else:
         filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
         if filter_fn is not None:

@@ -4,7 +4,10 @@
   temporary file *in the same directory*, fsynced, then ``os.replace``-d over
   the target: a process killed mid-save leaves the previous checkpoint intact
   (Lightning's own transaction stages in the system temp dir, and a move
-  across file systems is a copy, which is not atomic).
+  across file systems is a copy, which is not atomic). A Ctrl-C during the
+  write is held until the file is complete, then raised (a second Ctrl-C
+  stops at once); without this, torch's zip writer turns the interrupt into
+  a RuntimeError and the run exits 1 instead of 130.
 * :func:`resolve_resume` — ``resume=auto`` (the newest of the run dir's
   ``last.ckpt`` and SLURM HPC checkpoints) or ``resume=<path>``.
 * :func:`check_compatible` — refuse a checkpoint of another method or backbone.
@@ -15,8 +18,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -38,13 +44,44 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            with _ctrl_c_held(path):
+                with open(tmp, "wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+        except Exception as e:
+            if isinstance(e.__context__, KeyboardInterrupt):  # a second Ctrl-C inside torch's zip writer
+                raise e.__context__ from None
+            raise
         finally:
             tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _ctrl_c_held(path: Path):
+    """Hold a SIGINT that arrives inside the block and deliver it on leaving; a second one is
+    delivered at once. Only in the main thread (the only one Python runs signal handlers in)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    held: list = []
+
+    def hold(signum, frame):
+        if held:
+            previous(signum, frame)
+            return
+        held.append(frame)
+        log.warning("Ctrl-C: finishing the write of %s, then stopping (Ctrl-C again to stop now)", path)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        previous(signal.SIGINT, held[0])
 
 
 def resolve_resume(resume: Optional[str], ckpt_dir: Path) -> Optional[str]:

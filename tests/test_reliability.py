@@ -122,6 +122,30 @@ def test_atomic_save_leaves_the_old_checkpoint_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left behind
 
 
+def test_ctrl_c_during_a_save_finishes_the_file_then_stops(tmp_path, monkeypatch):
+    """A Ctrl-C inside torch.save is held until the checkpoint is complete and in place, then
+    raised as KeyboardInterrupt (the CLI's exit 130); left alone, torch's zip writer turned it
+    into a RuntimeError (exit 1) and left no new checkpoint."""
+    import signal as sig
+
+    from jepa_zoo.checkpointing import AtomicCheckpointIO
+
+    real_save = torch.save
+
+    def save_interrupted(obj, f):
+        os.kill(os.getpid(), sig.SIGINT)  # delivered to this (main) thread between bytecodes
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", save_interrupted)
+    path = tmp_path / "last.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        AtomicCheckpointIO().save_checkpoint({"step": 2, "w": torch.ones(1000)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["step"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    assert sig.getsignal(sig.SIGINT) is sig.default_int_handler  # the handler is restored
+
+
 def assert_same_training_state(run_a: Path, run_b: Path, step: int) -> None:
     """Both runs' ``last.ckpt`` are at ``step`` with equal weights (EMA target included) and AdamW moments."""
     a, b = (torch.load(r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True) for r in (run_a, run_b))

@@ -1,29 +1,38 @@
 """Evaluation entry point: ``python -m jepa_zoo.eval ckpt=<path> protocol=knn|linear|attentive|finetune``.
 
-Rebuilds the model from the checkpoint's own (validated) config, loads its
-weights (``init=trained``) or keeps the run's seeded initialisation
-(``init=random``, the baseline) and evaluates the encoder each method
-designates (EMA methods: the target encoder):
+``ckpt``: a jepa_zoo checkpoint (rebuilt from its own validated config), official I-JEPA
+weights (:mod:`jepa_zoo.weights`), or ``timm:<model name>`` (a stock timm architecture, with
+``timm_file=<weights>`` or at random init). ``init=random`` keeps the run's seeded initialisation
+(the baseline). The encoder evaluated is the one each method designates (EMA methods: the target
+encoder; ``weights=context``: the online one). ``data=<group> data.root=<path>``: any dataset
+(:mod:`jepa_zoo.evaluation.eval_data`), at the checkpoint's resolution and normalisation unless
+the command sets ``data.img_size`` / ``data.mean`` / ``data.std``.
 
-* ``knn``: weighted kNN of pooled validation features against the training
-  split (clean centre crops);
-* ``linear`` / ``attentive``: a grid of heads on the frozen encoder trained in
-  one pass (:mod:`jepa_zoo.evaluation.probes`); ``features=predictor`` puts the
-  pretrained predictor (null action, mask tokens everywhere) between encoder
-  and head and trains it too — IWM's predictor fine-tuning;
+* ``knn``: weighted kNN of pooled test features against the training images (clean centre crops);
+* ``linear``: a grid of heads (lr × wd) on features extracted once
+  (:mod:`jepa_zoo.evaluation.linear_cached`; ``probe.copies`` augmented copies added to the
+  training features), or with ``probe.cache=false`` on the frozen encoder with augmentation on
+  the fly, like ``attentive`` (:mod:`jepa_zoo.evaluation.probes`); ``features=predictor`` puts the
+  pretrained predictor between encoder and head and trains it too (IWM's predictor fine-tuning);
 * ``finetune``: the encoder and a linear head trained end to end
   (:mod:`jepa_zoo.evaluation.finetune`: layer-wise LR decay, label smoothing).
 
-Prints and writes ``eval_<protocol>[_predictor][_context][_on-<data>]_<init>.json`` next to the
-checkpoint (``_context``: ``weights=context``; ``_on-<data>``: a dataset chosen with ``data=...``).
+Low-shot: ``shots=N`` images per class or ``fraction=f`` of each class, over ``seeds=S`` draws
+(mean ± std; :mod:`jepa_zoo.evaluation.lowshot`). Probe heads are chosen on training images held
+out before the draw. Features are extracted once for every seed (:mod:`jepa_zoo.evaluation.features`).
+
+Prints and writes ``eval_<protocol>[_predictor][_context][_<N>shot|_frac<f>][_on-<data>]_<init>.json``
+next to the checkpoint (for ``timm:`` in the run dir); ``<data>``: the name of ``data.root``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -38,25 +47,6 @@ from jepa_zoo.config import ConfigError
 from jepa_zoo.data.datasets import DataError
 
 log = logging.getLogger("jepa_zoo.eval")
-
-
-@torch.no_grad()
-def extract(encoder: torch.nn.Module, ds: Dataset, batch_size: int, num_workers: int,
-            name: str = "images") -> Tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features ``[M, D]`` and labels ``[M]`` of a dataset, in order (progress logged about
-    every 10 % and at the end)."""
-    feats, labels = [], []
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
-    every, start = max(1, len(loader) // 10), time.perf_counter()
-    log.info("features of %d %s (%d batches) ...", len(ds), name, len(loader))
-    for i, (x, y) in enumerate(loader):
-        feats.append(encoder(x).float())
-        labels.append(y)
-        if (i + 1) % every == 0 and i + 1 < len(loader):
-            log.info("  %d/%d batches, %.0f images/s", i + 1, len(loader),
-                     sum(map(len, labels)) / (time.perf_counter() - start))
-    log.info("features of %d %s: done in %.1f s", len(ds), name, time.perf_counter() - start)
-    return torch.cat(feats), torch.cat(labels)
 
 
 def load_checkpoint(path: Path) -> Dict:
@@ -80,14 +70,29 @@ def _data(cfg: DictConfig) -> Optional[Any]:
         raise ConfigError(f"data.{getattr(e, 'full_key', '') or ''}: {str(e).splitlines()[0]}") from None
 
 
-def load_model(cfg: DictConfig) -> Tuple[Any, Any, Optional[int]]:
-    """(model, its TrainConfig, its step) for ``ckpt=``: a jepa_zoo checkpoint with its own config (its
-    dataset unless ``data=...`` names another), or foreign weights (:mod:`jepa_zoo.weights`, e.g. the
-    official I-JEPA files), which need ``data=...`` (:func:`jepa_zoo.pretrained.load_any`)."""
-    from jepa_zoo.pretrained import load_any
+def _set_on_command_line(keys: Tuple[str, ...]) -> List[str]:
+    """Those of ``keys`` (``data.<key>``) that the command line sets."""
+    if not HydraConfig.initialized():
+        return []
+    task = [o.lstrip("+~") for o in HydraConfig.get().overrides.task]
+    return [k for k in keys if any(o.split("=", 1)[0] == f"data.{k}" for o in task)]
 
-    loaded = load_any(Path(cfg.ckpt), "ckpt", _data(cfg), trained=cfg.init == "trained", need_data=True)
-    return loaded.model, loaded.config, loaded.step
+
+def load_model(cfg: DictConfig) -> Any:
+    """The :class:`jepa_zoo.pretrained.Loaded` model of ``ckpt=``: a jepa_zoo checkpoint with its own
+    config (its dataset unless ``data=...`` names another, then at the checkpoint's resolution and
+    normalisation unless the command sets them), foreign weights (:mod:`jepa_zoo.weights`, e.g. the
+    official I-JEPA files), which need ``data=...``, or ``timm:<model name>``."""
+    from jepa_zoo.pretrained import RESOLUTION, TIMM_PREFIX, load_any, load_timm
+
+    trained, data = cfg.init == "trained", _data(cfg)
+    ckpt = str(cfg.ckpt)
+    if ckpt.startswith(TIMM_PREFIX):
+        return load_timm(ckpt[len(TIMM_PREFIX):], "ckpt", data, cfg.timm_file, trained)
+    if cfg.timm_file:
+        raise ConfigError(f"timm_file: loads into ckpt={TIMM_PREFIX}<model name>, not into ckpt={ckpt}")
+    own = tuple(k for k in RESOLUTION if k not in _set_on_command_line(RESOLUTION))
+    return load_any(Path(ckpt), "ckpt", data, trained=trained, need_data=True, own_resolution=own)
 
 
 PROTOCOLS = ("knn", "linear", "attentive", "finetune")
@@ -111,6 +116,19 @@ def _check_args(cfg: DictConfig) -> None:
         raise ConfigError(f"probe.select_fraction: must be in (0, 1), got {cfg.probe.select_fraction}")
     if cfg.protocol in ("linear", "attentive") and not (cfg.probe.lrs and cfg.probe.wds):
         raise ConfigError("probe.lrs / probe.wds: give at least one value each")
+    if cfg.shots is not None and cfg.fraction is not None:
+        raise ConfigError("shots / fraction: give one of them (images per class, or a fraction of each class)")
+    if cfg.shots is not None and cfg.shots < 1:
+        raise ConfigError(f"shots: must be >= 1 images per class, got {cfg.shots}")
+    if cfg.fraction is not None and not 0 < cfg.fraction <= 1:
+        raise ConfigError(f"fraction: must be in (0, 1], got {cfg.fraction}")
+    if cfg.seeds < 1:
+        raise ConfigError(f"seeds: must be >= 1, got {cfg.seeds}")
+    if cfg.probe.copies < 0:
+        raise ConfigError(f"probe.copies: must be >= 0, got {cfg.probe.copies}")
+    if cfg.probe.copies and not (cfg.protocol == "linear" and cfg.probe.cache):
+        raise ConfigError("probe.copies: augmented feature copies are for the cached linear probe (protocol=linear, "
+                          "probe.cache=true)")
 
 
 def _subset(ds: Dataset, limit: Optional[int], seed: int) -> List[int]:
@@ -130,12 +148,36 @@ def holdout(indices: List[int], fraction: float, seed: int) -> Tuple[List[int], 
     return [indices[i] for i in sorted(order[n_select:])], [indices[i] for i in sorted(order[:n_select])]
 
 
-def run_knn(cfg: DictConfig, encoder: torch.nn.Module, bank_set: Dataset, val_set: Dataset) -> Dict[str, Any]:
+def run_knn(cfg: DictConfig, cache, sets, train_idx: List[int], test_idx: List[int]) -> Dict[str, Any]:
     from jepa_zoo.evaluation.knn import knn_accuracy
 
-    bank, bank_y = extract(encoder, bank_set, cfg.batch_size, cfg.num_workers, "training images (the bank)")
-    queries, query_y = extract(encoder, val_set, cfg.batch_size, cfg.num_workers, "test images (the queries)")
+    bank, bank_y = cache.get("train", sets.train, train_idx, "training images (the bank)")
+    queries, query_y = cache.get("test", sets.test, test_idx, "test images (the queries)")
     return knn_accuracy(bank, bank_y, queries, query_y, ks=list(cfg.knn.k), temperature=cfg.knn.temperature)
+
+
+def run_cached_linear(cfg: DictConfig, cache, sets, augmented: Optional[Dataset], fit_idx: List[int],
+                      select_idx: List[int], test_idx: List[int], seed: int) -> Dict[str, Any]:
+    """The linear grid on cached features: clean training features plus ``probe.copies`` augmented copies."""
+    from jepa_zoo.evaluation.linear_cached import fit_linear_grid
+
+    x, y = cache.get("train", sets.train, fit_idx, "training images")
+    xs, ys = [x], [y]
+    for c in range(cfg.probe.copies):
+        torch.manual_seed(seed + 7919 * (c + 1))  # each copy its own crops and flips, reproducibly
+        xc, yc = cache.get(("augmented", c), augmented, fit_idx, f"training images (augmented copy {c + 1})")
+        xs.append(xc)
+        ys.append(yc)
+    p = cfg.probe
+    select = cache.get("train", sets.train, select_idx, "held-out training images (head selection)")
+    test = cache.get("test", sets.test, test_idx, "test images")
+    start = time.perf_counter()
+    result = fit_linear_grid((torch.cat(xs), torch.cat(ys)), select, test, sets.num_classes, list(p.lrs),
+                             list(p.wds), p.epochs, cfg.batch_size, seed=seed,
+                             min_steps=p.min_steps)
+    log.info("linear heads (%d) trained on %d cached features (%d steps) in %.1f s", len(p.lrs) * len(p.wds),
+             sum(map(len, xs)), result["steps"], time.perf_counter() - start)
+    return result
 
 
 def run_probe(cfg: DictConfig, model, encoder: torch.nn.Module, train_set: Dataset, sets: Dict[str, Dataset],
@@ -222,55 +264,93 @@ def run_finetune(cfg: DictConfig, encoder: torch.nn.Module, train_set: Dataset, 
     return module.results(_fit(cfg, f, module, train_set, sets)["test"])
 
 
-def evaluate(cfg: DictConfig) -> Dict[str, Any]:
-    from jepa_zoo.data.datamodule import JEPADataModule
-    from jepa_zoo.data.views import view_transform
+def _draw(cfg: DictConfig, sets, pool: List[int], seed: int) -> List[int]:
+    from jepa_zoo.evaluation.lowshot import draw
+
+    if cfg.shots is None and cfg.fraction is None:
+        return pool
+    return draw(sets.labels, pool, seed, shots=cfg.shots, fraction=cfg.fraction, class_names=sets.classes)
+
+
+def run_once(cfg: DictConfig, model: Any, encoder: torch.nn.Module, cache, sets, data: Any, pool: List[int],
+             test_idx: List[int], seed: int) -> Tuple[Dict[str, Any], Dict[str, int]]:
+    """One evaluation (one seed's draw): (its result, the image counts)."""
+    from jepa_zoo.evaluation.eval_data import augmented_set
+
+    if cfg.protocol == "knn":  # the bank: clean, centre-cropped training images
+        train_idx = _draw(cfg, sets, pool, seed)
+        return run_knn(cfg, cache, sets, train_idx, test_idx), {"train_images": len(train_idx)}
+    if cfg.protocol == "finetune":
+        train_idx = _draw(cfg, sets, pool, seed)
+        train_set = Subset(augmented_set(data, cfg.probe.crop_scale, seed), train_idx)
+        test = {"test": Subset(sets.test, test_idx)}
+        return run_finetune(cfg, encoder, train_set, test, sets.num_classes), {"train_images": len(train_idx)}
+    fit_pool, select_idx = holdout(pool, cfg.probe.select_fraction, seed)  # held out before a low-shot draw
+    fit_idx = _draw(cfg, sets, fit_pool, seed)
+    counts = {"train_images": len(fit_idx), "select_images": len(select_idx)}
+    if cfg.protocol == "linear" and cfg.probe.cache and cfg.features == "encoder":
+        augmented = augmented_set(data, cfg.probe.crop_scale, seed) if cfg.probe.copies else None
+        return run_cached_linear(cfg, cache, sets, augmented, fit_idx, select_idx, test_idx, seed), counts
+    torch.manual_seed(seed)
+    probe_sets = {"select": Subset(sets.train, select_idx), "test": Subset(sets.test, test_idx)}
+    return run_probe(cfg, model, encoder, Subset(augmented_set(data, cfg.probe.crop_scale, seed), fit_idx), probe_sets,
+                     sets.num_classes), counts
+
+
+def result_tag(cfg: DictConfig, data_name: Optional[str]) -> str:
+    """``<protocol>[_predictor][_context][_<N>shot|_frac<f>][_on-<data>]``: one file per evaluation."""
+    return "_".join([cfg.protocol, *(["predictor"] if cfg.features == "predictor" else []),
+                     *(["context"] if cfg.weights == "context" else []),
+                     *([f"{cfg.shots}shot"] if cfg.shots is not None else []),
+                     *([f"frac{cfg.fraction:g}"] if cfg.fraction is not None else []),
+                     *([f"on-{data_name}"] if data_name else [])])
+
+
+def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None) -> Dict[str, Any]:
+    """Evaluate ``cfg.ckpt`` as ``cfg`` says; write and print the record; return it. ``caches``: the
+    :class:`FeatureCache` of each encoder and dataset seen so far (a suite's entries share them)."""
+    from jepa_zoo.evaluation.eval_data import build_sets, root_name
+    from jepa_zoo.evaluation.features import FeatureCache
+    from jepa_zoo.evaluation.lowshot import summarize
     from jepa_zoo.loggers import quiet_logs
+    from jepa_zoo.pretrained import TIMM_PREFIX
 
     quiet_logs()
     _check_args(cfg)
-    ckpt = Path(cfg.ckpt)
-    model, tc, step = load_model(cfg)
+    loaded = load_model(cfg)
+    model, tc, step = loaded.model, loaded.config, loaded.step
     if cfg.data_root:
         tc.data.root = str(cfg.data_root)
     # weights=context: the online encoder instead of the EMA target (one and the same for LeJEPA)
     encoder = (model.backbone if cfg.weights == "context" else model.eval_encoder).eval()
-
-    d = tc.data
-    clean = JEPADataModule(tc.data, train_transform=None, seed=tc.seed)  # centre crops of every split
-    clean.train_transform = clean.val_transform
-    clean.prepare_data()
-    clean.setup("validate")
-    if clean.val_set is None:
-        raise DataError(f"data.root {tc.data.root} has no validation split '{tc.data.val_split}'")
-    test_set = _subset(clean.val_set, cfg.test_limit, tc.seed + 2)
-    test_set = Subset(clean.val_set, test_set) if len(test_set) < len(clean.val_set) else clean.val_set
-    indices = _subset(clean.train_set, cfg.train_limit, tc.seed)
-    sets: Dict[str, Dataset] = {"test": test_set}
-    if cfg.protocol == "knn":  # the bank: clean, centre-cropped training images
-        train_set = Subset(clean.train_set, indices)
-        result = run_knn(cfg, encoder, train_set, test_set)
-    else:  # heads train on light augmentation (crop + flip) of the images not held out for selection
-        dm = JEPADataModule(tc.data, train_transform=view_transform(
-            d.img_size, list(cfg.probe.crop_scale), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0,
-            mean=d.mean, std=d.std), seed=tc.seed)
-        dm.prepare_data()
-        dm.setup("fit")
-        if cfg.protocol == "finetune":
-            train_set = Subset(dm.train_set, indices)
-            result = run_finetune(cfg, encoder, train_set, sets, clean.num_classes)
-        else:
-            fit_idx, select_idx = holdout(indices, cfg.probe.select_fraction, tc.seed)
-            train_set, sets = Subset(dm.train_set, fit_idx), {"select": Subset(clean.train_set, select_idx), **sets}
-            result = run_probe(cfg, model, encoder, train_set, sets, clean.num_classes)
-    # one file per evaluation: the encoder (weights=context) and another dataset (data=...) are in the name
-    tag = "_".join([cfg.protocol, *(["predictor"] if cfg.features == "predictor" else []),
-                    *(["context"] if cfg.weights == "context" else []),
-                    *([f"on-{tc.data.name}"] if cfg.get("data") is not None else [])])
-    record = {"ckpt": str(ckpt), "protocol": cfg.protocol, "features": cfg.features, "init": cfg.init,
-              "weights": cfg.weights, "step": step, "train_images": len(train_set), "queries": len(test_set),
-              **({"select_images": len(sets["select"])} if "select" in sets else {}), "unit": "percent", **result}
-    out = ckpt.parent / f"eval_{tag}_{cfg.init}.json"
+    data, sets = build_sets(tc.data, tc.seed)
+    ckpt = str(cfg.ckpt)
+    timm = ckpt.startswith(TIMM_PREFIX)
+    init = "random" if timm and not cfg.timm_file else cfg.init  # a stock timm model without weights
+    log.info("evaluating at %d px (mean %s, std %s) on %d training and %d test images, %d classes", data.img_size,
+             list(data.mean), list(data.std), len(sets.train), len(sets.test), sets.num_classes)
+    # the random init of a jepa_zoo checkpoint is its method, backbone and seed: one key for the baseline
+    init_key = hashlib.sha1(json.dumps([tc.method.name, asdict(tc.backbone), tc.seed, cfg.weights, init],
+                                       sort_keys=True, default=str).encode()).hexdigest()[:16]
+    same_images = (data.name, data.root, data.train_split, data.val_split, data.img_size, tuple(data.mean),
+                   tuple(data.std), data.eval_crop_ratio)
+    key = (init_key if init == "random" else (ckpt, cfg.weights), same_images)
+    caches = {} if caches is None else caches
+    cache = caches.setdefault(key, FeatureCache(encoder, cfg.batch_size, cfg.num_workers))
+    pool = _subset(sets.train, cfg.train_limit, tc.seed)
+    test_idx = _subset(sets.test, cfg.test_limit, tc.seed + 2)
+    runs = [run_once(cfg, model, encoder, cache, sets, data, pool, test_idx, tc.seed + 1000 * s)
+            for s in range(cfg.seeds)]
+    result = runs[0][0] if cfg.seeds == 1 else summarize([r for r, _ in runs])
+    tag = result_tag(cfg, root_name(data) if cfg.get("data") is not None else None)
+    record = {"ckpt": ckpt, "protocol": cfg.protocol, "features": cfg.features, "init": init,
+              "weights": cfg.weights, "step": step, **runs[0][1], "queries": len(test_idx),
+              "data": root_name(data), "split": sets.split, "img_size": data.img_size,
+              **({"shots": cfg.shots} if cfg.shots is not None else {}),
+              **({"fraction": cfg.fraction} if cfg.fraction is not None else {}),
+              **({"seeds": cfg.seeds} if cfg.seeds > 1 else {}), "init_key": init_key, "unit": "percent", **result}
+    where = Path(HydraConfig.get().runtime.output_dir) if timm and HydraConfig.initialized() else Path(ckpt).parent
+    out = where / f"eval_{tag}_{init}.json"
     try:
         out.write_text(json.dumps(record, indent=2) + "\n")
     except OSError as e:
@@ -278,7 +358,8 @@ def evaluate(cfg: DictConfig) -> Dict[str, Any]:
         raise ConfigError(f"ckpt: cannot write {out} beside the checkpoint ({e.strerror}); the result is printed "
                           "above") from None
     print(json.dumps(record))
-    return result
+    record["file"] = str(out)
+    return record
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
@@ -289,7 +370,12 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(hc.runtime.output_dir)
     fresh = is_fresh(out_dir)
     try:
-        evaluate(cfg)
+        if cfg.get("suite") is not None:
+            from jepa_zoo.suite import run_suite
+
+            run_suite(cfg, evaluate)
+        else:
+            evaluate(cfg)
     except (ConfigError, DataError) as e:
         log.error("%s: %s", type(e).__name__, e)
         if fresh:  # a refused evaluation leaves no run dir behind

@@ -7,9 +7,9 @@ with its encoder, target encoder and predictor), and loads every part it holds, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from torch import Tensor
 
@@ -148,13 +148,55 @@ class Loaded:
     format: str  # "jepa_zoo" or a jepa_zoo.weights format name
 
 
+RESOLUTION = ("img_size", "mean", "std")
+
+
+def at_resolution(data: DataConfig, own: DataConfig, fields: Sequence[str] = RESOLUTION) -> DataConfig:
+    """``data`` with the checkpoint's own image size and normalisation (``own``: its training data, or
+    for foreign weights their image size and ImageNet's statistics) in ``fields``."""
+    return replace(data, **{f: getattr(own, f) for f in fields})
+
+
+TIMM_PREFIX = "timm:"
+
+
+def load_timm(name: str, key: str, data: Optional[DataConfig], weights: Optional[Path] = None,
+              trained: bool = True) -> "Loaded":
+    """``<key>=timm:<model name>``: a stock timm architecture (random init: timm's own initialisation
+    under the run seed), or with ``weights`` a local timm state dict / safetensors file loaded into it.
+    A LeJEPA module holds it (its projector unused), so every protocol finds ``eval_encoder``."""
+    import torch
+
+    from jepa_zoo.methods import build_model
+    from jepa_zoo.methods.lejepa import LeJEPAConfig
+    from jepa_zoo.weights import load_file, read_imported, timm_weights
+
+    if data is None:
+        raise ConfigError(f"data: {key}={TIMM_PREFIX}{name} names no dataset; choose one: data=cifar10 "
+                          "data.root=<folder> (or data=folder / data=imagenet ...)")
+    try:
+        backbone = BackboneConfig(kind="timm", name=name, img_size=data.img_size)
+    except ConfigError as e:
+        raise ConfigError(f"{key}: {str(e).partition(': ')[2]}") from None
+    tc = TrainConfig(method=LeJEPAConfig(), backbone=backbone, data=data, masking=MaskingConfig(name="none"))
+    torch.manual_seed(tc.seed)
+    model = build_model(tc)
+    if weights is not None and trained:
+        imported = read_imported(Path(weights), "timm_file", load_file(Path(weights), "timm_file", mmap=True))
+        if imported.format != timm_weights.NAME:
+            raise ConfigError(f"timm_file: {weights} holds {imported.format} weights, not a timm state dict")
+        timm_weights.load_into(model.backbone, imported.encoder, load_part, "timm_file")
+    return Loaded(model, tc, None, "timm")
+
+
 def load_any(path: Path, key: str, data: Optional[DataConfig] = None, trained: bool = True,
-             need_data: bool = False) -> Loaded:
+             need_data: bool = False, own_resolution: Sequence[str] = ()) -> Loaded:
     """The model of ``path``: a jepa_zoo ``.ckpt`` (its own config; its dataset unless ``data``), or
     foreign weights (:mod:`jepa_zoo.weights`; at ``data``'s image size, else the weights' own).
     ``trained=False`` keeps the seeded initialisation (the random-init baseline); ``need_data``: foreign
-    weights without ``data`` are refused (evaluation needs a dataset; they name none).  The file is
-    memory-mapped: a released file's optimiser state stays on disk."""
+    weights without ``data`` are refused (evaluation needs a dataset; they name none);
+    ``own_resolution``: the fields of ``data`` (of ``RESOLUTION``) that take the checkpoint's own
+    values (:func:`at_resolution`; the evaluation leaves out those the command sets). The file is memory-mapped: a released file's optimiser state stays on disk."""
     from jepa_zoo.config import validate_saved
     from jepa_zoo.methods import build_model
     from jepa_zoo.weights import load_file, read_imported
@@ -164,7 +206,8 @@ def load_any(path: Path, key: str, data: Optional[DataConfig] = None, trained: b
     saved = (state.get("hyper_parameters") or {}).get("cfg") if isinstance(state, dict) else None
     if isinstance(saved, dict):
         tc = validate_saved(saved)
-        tc.data = data or tc.data
+        if data is not None:
+            tc.data = at_resolution(data, tc.data, own_resolution)
         model = build_model(tc, num_classes=state["hyper_parameters"].get("num_classes"))
         if trained:
             model.load_state_dict(state["state_dict"])
@@ -172,10 +215,14 @@ def load_any(path: Path, key: str, data: Optional[DataConfig] = None, trained: b
     imported = read_imported(path, key, state)
     if imported.format != "official-ijepa":
         raise ConfigError(f"{key}: {path} is {imported.format} weights: a backbone without a method; "
-                          f"start a run from them with init_from= instead")
+                          f"start a run from them with init_from= instead"
+                          + (f", or evaluate it with {key}={TIMM_PREFIX}<model name> timm_file={path}"
+                             if key == "ckpt" else ""))
     if need_data and data is None:
         raise ConfigError(f"data: {path} holds {imported.format} weights, which name no dataset; choose one: "
                           "data=imagenet data.root=<folder with train/ and val/> (or data=cifar10 / data=folder ...)")
+    if data is not None:
+        data = at_resolution(data, DataConfig(name="fake", img_size=imported.arch["img_size"]), own_resolution)
     tc = train_config(imported, data)
     model = build_model(tc)
     if trained:

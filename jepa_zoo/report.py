@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from hydra.errors import OverrideParseException
 
 from jepa_zoo.report_plots import LOSS, MISSING, num as _num, write_plots
+from jepa_zoo.report_sections import loss_correlation, suite_sections
 from jepa_zoo.runs import PATH_KEYS, SUMMARY, read_summary, swept_keys
 
 EXCLUDED_KEYS = PATH_KEYS  # paths and resume=auto: not hyperparameters
@@ -316,6 +317,11 @@ def table(runs: Sequence[Run], swept: Sequence[str], metrics: Sequence[str], dig
     return header, rows
 
 
+def _lambd(run: Run) -> Optional[float]:
+    """A run's LeJEPA λ (``method.lambd``), or None."""
+    return _num(run.overrides.get("method.lambd") or config_value(run.path, "method.lambd"))
+
+
 def to_markdown(root: Path, runs: Sequence[Run], swept, fixed: Dict[str, str], metrics) -> str:
     """The Markdown report: sweep dir, fixed overrides, table."""
     header, rows = table(runs, swept, metrics)
@@ -360,6 +366,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     requested = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     metrics = select_metrics(runs, requested)
     md, csv_text = to_markdown(root, runs, swept, fixed, metrics), to_csv(runs, swept, metrics)
+    sections = [*loss_correlation(runs, select_metrics(runs), _lambd), *suite_sections(root)]
+    md += "\n".join(sections) + "\n" if sections else ""  # each section starts with a blank line
     out = args.out or root
     try:
         out.mkdir(parents=True, exist_ok=True)

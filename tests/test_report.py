@@ -147,10 +147,18 @@ def test_small_helpers():
     assert report.fmt(50000.0) == "50000" and report.fmt(2.0e7) == "2e+07" and report.fmt(0.1, None) == "0.1"
 
 
-def _md_rows(md: str):
-    rows = [[c.strip() for c in line.strip().strip("|").split(" | ")]
-            for line in md.splitlines() if line.startswith("|")]
-    return rows[0], rows[2:]
+def _md_rows(md: str, table: int = 0):
+    """(header, rows) of the ``table``-th Markdown table of ``md``."""
+    tables, current = [], None
+    for line in md.splitlines():
+        if line.startswith("|"):
+            if current is None:
+                current = []
+                tables.append(current)
+            current.append([c.strip() for c in line.strip().strip("|").split(" | ")])
+        else:
+            current = None
+    return tables[table][0], tables[table][2:]
 
 
 def test_main_writes_report_and_plots(sweep, tmp_path, capsys):
@@ -169,6 +177,10 @@ def test_main_writes_report_and_plots(sweep, tmp_path, capsys):
         ["3_method.lambd=0.05,seed=10", "failed", "yes", "19", "0.05", "10", "22.5", "–", "2.7"],
         ["0_method.lambd=0.1,seed=2", "finished", "yes", "29", "0.1", "2", "35.25", "0.1235", "1.5"],
     ]
+    # the loss as a selection signal: the three runs with a loss and a kNN accuracy rank inversely
+    # (loss 1.5 < 2.2 < 2.7, kNN 35.25 > 25 > 22.5); probe/val_acc has two such runs: no row
+    assert "## Training loss as a model-selection signal" in md
+    assert _md_rows(md, 1)[1] == [["val/knn_top1", "3", "-1.000", "-1.000"]]
     with open(out / "report.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert [r["run"] for r in table] == ORDER

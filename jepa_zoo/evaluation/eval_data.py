@@ -1,0 +1,134 @@
+"""The datasets of one evaluation: clean training images, augmented ones, the test split.
+
+Any data group of training works (folder, tar archives, CIFAR-10, ImageNet
+layout). The test split is ``data.val_split`` when the dataset has it, else the
+first of ``test``, ``val``, ``validation`` that it has (logged: "evaluating on
+split ..."). Images are converted to RGB by the loaders (greyscale, RGBA,
+palette) and resized to the evaluation resolution (the short side to
+``img_size / eval_crop_ratio``, then a centre crop).
+
+Refused, each in one line (``DataError``, exit 2): unlabelled images, fewer
+than two classes, an empty split, a test split whose class folders differ from
+the training split's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+from torch.utils.data import Dataset, Subset
+
+from jepa_zoo.data.datasets import DataError, find_split, resolve_root
+from jepa_zoo.data.schema import DataConfig
+
+log = logging.getLogger("jepa_zoo.eval")
+
+TEST_SPLITS = ("test", "val", "validation")
+
+
+def find_test_split(data: DataConfig) -> DataConfig:
+    """``data`` with ``val_split`` set to the split this evaluation reports on (logged)."""
+    if data.name not in ("folder", "imagenet"):
+        return data
+    root = resolve_root(data.root, data.cache_dir)
+    wanted = [s for s in (data.val_split, *TEST_SPLITS) if s]
+    found = next((s for s in wanted if find_split(root, s) is not None), None)
+    if found is None:
+        raise DataError(f"data.root {root} has no test split: looked for {', '.join(dict.fromkeys(wanted))}/ "
+                        "(data.val_split=<folder> names another one)")
+    log.info("evaluating on split '%s' of %s%s", found, root,
+             "" if found == data.val_split else f" (data.val_split={data.val_split} is not there)")
+    return replace(data, val_split=found)
+
+
+def labels_of(ds: Dataset) -> List[int]:
+    """Every label of ``ds`` without decoding its images where the dataset lists them (ImageFolder,
+    torchvision's CIFAR-10; through ``Subset`` and the unreadable-image wrapper); else read."""
+    if isinstance(ds, Subset):
+        inner = labels_of(ds.dataset)
+        return [inner[i] for i in ds.indices]
+    inner = getattr(ds, "ds", None)  # SkipUnreadable
+    if isinstance(inner, Dataset):
+        return labels_of(inner)
+    targets = getattr(ds, "targets", None)
+    if targets is not None:
+        return [int(t) for t in targets]
+    if hasattr(ds, "files"):  # FlatImageDataset: no class folders
+        return [-1] * len(ds)
+    return [int(ds[i][1]) for i in range(len(ds))]
+
+
+@dataclass
+class EvalSets:
+    train: Dataset              # clean centre crops (the kNN bank, cached probe features, head selection)
+    test: Dataset               # the test split, clean (a seeded subset with test_limit)
+    labels: List[int]           # of every training image
+    num_classes: int
+    classes: Sequence[str]
+    split: Optional[str]        # the test split's folder name (None: CIFAR-10 / fake)
+
+
+def check_labels(train: Dataset, test: Dataset, labels: Sequence[int], root: Optional[str]) -> int:
+    """The number of classes; refuses unlabelled data, one class, an empty split, differing class folders."""
+    where = root or "the dataset"
+    if len(train) == 0:
+        raise DataError(f"{where}: the training split is empty")
+    if len(test) == 0:
+        raise DataError(f"{where}: the test split is empty")
+    if any(y < 0 for y in labels):
+        raise DataError(f"{where}: the training images are not in class folders (root/<class>/*.jpg); "
+                        "evaluation needs labels")
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise DataError(f"{where}: the training split has {len(classes)} class; classification needs at least 2")
+    a, b = list(getattr(train, "classes", []) or []), list(getattr(test, "classes", []) or [])
+    if a and b and a != b:
+        only_train, only_test = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+        raise DataError(f"{where}: the training and test splits have different classes (only in training: "
+                        f"{only_train or '-'}; only in test: {only_test or '-'})")
+    return len(a) if a else max(classes) + 1
+
+
+def root_name(data: DataConfig) -> str:
+    """A short name of the dataset for file names and tables: a folder's (or archive's) name, else the
+    group name (cifar10, imagenet, fake)."""
+    if data.name != "folder" or not data.root:
+        return data.name
+    stem = Path(str(data.root)).name
+    for ext in (".tar.gz", ".tgz", ".tar"):
+        stem = stem[: -len(ext)] if stem.endswith(ext) else stem
+    return stem
+
+
+def build_sets(data: DataConfig, seed: int) -> Tuple[DataConfig, EvalSets]:
+    """(``data`` with its test split found, the clean training and test sets with their labels)."""
+    from jepa_zoo.data.datamodule import JEPADataModule
+
+    data = find_test_split(data)
+    clean = JEPADataModule(data, train_transform=None, seed=seed)  # centre crops of every split
+    clean.train_transform = clean.val_transform
+    clean.prepare_data()
+    clean.setup("validate")
+    if clean.val_set is None:
+        raise DataError(f"data.root {data.root} has no test split '{data.val_split}'")
+    labels = labels_of(clean.train_set)
+    num_classes = check_labels(clean.train_set, clean.val_set, labels, data.root)
+    num_classes = data.num_classes or num_classes
+    return data, EvalSets(clean.train_set, clean.val_set, labels, num_classes,
+                          list(getattr(clean.train_set, "classes", []) or []), data.val_split)
+
+
+def augmented_set(data: DataConfig, crop_scale: Sequence[float], seed: int) -> Dataset:
+    """The training images with the probes' light augmentation (random-resized crop + flip)."""
+    from jepa_zoo.data.datamodule import JEPADataModule
+    from jepa_zoo.data.views import view_transform
+
+    dm = JEPADataModule(data, train_transform=view_transform(
+        data.img_size, list(crop_scale), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0,
+        mean=data.mean, std=data.std), seed=seed)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm.train_set

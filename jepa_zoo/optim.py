@@ -32,6 +32,24 @@ def cosine_ramp(step: int, total_steps: int, start: float, end: float) -> float:
     return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def time_horizon(step: int, elapsed: float, budget: float, planned: float,
+                 since: Tuple[int, float] = (0, 0.0)) -> float:
+    """The optimiser steps a time-budgeted run's schedules anneal over (``trainer.max_time``).
+
+    At the pace measured since ``since = (step₀, elapsed₀)`` (this launch's first step: its start-up
+    is left out), ``p = (step − step₀) / (elapsed − elapsed₀)`` steps a second, the budget holds
+    ``T = step + p · (budget − elapsed)`` steps. With ``step₀ = 0`` a schedule's progress ``step / T``
+    is exactly the budget spent, ``(elapsed − elapsed₀) / (budget − elapsed₀)``: it only grows, and
+    ``T`` reaches ``step`` when the time runs out, so a cosine to ``T`` ends annealed whatever the
+    machine's speed. Capped by ``planned`` (the steps ``max_steps`` / ``max_epochs`` allow, possibly
+    infinite) and at least ``step + 1``; ``planned`` (or ``step + 1``) before a step has been timed."""
+    s0, e0 = since
+    if step <= s0 or elapsed <= e0:
+        return float(max(planned, step + 1)) if math.isfinite(planned) else float(step + 1)
+    estimate = step + (step - s0) / (elapsed - e0) * max(budget - elapsed, 0.0)
+    return max(min(estimate, planned), step + 1.0)
+
+
 def decay_split(named_params: Iterable[Tuple[str, nn.Parameter]]) -> Tuple[List[nn.Parameter], List[nn.Parameter]]:
     """(decay, no_decay): biases, norm weights (ndim ≤ 1) and position/mask/class tokens get no decay."""
     decay, no_decay = [], []

@@ -30,7 +30,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from jepa_zoo.config import ConfigError, TrainConfig, validate_saved
 from jepa_zoo.models.backbones import build_backbone
 from jepa_zoo.models.heads import linear_probe
-from jepa_zoo.optim import cosine_ramp, param_groups, warmup_cosine
+from jepa_zoo.optim import cosine_ramp, param_groups, time_horizon, warmup_cosine
 
 
 def check_input_sizes(backbone: nn.Module, cfg: TrainConfig, sizes: Dict[str, int]) -> None:
@@ -235,7 +235,7 @@ class JEPAModule(L.LightningModule):
     def _schedule_lengths(self) -> Tuple[int, int]:
         if self.fixed_schedule is not None:
             return self.fixed_schedule
-        total = int(self.trainer.estimated_stepping_batches)
+        total = self.total_steps
         o = self.cfg.method.optim
         if o.warmup_steps is not None:
             return total, min(o.warmup_steps, total)
@@ -246,13 +246,50 @@ class JEPAModule(L.LightningModule):
         return total, min(round(o.warmup_epochs * per_epoch), total)
 
     @property
-    def total_steps(self) -> int:
-        """Optimiser steps of the whole run (the horizon of every schedule)."""
+    def total_steps(self) -> float:
+        """Optimiser steps of the whole run (the horizon of every schedule): the steps ``max_steps`` /
+        ``max_epochs`` allow, or under ``trainer.max_time`` the steps the time budget allows at the
+        run's pace (:func:`jepa_zoo.optim.time_horizon`, fixed for each step at its start; not a
+        whole number)."""
         if self.fixed_schedule is not None:
             return self.fixed_schedule[0]
-        return int(self.trainer.estimated_stepping_batches)
+        if self._horizon is not None:
+            return self._horizon
+        planned = float(self.trainer.estimated_stepping_batches)
+        if not math.isfinite(planned):  # max_epochs=-1: only max_time ends the run
+            budget = self._time_budget()
+            if budget is None:
+                raise ConfigError("trainer: max_steps=-1 with max_epochs=-1 and no max_time never ends, and "
+                                  "the schedules need an end; set one of them")
+            return time_horizon(self.global_step, budget[0], budget[1], planned, self._launch_start or (0, 0.0))
+        return int(planned)
+
+    _horizon: Optional[float] = None
+    _launch_start: Optional[Tuple[int, float]] = None
+
+    def _time_budget(self) -> Optional[Tuple[float, float]]:
+        """(training seconds spent, the budget) under ``trainer.max_time`` (Lightning's Timer, whose
+        elapsed time a checkpoint keeps), rank 0's clock on every process; None without a budget."""
+        from lightning.pytorch.callbacks import Timer
+
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        remaining = timer.time_remaining("train") if timer is not None else None
+        if remaining is None:
+            return None
+        elapsed = timer.time_elapsed("train")
+        budget = elapsed + remaining
+        if self.trainer.world_size > 1:  # one LR on every process
+            elapsed, budget = self.trainer.strategy.broadcast((elapsed, budget), 0)
+        return elapsed, budget
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        budget = self._time_budget() if self.fixed_schedule is None else None
+        if budget is not None:
+            if self._launch_start is None:  # the pace is measured from this launch's first step
+                self._launch_start = (self.global_step, budget[0])
+            self._horizon = time_horizon(self.global_step, budget[0], budget[1],
+                                         float(self.trainer.estimated_stepping_batches), self._launch_start)
+            self.log("train/horizon", self._horizon)
         o = self.cfg.method.optim
         if o.final_weight_decay is None:
             return
@@ -278,8 +315,10 @@ class JEPAModule(L.LightningModule):
         o = self.cfg.method.optim
         groups = param_groups(self, o.weight_decay, exclude=("probe.", "target_encoder."))
         lambdas = []
-        total, warmup = self._schedule_lengths()
-        encoder_sched = lambda s: warmup_cosine(s, total, warmup, o.final_lr_ratio, o.warmup_start_ratio)  # noqa: E731
+        _, warmup = self._schedule_lengths()
+        # the horizon is read at every step: under trainer.max_time it is the time budget's
+        encoder_sched = lambda s: warmup_cosine(s, self.total_steps, warmup, o.final_lr_ratio,  # noqa: E731
+                                                o.warmup_start_ratio)
         lambdas += [encoder_sched] * len(groups)
         if self.probe is not None:
             p = self.cfg.method.probe

@@ -39,9 +39,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch import Callback
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from jepa_zoo.config import ConfigError
 from jepa_zoo.data.datasets import DataError
@@ -70,19 +69,23 @@ def _data(cfg: DictConfig) -> Optional[Any]:
         raise ConfigError(f"data.{getattr(e, 'full_key', '') or ''}: {str(e).splitlines()[0]}") from None
 
 
-def _set_on_command_line(keys: Tuple[str, ...]) -> List[str]:
-    """Those of ``keys`` (``data.<key>``) that the command line sets."""
-    if not HydraConfig.initialized():
-        return []
-    task = [o.lstrip("+~") for o in HydraConfig.get().overrides.task]
-    return [k for k in keys if any(o.split("=", 1)[0] == f"data.{k}" for o in task)]
+def command_overrides() -> List[str]:
+    """The command line's overrides (``key=value``), as Hydra recorded them; none outside Hydra."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def load_model(cfg: DictConfig) -> Any:
+def _set_by(overrides: List[str], keys: Tuple[str, ...]) -> List[str]:
+    """Those of ``keys`` (``data.<key>``) that ``overrides`` set."""
+    names = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    return [k for k in keys if f"data.{k}" in names]
+
+
+def load_model(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Any:
     """The :class:`jepa_zoo.pretrained.Loaded` model of ``ckpt=``: a jepa_zoo checkpoint with its own
     config (its dataset unless ``data=...`` names another, then at the checkpoint's resolution and
     normalisation unless the command sets them), foreign weights (:mod:`jepa_zoo.weights`, e.g. the
-    official I-JEPA files), which need ``data=...``, or ``timm:<model name>``."""
+    official I-JEPA files), which need ``data=...``, or ``timm:<model name>``. ``overrides``: the
+    evaluation's overrides (a suite entry's; default: the command line's)."""
     from jepa_zoo.pretrained import RESOLUTION, TIMM_PREFIX, load_any, load_timm
 
     trained, data = cfg.init == "trained", _data(cfg)
@@ -91,14 +94,33 @@ def load_model(cfg: DictConfig) -> Any:
         return load_timm(ckpt[len(TIMM_PREFIX):], "ckpt", data, cfg.timm_file, trained)
     if cfg.timm_file:
         raise ConfigError(f"timm_file: loads into ckpt={TIMM_PREFIX}<model name>, not into ckpt={ckpt}")
-    own = tuple(k for k in RESOLUTION if k not in _set_on_command_line(RESOLUTION))
+    given = _set_by(command_overrides() if overrides is None else overrides, RESOLUTION)
+    own = tuple(k for k in RESOLUTION if k not in given)
     return load_any(Path(ckpt), "ckpt", data, trained=trained, need_data=True, own_resolution=own)
 
 
 PROTOCOLS = ("knn", "linear", "attentive", "finetune")
 
 
+INTEGERS = ("train_limit", "test_limit", "shots", "seeds", "batch_size", "num_workers", "probe.epochs",
+            "probe.min_steps", "probe.copies", "probe.max_steps", "finetune.epochs", "finetune.max_steps")
+NUMBERS = ("fraction", "probe.select_fraction", "knn.temperature")
+
+
+def _check_types(cfg: DictConfig) -> None:
+    """A key that takes a whole number (or a number) given something else: one line naming it."""
+    from omegaconf import OmegaConf
+
+    for keys, kind, ok in ((INTEGERS, "a whole number", lambda v: isinstance(v, int)),
+                           (NUMBERS, "a number", lambda v: isinstance(v, (int, float)))):
+        for key in keys:
+            value = OmegaConf.select(cfg, key, default=None)
+            if value is not None and (isinstance(value, bool) or not ok(value)):
+                raise ConfigError(f"{key}: must be {kind} or null, got {value!r}")
+
+
 def _check_args(cfg: DictConfig) -> None:
+    _check_types(cfg)
     if cfg.protocol not in PROTOCOLS:
         raise ConfigError(f"protocol: {cfg.protocol!r} is not available; allowed: {', '.join(PROTOCOLS)}")
     if cfg.weights not in ("target", "context"):
@@ -165,7 +187,8 @@ def run_cached_linear(cfg: DictConfig, cache, sets, augmented: Optional[Dataset]
     xs, ys = [x], [y]
     for c in range(cfg.probe.copies):
         torch.manual_seed(seed + 7919 * (c + 1))  # each copy its own crops and flips, reproducibly
-        xc, yc = cache.get(("augmented", c), augmented, fit_idx, f"training images (augmented copy {c + 1})")
+        xc, yc = cache.get(("augmented", c, tuple(cfg.probe.crop_scale)), augmented, fit_idx,
+                           f"training images (augmented copy {c + 1})")
         xs.append(xc)
         ys.append(yc)
     p = cfg.probe
@@ -180,90 +203,6 @@ def run_cached_linear(cfg: DictConfig, cache, sets, augmented: Optional[Dataset]
     return result
 
 
-def run_probe(cfg: DictConfig, model, encoder: torch.nn.Module, train_set: Dataset, sets: Dict[str, Dataset],
-              num_classes: int) -> Dict[str, Any]:
-    """Train a grid of linear / attentive heads (and, with ``features=predictor``, the predictor);
-    the head is chosen on ``sets["select"]`` (held out from the training images) and reported on
-    ``sets["test"]``."""
-    from jepa_zoo.evaluation.probes import ProbeModule
-
-    predictor = None
-    if cfg.features == "predictor":
-        from jepa_zoo.models.predictor import Predictor
-
-        predictor = getattr(model, "predictor", None)
-        if not isinstance(predictor, Predictor):
-            raise ConfigError(f"features: method {model.cfg.method.name} has no JEPA predictor "
-                              f"(jepa_zoo.models.predictor.Predictor) to put before the head")
-        predictor.train()
-    p = cfg.probe
-    probe = ProbeModule(encoder, num_classes, cfg.protocol, lrs=list(p.lrs), wds=list(p.wds),
-                        predictor=predictor, predictor_lr=p.predictor_lr, num_heads=p.num_heads)
-    scores = _fit(cfg, p, probe, train_set, sets)
-    return probe.results(scores["select"], scores["test"])
-
-
-class EpochLog(Callback):
-    """One log line per training epoch of a head / fine-tuning (the bar is off by default)."""
-
-    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        self.start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        loss = trainer.callback_metrics.get("train/loss")
-        log.info("  epoch %d/%d: %d steps, train/loss %s, %.1f s", trainer.current_epoch + 1, trainer.max_epochs,
-                 trainer.global_step, f"{float(loss):.4f}" if loss is not None else "-", time.perf_counter() - self.start)
-
-
-def _fit(cfg: DictConfig, schedule: DictConfig, module, train_set: Dataset, sets: Dict[str, Dataset]) -> Dict:
-    """Train ``module`` (``schedule``: epochs, max_steps, precision), then validate it on each of
-    ``sets``; ``{name: the metrics logged on it}``.  The batch is at most the training set's size
-    (the loader drops a last partial batch), and a fit in which no step ran is refused."""
-    import warnings
-
-    import lightning as L
-
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen encoder, on purpose
-    warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
-    batch = min(cfg.batch_size, len(train_set))
-    if batch < cfg.batch_size:
-        log.info("batch_size: %d training images, so batches of %d (not %d)", len(train_set), batch, cfg.batch_size)
-    loader = dict(batch_size=batch, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
-    trainer = L.Trainer(
-        max_epochs=schedule.epochs, max_steps=schedule.max_steps if schedule.max_steps is not None else -1,
-        precision=schedule.precision, logger=False, enable_checkpointing=False, enable_progress_bar=cfg.progress_bar,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[EpochLog()],
-        default_root_dir=str(Path(HydraConfig.get().runtime.output_dir)) if HydraConfig.initialized() else None,
-    )
-    log.info("training for %d epoch(s) of %d batches on %d images%s ...", schedule.epochs, len(train_set) // batch,
-             len(train_set), "" if cfg.progress_bar else " (progress_bar=true shows a bar)")
-    trainer.fit(module, DataLoader(train_set, shuffle=True, drop_last=True, **loader))
-    if trainer.global_step == 0:
-        raise DataError(f"no training step ran ({len(train_set)} training images, batch {batch}): no result written")
-    log.info("trained %d steps on %d images; validating on %s", trainer.global_step, len(train_set),
-             ", ".join(f"{k} ({len(v)} images)" for k, v in sets.items()))
-    out = {}
-    trainer.limit_val_batches = 1.0  # off during fit: the sets are validated once, here
-    for name, ds in sets.items():
-        (out[name],) = trainer.validate(module, DataLoader(ds, **{**loader, "batch_size": cfg.batch_size}),
-                                        verbose=False)
-    return out
-
-
-def run_finetune(cfg: DictConfig, encoder: torch.nn.Module, train_set: Dataset, sets: Dict[str, Dataset],
-                 num_classes: int) -> Dict[str, Any]:
-    """Fine-tune the evaluation encoder end to end with a linear head."""
-    from jepa_zoo.evaluation.finetune import FinetuneModule
-
-    f = cfg.finetune
-    try:
-        module = FinetuneModule(encoder, num_classes, lr=f.lr, weight_decay=f.weight_decay,
-                                layer_decay=f.layer_decay, label_smoothing=f.label_smoothing)
-    except ValueError as e:
-        raise ConfigError(f"finetune: {e}") from None
-    return module.results(_fit(cfg, f, module, train_set, sets)["test"])
-
-
 def _draw(cfg: DictConfig, sets, pool: List[int], seed: int) -> List[int]:
     from jepa_zoo.evaluation.lowshot import draw
 
@@ -276,6 +215,7 @@ def run_once(cfg: DictConfig, model: Any, encoder: torch.nn.Module, cache, sets,
              test_idx: List[int], seed: int) -> Tuple[Dict[str, Any], Dict[str, int]]:
     """One evaluation (one seed's draw): (its result, the image counts)."""
     from jepa_zoo.evaluation.eval_data import augmented_set
+    from jepa_zoo.evaluation.trained import run_finetune, run_probe
 
     if cfg.protocol == "knn":  # the bank: clean, centre-cropped training images
         train_idx = _draw(cfg, sets, pool, seed)
@@ -297,18 +237,21 @@ def run_once(cfg: DictConfig, model: Any, encoder: torch.nn.Module, cache, sets,
                      sets.num_classes), counts
 
 
-def result_tag(cfg: DictConfig, data_name: Optional[str]) -> str:
-    """``<protocol>[_predictor][_context][_<N>shot|_frac<f>][_on-<data>]``: one file per evaluation."""
+def result_tag(cfg: DictConfig, data_name: Optional[str], img_size: Optional[int] = None) -> str:
+    """``<protocol>[_predictor][_context][_<N>shot|_frac<f>][_on-<data>][_<S>px]``: one file per
+    evaluation (``_<S>px``: a resolution the command chose)."""
     return "_".join([cfg.protocol, *(["predictor"] if cfg.features == "predictor" else []),
                      *(["context"] if cfg.weights == "context" else []),
                      *([f"{cfg.shots}shot"] if cfg.shots is not None else []),
                      *([f"frac{cfg.fraction:g}"] if cfg.fraction is not None else []),
-                     *([f"on-{data_name}"] if data_name else [])])
+                     *([f"on-{data_name}"] if data_name else []), *([f"{img_size}px"] if img_size else [])])
 
 
-def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None) -> Dict[str, Any]:
+def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
+             overrides: Optional[List[str]] = None) -> Dict[str, Any]:
     """Evaluate ``cfg.ckpt`` as ``cfg`` says; write and print the record; return it. ``caches``: the
-    :class:`FeatureCache` of each encoder and dataset seen so far (a suite's entries share them)."""
+    :class:`FeatureCache` of each encoder and dataset seen so far (a suite's entries share them);
+    ``overrides``: those that made ``cfg`` (a suite entry's; default: the command line's)."""
     from jepa_zoo.evaluation.eval_data import build_sets, root_name
     from jepa_zoo.evaluation.features import FeatureCache
     from jepa_zoo.evaluation.lowshot import summarize
@@ -317,7 +260,8 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None) -> Dict[s
 
     quiet_logs()
     _check_args(cfg)
-    loaded = load_model(cfg)
+    overrides = command_overrides() if overrides is None else overrides
+    loaded = load_model(cfg, overrides)
     model, tc, step = loaded.model, loaded.config, loaded.step
     if cfg.data_root:
         tc.data.root = str(cfg.data_root)
@@ -335,14 +279,15 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None) -> Dict[s
     same_images = (data.name, data.root, data.train_split, data.val_split, data.img_size, tuple(data.mean),
                    tuple(data.std), data.eval_crop_ratio)
     key = (init_key if init == "random" else (ckpt, cfg.weights), same_images)
-    caches = {} if caches is None else caches
+    caches = {} if caches is None or cfg.protocol == "finetune" else caches  # fine-tuning changes the encoder
     cache = caches.setdefault(key, FeatureCache(encoder, cfg.batch_size, cfg.num_workers))
     pool = _subset(sets.train, cfg.train_limit, tc.seed)
     test_idx = _subset(sets.test, cfg.test_limit, tc.seed + 2)
     runs = [run_once(cfg, model, encoder, cache, sets, data, pool, test_idx, tc.seed + 1000 * s)
             for s in range(cfg.seeds)]
     result = runs[0][0] if cfg.seeds == 1 else summarize([r for r, _ in runs])
-    tag = result_tag(cfg, root_name(data) if cfg.get("data") is not None else None)
+    tag = result_tag(cfg, root_name(data) if cfg.get("data") is not None else None,
+                     data.img_size if "img_size" in _set_by(overrides, ("img_size",)) else None)
     record = {"ckpt": ckpt, "protocol": cfg.protocol, "features": cfg.features, "init": init,
               "weights": cfg.weights, "step": step, **runs[0][1], "queries": len(test_idx),
               "data": root_name(data), "split": sets.split, "img_size": data.img_size,

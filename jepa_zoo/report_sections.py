@@ -61,8 +61,8 @@ def loss_correlation(runs: Sequence, metrics: Sequence[str], lambd: Callable[[ob
     that at least 3 runs have with a final loss; empty when none."""
     rows = []
     for m in metrics:
-        if not m.endswith(ACCURACY_SUFFIXES) or m == LOSS:
-            continue
+        if not m.endswith(ACCURACY_SUFFIXES) or m.endswith("select_top1") or "_random/" in m:
+            continue  # test accuracies of the trained encoders (not the head-selection split, not baselines)
         pairs = [(r.metrics[LOSS][0], r.metrics[m][0], lambd(r)) for r in runs if LOSS in r.metrics and m in r.metrics]
         pairs = [p for p in pairs if all(math.isfinite(v) for v in p[:2])]
         rho = spearman([p[0] for p in pairs], [p[1] for p in pairs])

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
+from jepa_zoo.data.datasets import DataError
 from jepa_zoo.errors import ConfigError
 
 log = logging.getLogger("jepa_zoo.eval")
@@ -45,10 +46,20 @@ def checkpoints(ckpt: str) -> Tuple[List[Tuple[str, str]], Path]:
         return [(ckpt, ckpt)], Path(HydraConfig.get().runtime.output_dir)
     path = Path(ckpt).expanduser()
     if path.is_dir():
-        found = sorted(path.rglob("checkpoints/last.ckpt"))
+        from jepa_zoo.report import find_run_dirs
+
+        runs = find_run_dirs(path)
+        found = [r / "checkpoints" / "last.ckpt" for r in runs if (r / "checkpoints" / "last.ckpt").is_file()]
+        for r in runs:
+            if not (r / "checkpoints" / "last.ckpt").is_file():
+                log.warning("suite: %s has no checkpoints/last.ckpt (not finished?): left out", r)
         if not found:
             raise ConfigError(f"ckpt: no run with checkpoints/last.ckpt under {path}")
-        return [(str(p.parent.parent.relative_to(path)) or path.name, str(p)) for p in found], path
+        def label(p: Path) -> str:  # the run dir's path in the sweep dir; ckpt=<run dir>: its name
+            rel = p.parent.parent.relative_to(path).as_posix()
+            return path.resolve().name if rel == "." else rel
+
+        return [(label(p), str(p)) for p in found], path
     if not path.is_file():
         raise ConfigError(f"ckpt: no such checkpoint file or sweep dir: {path}")
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
@@ -87,6 +98,7 @@ def run_suite(cfg: DictConfig, evaluate: Callable[..., Dict[str, Any]]) -> Dict[
     """Evaluate ``cfg.ckpt`` on every entry of ``cfg.suite`` with ``evaluate`` (the eval entry point's
     :func:`jepa_zoo.eval.evaluate`, passed in: the suite sits above it); write and return the table."""
     from hydra import compose
+    from hydra.errors import HydraException
 
     s = cfg.suite
     if not s.get("entries"):
@@ -96,22 +108,38 @@ def run_suite(cfg: DictConfig, evaluate: Callable[..., Dict[str, Any]]) -> Dict[
     caches: Dict[Any, Any] = {}
     rows: List[Dict[str, Any]] = []
     baselines_done = set()
+    def entry_config(name: str, overrides: Any, ckpt: str, init: str) -> Tuple[DictConfig, List[str]]:
+        made = [*map(str, overrides), *common, f"ckpt='{ckpt}'", f"init={init}"]
+        try:
+            return compose("eval", overrides=made), made
+        except HydraException as e:
+            raise ConfigError(f"suite.entries.{name}: {str(e).splitlines()[0]}") from None
+
+    for name, overrides in s.entries.items():  # every entry composes, before anything runs
+        entry_config(name, overrides, rows_in[0][1], "trained")
+    failed: List[str] = []
     for label, ckpt in rows_in:
         stock = ckpt.startswith("timm:") and not cfg.timm_file  # already at random init: no baseline row
         for init in ("trained", "random") if s.baseline and not stock else ("trained",):
             row: Dict[str, Any] = {"run": label, "ckpt": ckpt, "init": init, "cells": {}, "records": {}}
             for name, overrides in s.entries.items():
-                entry = compose("eval", overrides=[*map(str, overrides), *common, f"ckpt='{ckpt}'", f"init={init}"])
+                entry, entry_overrides = entry_config(name, overrides, ckpt, init)
                 log.info("suite %s: %s (%s) on %s", s.name, label, init, name)
-                record = evaluate(entry, caches=caches)
+                try:
+                    record = evaluate(entry, caches=caches, overrides=entry_overrides)
+                except (ConfigError, DataError) as e:  # this checkpoint or entry: the others go on
+                    log.error("suite %s: %s (%s) on %s: %s", s.name, label, init, name, e)
+                    failed.append(f"{label} ({init}) on {name}: {e}")
+                    row["cells"][name] = "error"
+                    continue
                 if init == "random" and record["init_key"] in baselines_done:
                     break  # this architecture and seed has its random-init row already
                 key, value, std = headline(record, entry.knn.k[0])
                 row["cells"][name] = cell(value, std, entry.seeds)
                 row["records"][name] = {"metric": key, "value": value, "std": std, "seeds": entry.seeds,
                                         "file": record.get("file")}
-                row["init_key"] = record["init_key"]
-            if len(row["records"]) < len(s.entries):
+                row["init_key"], row["init"] = record["init_key"], record["init"]  # a stock timm model: random
+            if init == "random" and (row.get("init_key") in baselines_done or not row["records"]):
                 continue
             if init == "random":
                 baselines_done.add(row["init_key"])
@@ -142,4 +170,7 @@ def run_suite(cfg: DictConfig, evaluate: Callable[..., Dict[str, Any]]) -> Dict[
                           "above") from None
     print("\n".join(md))
     log.info("suite %s: tables written to %s/suite_%s.{md,csv,json}", s.name, out_dir, s.name)
+    if failed:
+        raise DataError(f"suite {s.name}: {len(failed)} evaluation(s) failed (cells 'error' in the table), the "
+                        f"first: {failed[0]}")
     return table

@@ -24,7 +24,10 @@ def run_eval(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 
 def last_line(r: subprocess.CompletedProcess) -> str:
-    return [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()][-1]
+    """The error line of a refused command (the eval's ``ERROR`` log line, or the CLI's ``error:``)."""
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "ERROR" in ln or ln.startswith("error:")]
+    assert len(lines) == 1, (r.stdout + r.stderr)[-3000:]
+    return lines[0]
 
 
 def clusters(n: int, seed: int, dim: int = 16, classes: int = 4, noise: float = 1.6):
@@ -87,8 +90,12 @@ def test_low_shot_draws_are_per_class_seeded_and_refuse_too_few_images():
     f = draw(labels, pool, seed=0, fraction=0.1)
     assert [sum(labels[i] == c for i in f) for c in range(3)] == [3, 2, 1]  # the split's balance kept
     assert set(draw(labels, pool[::2], seed=0, shots=2)) <= set(pool[::2])  # only from the pool
-    with pytest.raises(DataError, match="class 'bird' has 10 training images, fewer than shots=11"):
+    with pytest.raises(DataError, match="class 'bird' has 10 training images to draw from, fewer than shots=11"):
         draw(labels, pool, seed=0, shots=11, class_names=["cat", "dog", "bird"])
+    with pytest.raises(DataError, match="class 'bird' has 0 training images"):  # a class the pool lacks
+        draw(labels, pool[:50], seed=0, shots=1, class_names=["cat", "dog", "bird"])
+    with pytest.raises(DataError, match="fraction: class '2' has 0"):
+        draw(labels, pool[:50], seed=0, fraction=0.5)
     s = summarize([{"top1": 50.0, "best_head": "a"}, {"top1": 60.0, "best_head": "b"}])
     assert s["top1"] == 55.0 and abs(s["top1_std"] - 7.0710678) < 1e-6 and len(s["per_seed"]) == 2
 
@@ -131,7 +138,9 @@ def test_datasets_an_evaluation_cannot_use_are_refused_by_name(tmp_path):
     other.classes = ["a", "c"]
     with pytest.raises(DataError, match=r"only in training: \['b'\]; only in test: \['c'\]"):
         check_labels(DS([1, 2]), other, [0, 1], "r")
-    assert check_labels(DS([1, 2]), DS([1]), [0, 1], "r") == 2
+    with pytest.raises(DataError, match="the test images are not in class folders"):
+        check_labels(DS([1, 2]), DS([1]), [0, 1], "r", test_labels=[-1])
+    assert check_labels(DS([1, 2]), DS([1]), [0, 1], "r", test_labels=[1]) == 2
     for split in ("train", "validation"):
         (tmp_path / "d" / split / "x").mkdir(parents=True)
     assert find_test_split(DataConfig(name="folder", root=str(tmp_path / "d"))).val_split == "validation"
@@ -161,7 +170,7 @@ def test_a_timm_baseline_on_a_folder_of_odd_images_and_its_bad_inputs(tmp_path):
               "knn.k=[3]"]
     r = run_eval(*common, f"hydra.run.dir={tmp_path}/ok")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    record = json.loads((tmp_path / "ok" / "eval_knn_on-odd_random.json").read_text())  # no weights: random
+    record = json.loads((tmp_path / "ok" / "eval_knn_on-odd_32px_random.json").read_text())  # no weights: random
     assert record["split"] == "validation" and record["img_size"] == 32 and record["train_images"] == 8
     assert "evaluating on split 'validation'" in r.stdout + r.stderr
     r = run_eval(*common, "protocol=linear", "shots=5", "seeds=2", f"hydra.run.dir={tmp_path}/shots")
@@ -169,13 +178,15 @@ def test_a_timm_baseline_on_a_folder_of_odd_images_and_its_bad_inputs(tmp_path):
     r = run_eval(*common[:1], "data=folder", f"data.root={data / 'train'}", "data.train_split=cat",
                  "data.val_split=dog", "data.img_size=32", f"hydra.run.dir={tmp_path}/flat")  # no class folders
     assert r.returncode == 2 and "not in class folders" in last_line(r), (r.stdout + r.stderr)[-2000:]
+    r = run_eval(*common, "shots=abc", f"hydra.run.dir={tmp_path}/type")
+    assert r.returncode == 2 and last_line(r).endswith("shots: must be a whole number or null, got 'abc'")
     r = run_eval("ckpt=timm:resnet_eighteen", *common[1:], f"hydra.run.dir={tmp_path}/name")
     assert r.returncode == 2 and "resnet_eighteen" in last_line(r) and "Traceback" not in r.stdout + r.stderr
     one = tmp_path / "one"
     odd_images(one, classes=("cat",))
     r = run_eval(*common[:2], f"data.root={one}", *common[3:], f"hydra.run.dir={tmp_path}/oneclass")
     assert r.returncode == 2 and "1 class" in last_line(r)
-    for bad in ("shots", "flat", "name", "oneclass"):  # a refused evaluation leaves no run dir, so no result
+    for bad in ("shots", "flat", "type", "name", "oneclass"):  # a refused evaluation leaves no run dir, so no result
         assert not (tmp_path / bad).exists()
 
 
@@ -221,21 +232,37 @@ def test_a_suite_table_over_a_two_run_sweep_with_one_random_baseline(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     conf = tmp_path / "conf" / "suite"
     conf.mkdir(parents=True)
+    # a fine-tuning entry first: it trains its encoder, which must not be the one later entries extract with
     (conf / "mini.yaml").write_text("# @package suite\nname: mini\nbaseline: true\nentries:\n"
+                                    "  fake_ft: [data=fake, protocol=finetune, finetune.max_steps=2, finetune.lr=0.5]\n"
                                     "  fake_knn: [data=fake, protocol=knn]\n"
-                                    "  fake_2shot: [data=fake, protocol=linear, shots=2, seeds=2]\n")
-    r = run_eval("suite=mini", f"ckpt={sweep}", "knn.k=[5]", "num_workers=0",
-                 f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"hydra.run.dir={tmp_path}/suite")
+                                    "  fake_2shot: [data=fake, protocol=linear, shots=2, seeds=2]\n"
+                                    "  fake_48px: [data=fake, data.img_size=48, protocol=knn]\n")
+    (conf / "typo.yaml").write_text("# @package suite\nname: typo\nentries:\n  ok: [data=fake]\n"
+                                    "  bad: [data=fake, protocl=knn]\n")
+    search = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    r = run_eval("suite=typo", f"ckpt={sweep}", search, f"hydra.run.dir={tmp_path}/typo")
+    assert r.returncode == 2 and "suite.entries.bad: " in last_line(r) and "protocl" in last_line(r)
+    assert not (sweep / "suite_typo.md").exists()
+    r = run_eval("suite=mini", f"ckpt={sweep}", "knn.k=[5]", "num_workers=0", search, f"hydra.run.dir={tmp_path}/suite")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     table = json.loads((sweep / "suite_mini.json").read_text())
     assert [(row["run"], row["init"]) for row in table["rows"]] == [
         ("0_method.lambd=0.01", "trained"), ("0_method.lambd=0.01", "random"), ("1_method.lambd=0.1", "trained")]
     for row in table["rows"]:
         assert row["records"]["fake_knn"]["metric"] == "knn5_top1" and row["records"]["fake_2shot"]["seeds"] == 2
+    first = sweep / "0_method.lambd=0.01" / "checkpoints"
+    assert json.loads((first / "eval_knn_on-fake_48px_trained.json").read_text())["img_size"] == 48  # the entry's
     md = (sweep / "suite_mini.md").read_text()
-    assert "| run | init | fake_knn | fake_2shot |" in md and " ± " in md
+    assert "| run | init | fake_ft | fake_knn | fake_2shot | fake_48px |" in md and " ± " in md
     header = (sweep / "suite_mini.csv").read_text().splitlines()[0]
-    assert header == "run,init,fake_knn,fake_2shot,fake_knn_std,fake_2shot_std"
+    assert header == "run,init,fake_ft,fake_knn,fake_2shot,fake_48px,fake_ft_std,fake_knn_std,fake_2shot_std,fake_48px_std"
+    # the kNN entry after the fine-tuning one scored the checkpoint's own encoder: as kNN alone does
+    alone = run_eval(f"ckpt='{first / 'last.ckpt'}'", "data=fake", "knn.k=[5]", "num_workers=0",
+                     f"hydra.run.dir={tmp_path}/alone")
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    knn_alone = json.loads((first / "eval_knn_on-fake_trained.json").read_text())["knn5_top1"]
+    assert table["rows"][0]["records"]["fake_knn"]["value"] == knn_alone
     r = subprocess.run([sys.executable, "-m", "jepa_zoo.report", str(sweep)], cwd=REPO, env=ENV,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -71,16 +71,18 @@ class EvalSets:
     split: Optional[str]        # the test split's folder name (None: CIFAR-10 / fake)
 
 
-def check_labels(train: Dataset, test: Dataset, labels: Sequence[int], root: Optional[str]) -> int:
+def check_labels(train: Dataset, test: Dataset, labels: Sequence[int], root: Optional[str],
+                 test_labels: Sequence[int] = ()) -> int:
     """The number of classes; refuses unlabelled data, one class, an empty split, differing class folders."""
     where = root or "the dataset"
     if len(train) == 0:
         raise DataError(f"{where}: the training split is empty")
     if len(test) == 0:
         raise DataError(f"{where}: the test split is empty")
-    if any(y < 0 for y in labels):
-        raise DataError(f"{where}: the training images are not in class folders (root/<class>/*.jpg); "
-                        "evaluation needs labels")
+    for split, ys in (("training", labels), ("test", test_labels)):
+        if any(y < 0 for y in ys):
+            raise DataError(f"{where}: the {split} images are not in class folders (<split>/<class>/*.jpg); "
+                            "evaluation needs labels")
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise DataError(f"{where}: the training split has {len(classes)} class; classification needs at least 2")
@@ -115,7 +117,8 @@ def build_sets(data: DataConfig, seed: int) -> Tuple[DataConfig, EvalSets]:
     if clean.val_set is None:
         raise DataError(f"data.root {data.root} has no test split '{data.val_split}'")
     labels = labels_of(clean.train_set)
-    num_classes = check_labels(clean.train_set, clean.val_set, labels, data.root)
+    test_labels = labels_of(clean.val_set) if data.name in ("folder", "imagenet") else ()  # cifar10, fake: labelled
+    num_classes = check_labels(clean.train_set, clean.val_set, labels, data.root, test_labels)
     num_classes = data.num_classes or num_classes
     return data, EvalSets(clean.train_set, clean.val_set, labels, num_classes,
                           list(getattr(clean.train_set, "classes", []) or []), data.val_split)

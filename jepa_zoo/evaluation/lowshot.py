@@ -23,18 +23,21 @@ def draw(labels: Sequence[int], pool: Sequence[int], seed: int, shots: Optional[
     """Indices (sorted) of a per-class subset of ``pool`` (indices into ``labels``).
 
     Raises:
-        DataError: a class has fewer than ``shots`` images in ``pool``, naming it."""
-    by_class: Dict[int, List[int]] = {}
+        DataError: a class of ``labels`` has fewer than ``shots`` images (or none) in ``pool``, naming it."""
+    by_class: Dict[int, List[int]] = {int(c): [] for c in set(labels)}  # every class of the split
     for i in pool:
-        by_class.setdefault(int(labels[i]), []).append(int(i))
+        by_class[int(labels[i])].append(int(i))
     gen = torch.Generator().manual_seed(seed)
     out: List[int] = []
     for c in sorted(by_class):
         members = by_class[c]
         n = shots if shots is not None else max(1, round(fraction * len(members)))
-        if n > len(members):
+        if n > len(members) or not members:
             name = class_names[c] if class_names and c < len(class_names) else str(c)
-            raise DataError(f"shots: class '{name}' has {len(members)} training images, fewer than shots={shots}")
+            what = f"shots={shots}" if shots is not None else f"fraction={fraction} (at least one)"
+            raise DataError(f"{'shots' if shots is not None else 'fraction'}: class '{name}' has {len(members)} "
+                            f"training images to draw from, fewer than {what} (train_limit and the images "
+                            "held out to choose a probe's head leave fewer than the split has)")
         out += [members[j] for j in torch.randperm(len(members), generator=gen)[:n].tolist()]
     return sorted(out)
 

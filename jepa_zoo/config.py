@@ -145,8 +145,10 @@ class MonitorsConfig:
     max_images: int = 2048  # validation images each monitor embeds per validation run
     perf: bool = True  # perf/ metrics per logging interval (jepa_zoo.callbacks.perf)
     perf_flops: bool = True  # count the first step's model FLOPs (perf/tflops_per_device, perf/mfu)
+    final_knn: int = 0  # > 0: at the end, kNN of this many test images, trained vs initial encoder (learned.py)
 
     def __post_init__(self) -> None:
+        _check(self.final_knn >= 0, "monitors.final_knn", f"must be >= 0, got {self.final_knn}")
         _check(self.knn_queue >= 1, "monitors.knn_queue", f"must be >= 1, got {self.knn_queue}")
         _check(self.knn_k >= 1, "monitors.knn_k", f"must be >= 1, got {self.knn_k}")
         _check(self.knn_temperature > 0, "monitors.knn_temperature", f"must be > 0, got {self.knn_temperature}")

@@ -210,3 +210,65 @@ def test_monitors_log_through_the_entry_point_and_the_queue_is_checkpointed(tmp_
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     state = ckpt["callbacks"]["OnlineKNN"]
     assert state["features"].shape[0] == 100 and state["labels"].min() >= 0  # 4 steps x 2 views x 16 > 100
+
+
+@pytest.mark.slow
+def test_the_end_of_training_compares_the_encoder_with_its_initialisation(tmp_path):
+    """monitors.final_knn: the trained encoder and the same encoder rebuilt at its seeded init, one
+    kNN each on the same images, as a log table and as final/knn_trained, final/knn_init."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    r = train(tmp_path, *FAST, "monitors.final_knn=1000")  # more than the fake data has: all of it
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = (tmp_path / "train.log").read_text()
+    assert re.search(r"trained vs its initialisation: kNN@20 top-1 of \d+ test images against \d+ training", log)
+    assert re.search(r"random init +[\d.]+ %", log)
+    rows = [x for x in read_metrics(tmp_path) if x.get("final/knn_init")]
+    assert len(rows) == 1 and rows[0].get("final/knn_trained")
+    # the "init" row is the encoder python -m jepa_zoo.eval init=random rebuilds: same images, same score
+    e = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={tmp_path / 'checkpoints' / 'last.ckpt'}",
+                        "init=random", "knn.k=[20]", "num_workers=0", f"hydra.run.dir={tmp_path}/ev"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert e.returncode == 0, e.stderr[-2000:]
+    random_all = json.loads((tmp_path / "checkpoints" / "eval_knn_random.json").read_text())["knn20_top1"]
+    assert float(rows[0]["final/knn_init"]) == pytest.approx(random_all, abs=1e-4)
+
+
+def test_the_initial_encoder_compared_is_the_seeded_initialisation(compose_cfg, monkeypatch):
+    """TrainedVsInit extracts with the module's own (trained) eval encoder and with an encoder equal
+    to the one build_model rebuilds from the config and seed, not with the current weights."""
+    from types import SimpleNamespace
+
+
+    from jepa_zoo.callbacks.learned import TrainedVsInit
+    from jepa_zoo.config import validate
+    from jepa_zoo.evaluation import features
+    from jepa_zoo.methods import build_model
+
+    cfg = validate(compose_cfg(*FAST, "data.fake_size=64"))
+    model = build_model(cfg)
+    with torch.no_grad():  # "training" moved the weights away from their initialisation
+        for p in model.eval_encoder.parameters():
+            p.add_(torch.randn_like(p))
+    seen = []
+    real_init = features.FeatureCache.__init__
+
+    def record(self, encoder, *args, **kwargs):
+        seen.append(encoder)
+        real_init(self, encoder, *args, **kwargs)
+
+    monkeypatch.setattr(features.FeatureCache, "__init__", record)
+    logged = {}
+    trainer = SimpleNamespace(global_rank=0, global_step=7, loggers=[SimpleNamespace(
+        log_metrics=lambda metrics, step: logged.update(metrics))])
+    TrainedVsInit(images=32).on_train_end(trainer, model)
+    assert seen[0] is model.eval_encoder and set(logged) == {"final/knn_trained", "final/knn_init"}
+    fresh = build_model(cfg).eval_encoder.state_dict()
+    init = seen[1].state_dict()
+    assert fresh.keys() == init.keys() and all(torch.equal(fresh[k], init[k]) for k in fresh)
+    assert not torch.equal(seen[0].state_dict()[next(iter(fresh))], fresh[next(iter(fresh))])

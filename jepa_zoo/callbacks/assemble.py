@@ -8,7 +8,8 @@ In order:
 * checkpoints: ``ModelCheckpoint`` (``step<N>.ckpt``, ``last.ckpt``), save on SIGTERM, the final
   step's checkpoint, the random generators' state;
 * the method's own (``JEPAModule.callbacks()``, e.g. IWM's world-model MRR);
-* the online monitors (``val/rankme``, ``val/knn_top1``) and the image panels.
+* the online monitors (``val/rankme``, ``val/knn_top1``, the end-of-training comparison with the
+  initial encoder) and the image panels.
 
 Two callbacks are not here: the datamodule's loader position (``TookBatch``) and non-finite step
 skipping (``NonFiniteGuard``) come from the module's ``configure_callbacks``, so that every Trainer
@@ -31,6 +32,10 @@ def monitors(cfg: Any) -> List[Any]:
         out.append(EmbeddingMonitor(max_images=m.max_images))
     if m.knn:
         out.append(OnlineKNN(m.knn_queue, m.knn_k, m.knn_temperature, max_images=m.max_images))
+    if m.final_knn:
+        from jepa_zoo.callbacks.learned import TrainedVsInit
+
+        out.append(TrainedVsInit(m.final_knn, m.knn_k, m.knn_temperature))
     return out
 
 

@@ -137,7 +137,9 @@ class JEPADataModule(L.LightningDataModule):
         if c.name == "fake":
             n_cls = c.num_classes or 10
             self.train_set = fake_dataset(c.fake_size, c.img_size, n_cls, self.train_transform, self.seed)
-            self.val_set = fake_dataset(max(c.fake_size // 4, 1), c.img_size, n_cls, self.val_transform, self.seed + 1)
+            # FakeData draws image i from seed offset + i: the validation images follow the training ones
+            self.val_set = fake_dataset(max(c.fake_size // 4, 1), c.img_size, n_cls, self.val_transform,
+                                        self.seed + c.fake_size)
             return
         try:
             root = self._root()

@@ -16,10 +16,17 @@ from test_train_entry import FAST, read_metrics, train
 LONG = [*FAST[:6], *FAST[7:], "trainer.max_steps=400", "checkpoint.every_n_train_steps=2"]
 
 
+def _sigint_default() -> None:
+    """In the child before exec: Ctrl-C's default disposition (a test run launched in the background
+    by a non-interactive shell ignores SIGINT, and children inherit that), so Python's handler is set."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(tmp_path: Path, *overrides: str) -> subprocess.Popen:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.Popen([sys.executable, "-m", "jepa_zoo.train", f"hydra.run.dir={tmp_path}", *overrides],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_sigint_default)
 
 
 def wait_for_step(ckpt_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -138,12 +145,16 @@ def test_ctrl_c_during_a_save_finishes_the_file_then_stops(tmp_path, monkeypatch
 
     monkeypatch.setattr(torch, "save", save_interrupted)
     path = tmp_path / "last.ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        AtomicCheckpointIO().save_checkpoint({"step": 2, "w": torch.ones(1000)}, path)
+    inherited = sig.signal(sig.SIGINT, sig.default_int_handler)  # Python's own, whatever the test run inherited
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            AtomicCheckpointIO().save_checkpoint({"step": 2, "w": torch.ones(1000)}, path)
+        assert sig.getsignal(sig.SIGINT) is sig.default_int_handler  # the handler is restored
+    finally:
+        sig.signal(sig.SIGINT, inherited)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True)["step"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
-    assert sig.getsignal(sig.SIGINT) is sig.default_int_handler  # the handler is restored
 
 
 def assert_same_training_state(run_a: Path, run_b: Path, step: int) -> None:

@@ -28,7 +28,8 @@ def extract(encoder: nn.Module, ds: Dataset, batch_size: int, num_workers: int,
     loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
     every, start = max(1, len(loader) // 10), time.perf_counter()
     log.info("features of %d %s (%d batches) ...", len(ds), name, len(loader))
-    device = next(encoder.parameters()).device
+    param = next(encoder.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
     for i, (x, y) in enumerate(loader):
         feats.append(encoder(x.to(device)).float().cpu())
         labels.append(torch.as_tensor(y))

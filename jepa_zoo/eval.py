@@ -21,12 +21,14 @@ Low-shot: ``shots=N`` images per class or ``fraction=f`` of each class, over ``s
 (mean ± std; :mod:`jepa_zoo.evaluation.lowshot`). Probe heads are chosen on training images held
 out before the draw. Features are extracted once for every seed (:mod:`jepa_zoo.evaluation.features`).
 
-Prints and writes ``eval_<protocol>[_predictor][_context][_<N>shot|_frac<f>][_on-<data>]_<init>.json``
-next to the checkpoint (for ``timm:`` in the run dir); ``<data>``: the name of ``data.root``.
+Prints and writes ``eval_<protocol>[_predictor][_context][_<N>shot|_frac<f>][_on-<data>][_<S>px]_<init>.json``
+next to the checkpoint (for ``timm:`` in the run dir); ``<data>``: the folder's name (or the group's),
+``_<S>px``: a resolution the command chose.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -34,7 +36,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import hydra
 import torch
@@ -211,10 +213,10 @@ def _draw(cfg: DictConfig, sets, pool: List[int], seed: int) -> List[int]:
     return draw(sets.labels, pool, seed, shots=cfg.shots, fraction=cfg.fraction, class_names=sets.classes)
 
 
-def run_once(cfg: DictConfig, model: Any, encoder: torch.nn.Module, cache, sets, data: Any, pool: List[int],
-             test_idx: List[int], seed: int) -> Tuple[Dict[str, Any], Dict[str, int]]:
-    """One evaluation (one seed's draw): (its result, the image counts)."""
-    from jepa_zoo.evaluation.eval_data import augmented_set
+def run_once(cfg: DictConfig, model: Any, encoder: torch.nn.Module, cache, sets, augmented_set: Callable[[], Dataset],
+             pool: List[int], test_idx: List[int], seed: int) -> Tuple[Dict[str, Any], Dict[str, int]]:
+    """One evaluation (one seed's draw): (its result, the image counts). ``augmented_set()``: the
+    training images with crop + flip, built on first use (its randomness is the global RNG's)."""
     from jepa_zoo.evaluation.trained import run_finetune, run_probe
 
     if cfg.protocol == "knn":  # the bank: clean, centre-cropped training images
@@ -222,18 +224,18 @@ def run_once(cfg: DictConfig, model: Any, encoder: torch.nn.Module, cache, sets,
         return run_knn(cfg, cache, sets, train_idx, test_idx), {"train_images": len(train_idx)}
     if cfg.protocol == "finetune":
         train_idx = _draw(cfg, sets, pool, seed)
-        train_set = Subset(augmented_set(data, cfg.probe.crop_scale, seed), train_idx)
+        train_set = Subset(augmented_set(), train_idx)
         test = {"test": Subset(sets.test, test_idx)}
         return run_finetune(cfg, encoder, train_set, test, sets.num_classes), {"train_images": len(train_idx)}
     fit_pool, select_idx = holdout(pool, cfg.probe.select_fraction, seed)  # held out before a low-shot draw
     fit_idx = _draw(cfg, sets, fit_pool, seed)
     counts = {"train_images": len(fit_idx), "select_images": len(select_idx)}
     if cfg.protocol == "linear" and cfg.probe.cache and cfg.features == "encoder":
-        augmented = augmented_set(data, cfg.probe.crop_scale, seed) if cfg.probe.copies else None
+        augmented = augmented_set() if cfg.probe.copies else None
         return run_cached_linear(cfg, cache, sets, augmented, fit_idx, select_idx, test_idx, seed), counts
     torch.manual_seed(seed)
     probe_sets = {"select": Subset(sets.train, select_idx), "test": Subset(sets.test, test_idx)}
-    return run_probe(cfg, model, encoder, Subset(augmented_set(data, cfg.probe.crop_scale, seed), fit_idx), probe_sets,
+    return run_probe(cfg, model, encoder, Subset(augmented_set(), fit_idx), probe_sets,
                      sets.num_classes), counts
 
 
@@ -252,7 +254,7 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     """Evaluate ``cfg.ckpt`` as ``cfg`` says; write and print the record; return it. ``caches``: the
     :class:`FeatureCache` of each encoder and dataset seen so far (a suite's entries share them);
     ``overrides``: those that made ``cfg`` (a suite entry's; default: the command line's)."""
-    from jepa_zoo.evaluation.eval_data import build_sets, root_name
+    from jepa_zoo.evaluation.eval_data import augmented_set, build_sets, root_name
     from jepa_zoo.evaluation.features import FeatureCache
     from jepa_zoo.evaluation.lowshot import summarize
     from jepa_zoo.loggers import quiet_logs
@@ -283,7 +285,8 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     cache = caches.setdefault(key, FeatureCache(encoder, cfg.batch_size, cfg.num_workers))
     pool = _subset(sets.train, cfg.train_limit, tc.seed)
     test_idx = _subset(sets.test, cfg.test_limit, tc.seed + 2)
-    runs = [run_once(cfg, model, encoder, cache, sets, data, pool, test_idx, tc.seed + 1000 * s)
+    augmented = functools.lru_cache(maxsize=None)(lambda: augmented_set(data, cfg.probe.crop_scale, tc.seed))
+    runs = [run_once(cfg, model, encoder, cache, sets, augmented, pool, test_idx, tc.seed + 1000 * s)
             for s in range(cfg.seeds)]
     result = runs[0][0] if cfg.seeds == 1 else summarize([r for r, _ in runs])
     tag = result_tag(cfg, root_name(data) if cfg.get("data") is not None else None,

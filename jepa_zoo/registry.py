@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from jepa_zoo.errors import ConfigError
 
@@ -36,6 +36,7 @@ class MethodSpec:
     schema: type  # the dataclass of its ``method:`` section
     maskings: Tuple[str, ...] = ("none",)  # the masking=... values it accepts
     retired: Tuple[str, ...] = ()  # keys of its section that older checkpoints hold; dropped when they load
+    panels: Tuple[Any, ...] = ()  # its own dashboard sections (jepa_zoo.panels.Section), beside its metrics
 
 
 def builtin_methods() -> List[str]:

@@ -19,7 +19,7 @@ fitting a jepa_zoo module has them (``JEPAModule.setup`` refuses to train withou
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List, Tuple
 
 
 def monitors(cfg: Any) -> List[Any]:
@@ -37,6 +37,18 @@ def monitors(cfg: Any) -> List[Any]:
 
         out.append(TrainedVsInit(m.final_knn, m.knn_k, m.knn_temperature))
     return out
+
+
+def panels(spec: Any) -> Tuple[Any, ...]:
+    """The dashboard sections of a method (its :class:`~jepa_zoo.registry.MethodSpec`): what every
+    method logs (the module base, the non-finite guard, the monitors, ``perf/``, the image
+    panels: the plug-ins assembled here), then the method's own (``spec.panels``); sections of one
+    name are joined (:func:`jepa_zoo.panels.merge`)."""
+    from jepa_zoo.callbacks import images, monitors as online, nonfinite, perf
+    from jepa_zoo.methods import base
+    from jepa_zoo.panels import merge
+
+    return merge(base.PANELS, nonfinite.PANELS, online.PANELS, perf.PANELS, images.PANELS, spec.panels)
 
 
 def training_callbacks(cfg: Any, ckpt_dir: Path, model: Any, status: Any) -> List[Any]:

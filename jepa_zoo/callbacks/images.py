@@ -28,6 +28,10 @@ from torch import Tensor
 from torchvision.transforms.v2.functional import to_pil_image
 
 from jepa_zoo.evaluation.visual import retrievals_panel
+from jepa_zoo.panels import Media, Section
+
+# every method's image panel; a method's own (masks, pairs) are in its MethodSpec's panels
+PANELS = (Section("Images", (Media(("images/retrievals",), "nearest validation neighbours"),)),)
 
 
 class ImageLogger(L.Callback):

@@ -23,6 +23,15 @@ from torch import Tensor
 
 from jepa_zoo.evaluation.knn import knn_scores
 from jepa_zoo.evaluation.rankme import embedding_stats, rankme
+from jepa_zoo.panels import Line, Section
+
+# The dashboard panels of these monitors (jepa_zoo/panels.py); the collapse ones to watch first.
+PANELS = (Section("Representation quality", (
+    Line(("val/knn_top1",), "online kNN: validation top-1 (%)"),
+    Line(("val/rankme",), "RankMe (effective rank)", collapse="falls towards 1"),
+    Line(("val/emb_std",), "feature std per dimension", collapse="falls towards 0"),
+    Line(("val/isotropy",), "isotropy"),
+)),)
 
 
 def gather_rows(x: Tensor, all_gather: Callable[[Tensor], Tensor], world_size: int) -> Tensor:

@@ -22,6 +22,10 @@ import torch
 from lightning.pytorch import Callback
 from torch import Tensor, nn
 
+from jepa_zoo.panels import Line, Section
+
+PANELS = (Section("Optimisation", (Line(("train/skipped_steps",), "steps skipped (non-finite loss or gradients)"),)),)
+
 log = logging.getLogger("jepa_zoo.methods.base")  # where these warnings came from before (log filters keep working)
 
 

@@ -38,6 +38,15 @@ import torch
 from lightning.fabric.utilities.throughput import get_available_flops
 
 from jepa_zoo.memory import peak_mib, reset_peak
+from jepa_zoo.panels import Line, Section
+
+PANELS = (Section("Speed", (
+    Line(("perf/images_per_sec",), "images / s (all processes)"),
+    Line(("perf/step_time_s",), "seconds per optimiser step"),
+    Line(("perf/peak_mem_gib",), "peak memory (GiB)"),
+    Line(("perf/tflops_per_device",), "achieved TFLOP/s per device"),
+    Line(("perf/mfu",), "model FLOPs utilisation", when="a GPU whose peak FLOP/s Lightning knows"),
+)),)
 
 
 def compute_dtype(precision: str) -> torch.dtype:

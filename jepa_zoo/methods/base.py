@@ -31,6 +31,21 @@ from jepa_zoo.config import ConfigError, TrainConfig, validate_saved
 from jepa_zoo.models.backbones import build_backbone
 from jepa_zoo.models.heads import linear_probe
 from jepa_zoo.optim import cosine_ramp, param_groups, time_horizon, warmup_cosine
+from jepa_zoo.panels import Line, Section
+
+# The dashboard panels of what every method logs here (jepa_zoo/panels.py).
+PANELS = (
+    Section("Optimisation", (
+        Line(("train/loss",), "loss", smoothing=0.6),
+        Line(("train/lr",), "learning rate"),
+        Line(("train/wd",), "weight decay", when="method.optim.final_weight_decay is set"),
+        Line(("train/horizon",), "schedule horizon (steps the time budget allows)", when="trainer.max_time is set"),
+    )),
+    Section("Representation quality", (
+        Line(("probe/val_acc",), "online linear probe: validation top-1 (%)"),
+        Line(("probe/train_loss", "probe/val_loss"), "online linear probe: loss", smoothing=0.6),
+    )),
+)
 
 
 def check_input_sizes(backbone: nn.Module, cfg: TrainConfig, sizes: Dict[str, int]) -> None:

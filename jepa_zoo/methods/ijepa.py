@@ -34,6 +34,7 @@ from jepa_zoo.methods.base import JEPAModule, StepOutput
 from jepa_zoo.models.backbones import gather_tokens, ViTEncoder
 from jepa_zoo.models.ema import EMATeacher, make_target
 from jepa_zoo.models.predictor import Predictor
+from jepa_zoo.panels import Bar, Line, Media, Section
 from jepa_zoo.registry import MethodSpec
 
 
@@ -152,4 +153,21 @@ class IJEPA(JEPAModule):
             self.log("train/ema_momentum", self.ema.last_momentum)
 
 
-METHOD = MethodSpec("ijepa", IJEPA, IJEPAConfig, maskings=PATCH_MASKINGS, retired=("mrr",))
+# The dashboard panels of what I-JEPA logs (jepa_zoo/panels.py).
+PANELS = (
+    Section("Targets", (
+        Line(("train/target_std",), "target feature std", collapse="falls towards 0"),
+        Line(("train/pred_cos",), "predictor–target cosine", smoothing=0.6),
+        Line(("train/ema_momentum",), "EMA momentum"),
+    )),
+    Section("Masks", (
+        Line(("train/context_size", "train/target_size"), "context and target patches"),
+        Media(("images/masks",), "context (kept) and target blocks (tinted)"),
+    )),
+    Section("Masking sweep", (
+        Bar("probe/val_acc", "masking.name", "probe accuracy by masking"),
+        Bar("probe/val_acc", "masking.target_scale", "probe accuracy by target scale"),
+    ), sweep=True),
+)
+
+METHOD = MethodSpec("ijepa", IJEPA, IJEPAConfig, maskings=PATCH_MASKINGS, retired=("mrr",), panels=PANELS)

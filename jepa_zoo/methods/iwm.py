@@ -37,6 +37,7 @@ from jepa_zoo.masks.schema import PATCH_MASKINGS
 from jepa_zoo.methods.base import StepOutput
 from jepa_zoo.methods.ijepa import IJEPA, IJEPAConfig
 from jepa_zoo.models.predictor import Predictor
+from jepa_zoo.panels import Line, Media, Scatter, Section
 from jepa_zoo.registry import MethodSpec
 
 
@@ -122,4 +123,19 @@ class IWM(IJEPA):
         source, target, action = batch.inputs  # views.photometric=device: made after the transfer
         return self.jepa_step(source, target, batch.ctx, batch.tgt, batch.labels, action)  # I-JEPA's step, from source to target
 
-METHOD = MethodSpec("iwm", IWM, IWMConfig, maskings=PATCH_MASKINGS)
+PANELS = (
+    Section("World model", (
+        Line(("val/mrr", "val/mrr_cos"), "MRR of the world model (above chance: it uses the action)"),
+        Line(("train/pred_cos",), "predictor–target cosine", smoothing=0.6),
+    )),
+    Section("Targets", (
+        Line(("train/target_std",), "target feature std", collapse="falls towards 0"),
+        Line(("train/ema_momentum",), "EMA momentum"),
+    )),
+    Section("Images", (Media(("images/pairs",), "source | target | action"), Media(("images/masks",), "masks"))),
+    Section("Capacity sweep", (
+        Scatter("val/mrr", "probe/val_acc", color="method.pred_depth", title="equivariance against accuracy"),
+    ), sweep=True),
+)
+
+METHOD = MethodSpec("iwm", IWM, IWMConfig, maskings=PATCH_MASKINGS, panels=PANELS)

@@ -32,6 +32,7 @@ from jepa_zoo.losses.jepa import lejepa_loss
 from jepa_zoo.losses.sigreg import SIGReg
 from jepa_zoo.methods.base import JEPAModule, StepOutput
 from jepa_zoo.models.heads import mlp_projector
+from jepa_zoo.panels import Line, Parallel, Scatter, Section
 from jepa_zoo.registry import MethodSpec
 
 
@@ -95,4 +96,16 @@ class LeJEPA(JEPAModule):
         )
 
 
-METHOD = MethodSpec("lejepa", LeJEPA, LeJEPAConfig, maskings=("none",))
+PANELS = (
+    Section("Loss terms", (
+        Line(("train/loss", "train/pred_loss", "train/sigreg_loss"), "loss = (1 − λ)·pred + λ·SIGReg", smoothing=0.6),
+        Line(("train/sigreg_loss",), "SIGReg (falls by orders of magnitude)", log_y=True, smoothing=0.6),
+    )),
+    Section("λ sweep", (
+        Parallel(("method.lambd", "method.views.num_local", "method.num_slices"), ("probe/val_acc", "val/knn_top1"),
+                 "λ, views and slices → accuracy"),
+        Scatter("train/sigreg_loss", "probe/val_acc", color="method.lambd", title="isotropy against accuracy"),
+    ), sweep=True),
+)
+
+METHOD = MethodSpec("lejepa", LeJEPA, LeJEPAConfig, maskings=("none",), panels=PANELS)

@@ -1,0 +1,242 @@
+"""W&B dashboards as code: ``python -m jepa_zoo.dashboard entity=<e> project=<p> [method=<m>] [group=<g>]``.
+
+Builds one W&B workspace per method (every built-in method unless ``method=`` names one) from the
+panels the method and the shared plug-ins declare beside their metrics (:mod:`jepa_zoo.panels`,
+gathered by :func:`jepa_zoo.callbacks.assemble.panels`), with ``wandb-workspaces``, and creates or
+updates it (the same command updates the same workspace).  ``group=`` shows only that W&B group's
+runs (a sweep's runs share the group ``<method>/<timestamp>``); ``sweep=<sweep dir>`` takes the
+group, the method and the swept keys from a local sweep dir and adds a parallel-coordinates panel
+of the swept keys.  ``report=true`` writes a W&B report of the group instead: the sweep table of
+``python -m jepa_zoo.report`` (with ``sweep=``) and, as W&B panels, each accuracy against each
+swept key, the training curves and the method's sweep panels.
+
+Offline (``offline=true``, or no W&B API key): nothing is sent and nothing prompts; the
+specification (what was asked, the panels, and the W&B spec ``wandb-workspaces`` builds) goes to
+``<out>/workspace_<method>[_<group>].json`` or ``<out>/report_<group>.json``;
+``python -m jepa_zoo.dashboard publish=<that file>`` publishes it later.  A sketch of each
+workspace's layout is drawn to ``<out>/workspace_<method>[_<group>].png`` in both modes.
+Bad input: one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+FORMAT = "jepa_zoo.dashboard/1"
+ACCURACIES = ("probe/val_acc", "val/knn_top1")  # what a sweep is judged by, in W&B (logged by every method)
+log = logging.getLogger("jepa_zoo.dashboard")
+
+
+@dataclass
+class DashboardConfig:
+    entity: Optional[str] = None  # W&B entity (user or team)
+    project: Optional[str] = None  # W&B project the runs log to (logger.project)
+    method: Optional[str] = None  # one method's workspace; default: every built-in method
+    group: Optional[str] = None  # only this W&B group's runs (a sweep: <method>/<timestamp>)
+    sweep: Optional[str] = None  # a local sweep dir: its group, method and swept keys
+    report: bool = False  # a W&B report of the group instead of a workspace
+    offline: Optional[bool] = None  # true: write the specification only; default: offline iff no API key
+    out: str = "dashboards"  # where specifications and layout sketches go
+    publish: Optional[str] = None  # a specification written offline: publish it
+
+
+class UsageError(ValueError):
+    """Bad input, reported as one line (exit 2)."""
+
+
+def parse(argv: Sequence[str]) -> DashboardConfig:
+    """``key=value`` arguments into a :class:`DashboardConfig` (OmegaConf checks names and types)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    names = [f.name for f in dataclasses.fields(DashboardConfig)]
+    for arg in argv:
+        key = arg.split("=", 1)[0]
+        if "=" not in arg or key not in names:
+            near = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {near[0]}?" if near else f"; keys: {', '.join(names)}"
+            raise UsageError(f"not a key=value argument of the dashboard: {arg!r}{hint}")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(DashboardConfig), OmegaConf.from_dotlist(list(argv)))
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        raise UsageError((f"{key}: " if key else "") + str(e).splitlines()[0]) from None
+    return DashboardConfig(**OmegaConf.to_container(cfg))
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+
+def read_sweep(path: str) -> Tuple[str, List[str], List[str], str]:
+    """A local sweep dir's (W&B group, methods, swept keys, Markdown table of ``jepa_zoo.report``)."""
+    from jepa_zoo.loggers import sweep_group
+    from jepa_zoo.report import collect, config_value, select_metrics, to_markdown
+
+    root = Path(path)
+    if not root.is_dir():
+        raise UsageError(f"sweep: no such directory: {root}")
+    runs, swept, fixed = collect(root)
+    if not runs:
+        raise UsageError(f"sweep: no run dirs in {root} (a sweep dir of python -m jepa_zoo.train --multirun)")
+    methods = sorted({config_value(r.path, "method.name") or "?" for r in runs})
+    table = to_markdown(root, runs, swept, fixed, select_metrics(runs))
+    return sweep_group("MULTIRUN", str(root.resolve())), methods, list(swept), table
+
+
+def sections_for(method: str, swept: Sequence[str]) -> tuple:
+    """The method's dashboard sections, plus a parallel-coordinates panel of ``swept`` if any."""
+    from jepa_zoo.callbacks.assemble import panels
+    from jepa_zoo.panels import Parallel, Section, merge
+    from jepa_zoo.registry import method_spec
+
+    own = panels(method_spec(method))
+    if not swept:
+        return own
+    return merge(own, (Section("Sweep", (Parallel(tuple(swept), ACCURACIES, "swept keys → accuracy"),), sweep=True),))
+
+
+def report_sections(method: str, swept: Sequence[str]) -> tuple:
+    """The report's panels: each accuracy against each swept key, the curves, the method's sweep panels."""
+    from jepa_zoo.panels import Line, Parallel, Scatter, Section
+
+    by_key = tuple(Scatter(k, m, title=f"{m} against {k}", x_config=True) for k in swept for m in ACCURACIES)
+    sweep = (Section("Accuracy against the swept keys", by_key + ((Parallel(tuple(swept), ACCURACIES),) if swept else ())),)
+    curves = Section("Training curves", (Line(("train/loss",), "loss", smoothing=0.6),
+                                         Line(("probe/val_acc",), "online linear probe (%)"),
+                                         Line(("val/knn_top1",), "online kNN (%)")))
+    return (sweep if swept else ()) + (curves,) + tuple(s for s in sections_for(method, ()) if s.sweep)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """``path`` written whole or not at all (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def api_key_available() -> bool:
+    from jepa_zoo.loggers import _wandb_key_available
+
+    return _wandb_key_available()
+
+
+def build(job: dict, online: bool = False) -> Tuple[object, tuple]:
+    """(the ``wandb-workspaces`` workspace or report, its sections) of one job; ``online``: the
+    report's run sets look their project up on the server (needed to save it)."""
+    from jepa_zoo import dashboard_wandb as dw
+
+    if job["kind"] == "workspace":
+        sections = sections_for(job["method"], job["swept"])
+        return dw.workspace(job["entity"], job["project"], job["method"], sections, job["group"]), sections
+    sections = report_sections(job["method"], job["swept"])
+    text = [f"Runs of the W&B group {job['group']} (method {job['method']}); swept: "
+            f"{', '.join(job['swept']) or 'nothing'}. Made by python -m jepa_zoo.dashboard report=true."]
+    return dw.report(job["entity"], job["project"], job["method"], job["group"], sections, text, job.get("table"),
+                     resolve_project=online), sections
+
+
+def spec_path(out: Path, job: dict) -> Path:
+    if job["kind"] == "report":
+        return out / f"report_{slug(job['group'])}.json"
+    return out / (f"workspace_{job['method']}" + (f"_{slug(job['group'])}" if job["group"] else "") + ".json")
+
+
+def jobs(cfg: DashboardConfig) -> List[dict]:
+    """What the command builds: one job per workspace, or the report."""
+    from jepa_zoo.registry import builtin_methods
+
+    if not cfg.entity or not cfg.project:
+        raise UsageError("entity=<W&B entity> and project=<W&B project> are required")
+    group, methods, swept, table = cfg.group, [cfg.method] if cfg.method else builtin_methods(), [], None
+    if cfg.sweep:
+        sweep_group, sweep_methods, swept, table = read_sweep(cfg.sweep)
+        if cfg.group and cfg.group != sweep_group:
+            raise UsageError(f"group={cfg.group} but the sweep dir's runs log to the W&B group {sweep_group}")
+        if len(sweep_methods) != 1 or (cfg.method and cfg.method != sweep_methods[0]):
+            raise UsageError(f"sweep: its runs are of method(s) {', '.join(sweep_methods)}"
+                             + (f", not {cfg.method}" if cfg.method else "; choose one with method="))
+        group, methods = sweep_group, sweep_methods
+    known = builtin_methods()
+    for m in methods:
+        if m not in known:
+            raise UsageError(f"method: unknown method {m!r}; built-in methods: {', '.join(known)}")
+    base = {"entity": cfg.entity, "project": cfg.project, "group": group, "swept": swept}
+    if cfg.report:
+        if not group or len(methods) != 1:
+            raise UsageError("report=true needs one sweep: group=<W&B group> method=<method>, or sweep=<sweep dir>")
+        return [{**base, "kind": "report", "method": methods[0], "table": table}]
+    return [{**base, "kind": "workspace", "method": m} for m in methods]
+
+
+def unreachable() -> tuple:
+    """The errors that mean W&B could not be reached (the specification is written instead)."""
+    import requests
+    from wandb.errors import CommError
+
+    return requests.exceptions.ConnectionError, requests.exceptions.Timeout, CommError
+
+
+def run(cfg: DashboardConfig) -> int:
+    from jepa_zoo import dashboard_wandb as dw
+    from jepa_zoo.dashboard_sketch import sketch
+
+    if cfg.publish:
+        path = Path(cfg.publish)
+        try:
+            spec = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"publish: cannot read {path}: {e}") from None
+        if not isinstance(spec, dict) or spec.get("format") != FORMAT or not isinstance(spec.get("job"), dict):
+            raise UsageError(f"publish: {path} is not a specification written by python -m jepa_zoo.dashboard")
+        todo, out = [spec["job"]], path.parent
+    else:
+        todo, out = jobs(cfg), Path(cfg.out)
+    offline = cfg.offline if cfg.offline is not None else not api_key_available()
+    if cfg.publish and offline:
+        raise UsageError("publish: no W&B API key (run `wandb login` or set WANDB_API_KEY)")
+    for job in todo:
+        path = spec_path(out, job)
+        obj, sections = build(job)
+        if job["kind"] == "workspace":
+            sketch(sections, f"{job['project']}: {obj.name}", path.with_suffix(".png"))
+        if not offline:
+            try:
+                if job["kind"] == "workspace":
+                    url = dw.publish_workspace(obj, job["method"], job["group"])
+                else:
+                    url = dw.publish_report(build(job, online=True)[0])
+                log.info("W&B: %s", url)
+                continue
+            except unreachable() as e:
+                log.warning("W&B not reachable (%s); writing the specification instead", str(e).splitlines()[0])
+        wandb_spec = dw.workspace_spec(obj) if job["kind"] == "workspace" else dw.report_spec(obj)
+        write_json(path, {"format": FORMAT, "job": job, "sections": [dataclasses.asdict(s) for s in sections],
+                          "wandb": wandb_spec})
+        log.info("offline: wrote %s; publish it with `python -m jepa_zoo.dashboard publish=%s` once W&B is "
+                 "reachable with an API key (wandb login)", path, path)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)  # others' INFO stays out
+    log.setLevel(logging.INFO)
+    try:
+        return run(parse(sys.argv[1:] if argv is None else argv))
+    except UsageError as e:
+        print(f"dashboard: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""W&B dashboards as code (``python -m jepa_zoo.dashboard``): every panel's keys are logged by real
+runs, the offline specification, idempotent publishing (W&B mocked), bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jepa_zoo.callbacks.assemble import panels
+from jepa_zoo.panels import Line, Section, config_keys, media_keys, metric_keys
+from jepa_zoo.registry import builtin_methods, method_spec
+
+from conftest import REPO
+
+pytest.importorskip("wandb_workspaces")
+
+# one epoch of fake data (64 images / batch 16): 4 steps, one validation at step 4
+FAST = ["data=fake", "+backbone.kwargs.depth=2", "trainer.max_steps=4", "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1"]
+
+
+def offline_env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    return {**env, "HOME": str(home), "HYDRA_FULL_ERROR": "0"}  # no ~/.netrc: no API key
+
+
+def dashboard(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jepa_zoo.dashboard", *args], cwd=cwd, env=offline_env(cwd),
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """One short real run per built-in method (LeJEPA's as a two-point λ sweep), by method name."""
+    root = tmp_path_factory.mktemp("dash_runs")
+    out = {}
+    for method in builtin_methods():
+        sweep = method == "lejepa"
+        extra = ["method.lambd=0.02,0.05", f"hydra.sweep.dir={root / 'sweep'}"] if sweep else \
+            [f"hydra.run.dir={root / method}"]
+        r = subprocess.run([sys.executable, "-m", "jepa_zoo.train", *(["-m"] if sweep else []), f"method={method}",
+                            *FAST, *extra], cwd=REPO,
+                           env=offline_env(root), capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out[method] = root / "sweep" / "0_method.lambd=0.02" if sweep else root / method
+    out["sweep"] = root / "sweep"
+    return out
+
+
+def logged(run_dir: Path) -> tuple:
+    """(metric names in the run's metrics.csv header, image panel keys of its PNGs, its validated config)."""
+    header = (run_dir / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    images = {f"images/{p.name.rsplit('_step', 1)[0]}" for p in (run_dir / "images").glob("*_step*.png")}
+    config = yaml.safe_load((run_dir / "checkpoints" / "config.yaml").read_text())
+    return set(header), images, config
+
+
+def missing(sections, header: set, images: set, config: dict) -> list:
+    """The keys the panels reference that the run did not log (or its config lacks)."""
+    def has(key: str) -> bool:
+        node = config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    return ([k for k in metric_keys(sections) if k not in header] + [k for k in media_keys(sections) if k not in images]
+            + [k for k in config_keys(sections) if not has(k)])
+
+
+@pytest.mark.parametrize("method", ["lejepa", "ijepa", "iwm"])
+def test_every_panel_key_is_logged_by_a_real_run(runs, method, tmp_path):
+    header, images, config = logged(runs[method])
+    sections = panels(method_spec(method))
+    assert missing(sections, header, images, config) == []
+    # the workspace the command builds (offline) references those keys, and no other metric
+    r = dashboard(tmp_path, "entity=me", "project=p", f"method={method}")
+    assert r.returncode == 0, r.stderr
+    spec = json.loads((tmp_path / "dashboards" / f"workspace_{method}.json").read_text())
+    text = json.dumps(spec["wandb"])
+    for key in metric_keys(sections, conditional=True) + media_keys(sections):
+        assert f'"{key}"' in text or f":{key}" in text, key
+    for key in config_keys(sections):  # W&B holds a nested config key as cfg.value.<path>
+        assert f"cfg.value.{key}" in text, key
+
+
+def test_a_renamed_metric_is_caught(runs):
+    """The check above fails when a panel names a metric no run logs (a rename on either side)."""
+    header, images, config = logged(runs["lejepa"])
+    renamed = panels(method_spec("lejepa")) + (Section("x", (Line(("train/sigreg",)),)),)
+    assert missing(renamed, header, images, config) == ["train/sigreg"]
+    assert missing(panels(method_spec("lejepa")), header - {"train/sigreg_loss"}, images, config) == ["train/sigreg_loss"]
+
+
+def test_offline_spec_sketch_and_rerun(tmp_path):
+    r = dashboard(tmp_path, "entity=me", "project=p")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "dashboards"
+    for method in builtin_methods():
+        spec = json.loads((out / f"workspace_{method}.json").read_text())
+        assert spec["format"] == "jepa_zoo.dashboard/1" and spec["job"]["method"] == method
+        names = [s["name"] for s in spec["sections"]]
+        assert names[:4] == ["Optimisation", "Representation quality", "Speed", "Images"], names
+        assert (out / f"workspace_{method}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"publish=dashboards/workspace_{method}.json" in r.stderr
+    first = (out / "workspace_lejepa.json").read_text()
+    assert dashboard(tmp_path, "entity=me", "project=p", "method=lejepa").returncode == 0
+    assert (out / "workspace_lejepa.json").read_text() == first  # the same command, the same specification
+    assert not list(out.glob("*.tmp*"))
+    r = dashboard(tmp_path, "publish=dashboards/workspace_lejepa.json")
+    assert r.returncode == 2 and "no W&B API key" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_sweep_workspace_and_report_offline(runs, tmp_path):
+    sweep = runs["sweep"]
+    r = dashboard(tmp_path, "entity=me", "project=p", f"sweep={sweep}")
+    assert r.returncode == 0, r.stderr
+    (spec_file,) = (tmp_path / "dashboards").glob("workspace_lejepa_*.json")
+    spec = json.loads(spec_file.read_text())
+    group = "/".join(sweep.parts[-2:])
+    assert spec["job"]["group"] == group and spec["job"]["swept"] == ["method.lambd"]
+    sweep_panels = [p for s in spec["sections"] if s["name"] == "Sweep" for p in s["panels"]]
+    assert sweep_panels and sweep_panels[0]["columns"] == ["method.lambd"]
+    assert group in json.dumps(spec["wandb"])  # the runset is filtered to the sweep's group
+    r = dashboard(tmp_path, "entity=me", "project=p", f"sweep={sweep}", "report=true")
+    assert r.returncode == 0, r.stderr
+    (report_file,) = (tmp_path / "dashboards").glob("report_*.json")
+    report = json.loads(report_file.read_text())
+    text = json.dumps(report["wandb"])
+    assert "config:cfg.value.method.lambd" in text and "probe/val_acc" in text and "Sweep report" in text  # + the table
+
+
+def test_publishing_is_idempotent_and_falls_back_offline(monkeypatch, tmp_path, caplog):
+    import requests
+    import wandb_workspaces.workspaces as ws
+    from wandb_workspaces.workspaces import internal
+
+    from jepa_zoo import dashboard
+
+    views, stored = [], {}
+
+    def get_view_dict(entity, project, url_name):  # as W&B's: the name in a workspace URL
+        name = internal._url_query_str_to_internal_name(url_name)
+        if name not in stored:
+            raise ValueError(f"Workspace `{name}` not found in project `{project}`")
+        return {"id": stored[name]}
+
+    def upsert_view2(view):
+        views.append((view.name, view.id, view.display_name))
+        stored.setdefault(view.name, f"id{len(stored)}")
+        return {"upsertView": {"view": {"name": view.name, "id": stored[view.name]}}}
+
+    monkeypatch.setattr(internal, "get_view_dict", get_view_dict)
+    monkeypatch.setattr(internal, "upsert_view2", upsert_view2)
+    monkeypatch.setattr(ws.Workspace, "url", property(lambda self: f"https://w/{self._internal_name}"))
+    monkeypatch.setattr(dashboard, "api_key_available", lambda: True)
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert dashboard.main(["entity=me", "project=p", "method=iwm"]) == 0
+    (name1, id1, title), (name2, id2, _) = views
+    assert name1 == name2 and id1 == "" and id2 == "id0" and title == "jepa_zoo iwm"  # created, then updated
+    assert dashboard.main(["entity=me", "project=p", "method=iwm", "group=iwm/2026-11-30_10-00-00"]) == 0
+    assert views[-1][0] != name1 and views[-1][1] == ""  # another group: another workspace
+    assert not (tmp_path / "dashboards" / "workspace_iwm.json").exists()
+
+    def down(view):
+        raise requests.exceptions.ConnectionError("Max retries exceeded with url: /graphql")
+
+    monkeypatch.setattr(internal, "upsert_view2", down)
+    assert dashboard.main(["entity=me", "project=p", "method=iwm"]) == 0
+    assert json.loads((tmp_path / "dashboards" / "workspace_iwm.json").read_text())["job"]["method"] == "iwm"
+    assert "W&B not reachable" in caplog.text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["entity=me", "project=p", "methd=iwm"], "did you mean method?"),
+    (["entity=me", "project=p", "method=nope"], "unknown method 'nope'"),
+    (["project=p"], "entity=<W&B entity> and project=<W&B project> are required"),
+    (["entity=me", "project=p", "method=iwm", "report=true"], "report=true needs one sweep"),
+    (["entity=me", "project=p", "sweep=/no/such/dir"], "sweep: no such directory"),
+    (["entity=me", "project=p", "report=maybe"], "report"),
+    (["entity=me", "project=p", "publish=missing.json"], "publish: cannot read"),
+])
+def test_bad_input_is_one_line(tmp_path, args, message):
+    r = dashboard(tmp_path, *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "dashboards").exists()

@@ -33,6 +33,7 @@ from typing import List, Optional, Sequence, Tuple
 
 FORMAT = "jepa_zoo.dashboard/1"
 ACCURACIES = ("probe/val_acc", "val/knn_top1")  # what a sweep is judged by, in W&B (logged by every method)
+OFFLINE_MODES = ("offline", "dryrun", "disabled")  # WANDB_MODE values that mean: send nothing
 log = logging.getLogger("jepa_zoo.dashboard")
 
 
@@ -41,6 +42,7 @@ class DashboardConfig:
     entity: Optional[str] = None  # W&B entity (user or team)
     project: Optional[str] = None  # W&B project the runs log to (logger.project)
     method: Optional[str] = None  # one method's workspace; default: every built-in method
+    module: Optional[str] = None  # a method outside jepa_zoo: its importable module (as method.module)
     group: Optional[str] = None  # only this W&B group's runs (a sweep: <method>/<timestamp>)
     sweep: Optional[str] = None  # a local sweep dir: its group, method and swept keys
     report: bool = False  # a W&B report of the group instead of a workspace
@@ -93,28 +95,32 @@ def read_sweep(path: str) -> Tuple[str, List[str], List[str], str]:
     return sweep_group("MULTIRUN", str(root.resolve())), methods, list(swept), table
 
 
-def sections_for(method: str, swept: Sequence[str]) -> tuple:
+def sections_for(method: str, swept: Sequence[str], module: Optional[str] = None) -> tuple:
     """The method's dashboard sections, plus a parallel-coordinates panel of ``swept`` if any."""
     from jepa_zoo.callbacks.assemble import panels
     from jepa_zoo.panels import Parallel, Section, merge
     from jepa_zoo.registry import method_spec
 
-    own = panels(method_spec(method))
+    own = panels(method_spec(method, module))
     if not swept:
         return own
     return merge(own, (Section("Sweep", (Parallel(tuple(swept), ACCURACIES, "swept keys → accuracy"),), sweep=True),))
 
 
-def report_sections(method: str, swept: Sequence[str]) -> tuple:
-    """The report's panels: each accuracy against each swept key, the curves, the method's sweep panels."""
-    from jepa_zoo.panels import Line, Parallel, Scatter, Section
+def report_sections(method: str, swept: Sequence[str], module: Optional[str] = None) -> tuple:
+    """The report's panels: each validation metric of the method (``val/``, ``probe/``: what
+    ``jepa_zoo.report`` plots, as logged to W&B) against each swept key, the swept keys into the
+    accuracies, the training curves, and the method's own sweep panels."""
+    from jepa_zoo.panels import Line, Parallel, Scatter, Section, metric_keys
 
-    by_key = tuple(Scatter(k, m, title=f"{m} against {k}", x_config=True) for k in swept for m in ACCURACIES)
-    sweep = (Section("Accuracy against the swept keys", by_key + ((Parallel(tuple(swept), ACCURACIES),) if swept else ())),)
+    own = sections_for(method, (), module)
+    judged = [k for k in metric_keys(own) if k.startswith(("val/", "probe/val"))]
+    by_key = tuple(Scatter(k, m, title=f"{m} against {k}", x_config=True) for k in swept for m in judged)
+    sweep = (Section("Metrics against the swept keys", by_key + (Parallel(tuple(swept), ACCURACIES),)),) if swept else ()
     curves = Section("Training curves", (Line(("train/loss",), "loss", smoothing=0.6),
                                          Line(("probe/val_acc",), "online linear probe (%)"),
                                          Line(("val/knn_top1",), "online kNN (%)")))
-    return (sweep if swept else ()) + (curves,) + tuple(s for s in sections_for(method, ()) if s.sweep)
+    return sweep + (curves,) + tuple(sec for sec in own if sec.sweep)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -126,9 +132,11 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def api_key_available() -> bool:
+    """Whether publishing is meant: an API key (``WANDB_API_KEY``, ``~/.netrc``) and a ``WANDB_MODE``
+    that sends."""
     from jepa_zoo.loggers import _wandb_key_available
 
-    return _wandb_key_available()
+    return os.environ.get("WANDB_MODE") not in OFFLINE_MODES and _wandb_key_available()
 
 
 def build(job: dict, online: bool = False) -> Tuple[object, tuple]:
@@ -137,9 +145,9 @@ def build(job: dict, online: bool = False) -> Tuple[object, tuple]:
     from jepa_zoo import dashboard_wandb as dw
 
     if job["kind"] == "workspace":
-        sections = sections_for(job["method"], job["swept"])
+        sections = sections_for(job["method"], job["swept"], job.get("module"))
         return dw.workspace(job["entity"], job["project"], job["method"], sections, job["group"]), sections
-    sections = report_sections(job["method"], job["swept"])
+    sections = report_sections(job["method"], job["swept"], job.get("module"))
     text = [f"Runs of the W&B group {job['group']} (method {job['method']}); swept: "
             f"{', '.join(job['swept']) or 'nothing'}. Made by python -m jepa_zoo.dashboard report=true."]
     return dw.report(job["entity"], job["project"], job["method"], job["group"], sections, text, job.get("table"),
@@ -152,12 +160,16 @@ def spec_path(out: Path, job: dict) -> Path:
     return out / (f"workspace_{job['method']}" + (f"_{slug(job['group'])}" if job["group"] else "") + ".json")
 
 
-def jobs(cfg: DashboardConfig) -> List[dict]:
-    """What the command builds: one job per workspace, or the report."""
-    from jepa_zoo.registry import builtin_methods
+def jobs(cfg: DashboardConfig, offline: bool) -> List[dict]:
+    """What the command builds: one job per workspace, or the report. Online, the swept keys of a
+    ``group=`` without ``sweep=`` are read from the group's runs in W&B."""
+    from jepa_zoo.errors import ConfigError
+    from jepa_zoo.registry import builtin_methods, method_spec
 
     if not cfg.entity or not cfg.project:
         raise UsageError("entity=<W&B entity> and project=<W&B project> are required")
+    if cfg.module and not cfg.method:
+        raise UsageError("module= names the module of method=<name>; give both")
     group, methods, swept, table = cfg.group, [cfg.method] if cfg.method else builtin_methods(), [], None
     if cfg.sweep:
         sweep_group, sweep_methods, swept, table = read_sweep(cfg.sweep)
@@ -167,11 +179,22 @@ def jobs(cfg: DashboardConfig) -> List[dict]:
             raise UsageError(f"sweep: its runs are of method(s) {', '.join(sweep_methods)}"
                              + (f", not {cfg.method}" if cfg.method else "; choose one with method="))
         group, methods = sweep_group, sweep_methods
-    known = builtin_methods()
     for m in methods:
-        if m not in known:
-            raise UsageError(f"method: unknown method {m!r}; built-in methods: {', '.join(known)}")
-    base = {"entity": cfg.entity, "project": cfg.project, "group": group, "swept": swept}
+        try:
+            method_spec(m, cfg.module)
+        except ConfigError:
+            raise UsageError(f"method: unknown method {m!r}" + (f" in module {cfg.module}" if cfg.module else "")
+                             + f"; built-in methods: {', '.join(builtin_methods())} (a method of your own: "
+                             "module=<its importable module>)") from None
+    if group and not cfg.sweep:
+        if offline:
+            log.info("group=%s offline: the swept keys are not known here (sweep=<sweep dir> gives them)", group)
+        else:
+            from jepa_zoo.dashboard_wandb import swept_in_group
+
+            swept = swept_in_group(cfg.entity, cfg.project, group)
+    base = {"entity": cfg.entity, "project": cfg.project, "group": group, "swept": list(swept),
+            **({"module": cfg.module} if cfg.module else {})}
     if cfg.report:
         if not group or len(methods) != 1:
             raise UsageError("report=true needs one sweep: group=<W&B group> method=<method>, or sweep=<sweep dir>")
@@ -179,18 +202,27 @@ def jobs(cfg: DashboardConfig) -> List[dict]:
     return [{**base, "kind": "workspace", "method": m} for m in methods]
 
 
-def unreachable() -> tuple:
-    """The errors that mean W&B could not be reached (the specification is written instead)."""
+def publish_errors() -> tuple:
+    """What a failed publication raises: W&B's errors (no network shows as a failed credential
+    check), its service's, or the HTTP client's."""
     import requests
     from wandb.errors import CommError
+    from wandb.sdk.lib.service.service_connection import WandbApiFailedError
 
-    return requests.exceptions.ConnectionError, requests.exceptions.Timeout, CommError
+    return requests.exceptions.RequestException, CommError, WandbApiFailedError
 
 
 def run(cfg: DashboardConfig) -> int:
+    """Build, publish or write each job; 0, or 1 when W&B refused or could not be reached (the
+    specification is then written, to publish later)."""
+    import importlib.util
+
+    if importlib.util.find_spec("wandb_workspaces") is None:
+        raise UsageError("needs wandb-workspaces: pip install 'jepa_zoo[dashboard]' (or wandb-workspaces)")
     from jepa_zoo import dashboard_wandb as dw
     from jepa_zoo.dashboard_sketch import sketch
 
+    offline = cfg.offline if cfg.offline is not None else not api_key_available()
     if cfg.publish:
         path = Path(cfg.publish)
         try:
@@ -199,12 +231,19 @@ def run(cfg: DashboardConfig) -> int:
             raise UsageError(f"publish: cannot read {path}: {e}") from None
         if not isinstance(spec, dict) or spec.get("format") != FORMAT or not isinstance(spec.get("job"), dict):
             raise UsageError(f"publish: {path} is not a specification written by python -m jepa_zoo.dashboard")
+        if offline:
+            raise UsageError("publish: no W&B API key (run `wandb login` or set WANDB_API_KEY), or WANDB_MODE is "
+                             "offline")
         todo, out = [spec["job"]], path.parent
     else:
-        todo, out = jobs(cfg), Path(cfg.out)
-    offline = cfg.offline if cfg.offline is not None else not api_key_available()
-    if cfg.publish and offline:
-        raise UsageError("publish: no W&B API key (run `wandb login` or set WANDB_API_KEY)")
+        try:
+            todo = jobs(cfg, offline)
+        except publish_errors() as e:
+            log.warning("W&B: cannot read the runs of group %s (%s: %s); its swept keys are left out", cfg.group,
+                        type(e).__name__, str(e).splitlines()[0])
+            todo = jobs(cfg, offline=True)
+        out = Path(cfg.out)
+    failed = False
     for job in todo:
         path = spec_path(out, job)
         obj, sections = build(job)
@@ -218,14 +257,17 @@ def run(cfg: DashboardConfig) -> int:
                     url = dw.publish_report(build(job, online=True)[0])
                 log.info("W&B: %s", url)
                 continue
-            except unreachable() as e:
-                log.warning("W&B not reachable (%s); writing the specification instead", str(e).splitlines()[0])
+            except dw.ProjectNotFound as e:
+                raise UsageError(str(e)) from None
+            except publish_errors() as e:
+                failed = True
+                log.warning("W&B: could not publish (%s: %s)", type(e).__name__, str(e).splitlines()[0])
         wandb_spec = dw.workspace_spec(obj) if job["kind"] == "workspace" else dw.report_spec(obj)
         write_json(path, {"format": FORMAT, "job": job, "sections": [dataclasses.asdict(s) for s in sections],
                           "wandb": wandb_spec})
-        log.info("offline: wrote %s; publish it with `python -m jepa_zoo.dashboard publish=%s` once W&B is "
-                 "reachable with an API key (wandb login)", path, path)
-    return 0
+        log.info("%s: wrote %s; publish it with `python -m jepa_zoo.dashboard publish=%s` once W&B is reachable "
+                 "with an API key (wandb login)", "offline" if offline else "not published", path, path)
+    return 1 if failed else 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -11,6 +11,7 @@ against in W&B).
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any, Optional, Sequence
 
 from jepa_zoo.panels import Bar, Line, Media, Parallel, Scatter, Section
@@ -19,13 +20,15 @@ X_AXIS = "trainer/global_step"
 CONFIG_PREFIX = "cfg."
 
 
+class ProjectNotFound(ValueError):
+    """The W&B project does not exist or cannot be read with this API key."""
+
+
 def _libs():
-    """``wandb_workspaces``' workspace and report modules (an optional extra)."""
-    try:
-        import wandb_workspaces.reports.v2 as wr
-        import wandb_workspaces.workspaces as ws
-    except ImportError as e:
-        raise ImportError(f"the dashboard needs wandb-workspaces ({e}): pip install 'jepa_zoo[dashboard]'") from None
+    """``wandb_workspaces``' workspace and report modules (the ``dashboard`` extra)."""
+    import wandb_workspaces.reports.v2 as wr
+    import wandb_workspaces.workspaces as ws
+
     return ws, wr
 
 
@@ -123,21 +126,44 @@ def report_spec(r: Any) -> dict:
 
 
 def publish_workspace(w: Any, method: str, group: Optional[str]) -> str:
-    """Create or update the workspace under its stable name; returns its URL."""
+    """Create or update the workspace under its stable name; returns its URL.
+
+    Raises:
+        ProjectNotFound: the project is missing or not readable."""
     from wandb_workspaces.workspaces import internal
 
     view = w._to_model()
     view.name = view_name(method, group)
-    try:
-        # the lookup takes the name as it appears in a workspace URL (the id without nw-/-v)
+    try:  # the lookup takes the name as it appears in a workspace URL (the id without nw-/-v)
         view.id = internal.get_view_dict(w.entity, w.project, internal._internal_name_to_url_query_str(view.name))["id"]
-    except ValueError as e:
-        if "Workspace" not in str(e):  # the project itself is missing or not readable
-            raise
-        view.id = ""  # a new workspace under this name
+    except ValueError as e:  # wandb-workspaces says which: the project, or the workspace, is not there
+        if str(e).startswith("Project"):
+            raise ProjectNotFound(f"W&B project {w.entity}/{w.project} not found or not readable with this API key "
+                                  "(a run logged to it creates it)") from None
+        view.id = ""  # no workspace of that name yet: create it
     resp = internal.upsert_view2(view)
     w._internal_name, w._internal_id = resp["upsertView"]["view"]["name"], resp["upsertView"]["view"]["id"]
     return w.url
+
+
+def swept_in_group(entity: str, project: str, group: str) -> list:
+    """The config keys (override paths) whose values differ between the runs of a W&B group."""
+    import wandb
+
+    from jepa_zoo.runs import PATH_KEYS
+
+    def flat(node: Any, prefix: str = "") -> dict:
+        if not isinstance(node, dict):
+            return {prefix: json.dumps(node, sort_keys=True, default=str)}
+        out: dict = {}
+        for k, v in node.items():
+            out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+
+    configs = [flat(run.config.get("cfg") or {}) for run in wandb.Api().runs(f"{entity}/{project}", {"group": group})]
+    keys = sorted({k for c in configs for k in c})
+    where = (*PATH_KEYS, "run_dir")  # where a run is, not what it is
+    return [k for k in keys if len({c.get(k) for c in configs}) > 1 and k not in where and not k.startswith("logger.")]
 
 
 def publish_report(r: Any) -> str:

@@ -85,7 +85,8 @@ Panel = Union[Line, Media, Scatter, Parallel, Bar]
 
 @dataclass(frozen=True)
 class Section:
-    """A named row of panels; ``sweep``: it compares runs (shown when a sweep group is chosen)."""
+    """A named row of panels; ``sweep``: its panels compare runs (one point per run), for sweeps
+    (shaded in the layout sketch; a report of a sweep takes these)."""
 
     name: str
     panels: Tuple[Panel, ...] = field(default_factory=tuple)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -41,7 +42,7 @@ def runs(tmp_path_factory) -> dict:
     for method in builtin_methods():
         sweep = method == "lejepa"
         extra = ["method.lambd=0.02,0.05", f"hydra.sweep.dir={root / 'sweep'}"] if sweep else \
-            [f"hydra.run.dir={root / method}"]
+            [f"hydra.run.dir={root / method}", *(["trainer.max_time=00:00:30:00"] if method == "iwm" else [])]
         r = subprocess.run([sys.executable, "-m", "jepa_zoo.train", *(["-m"] if sweep else []), f"method={method}",
                             *FAST, *extra], cwd=REPO,
                            env=offline_env(root), capture_output=True, text=True, timeout=600)
@@ -52,32 +53,49 @@ def runs(tmp_path_factory) -> dict:
 
 
 def logged(run_dir: Path) -> tuple:
-    """(metric names in the run's metrics.csv header, image panel keys of its PNGs, its validated config)."""
+    """(metric names in the run's metrics.csv header, image panel keys of its PNGs, the hyper-parameters
+    the loggers got: ``{"cfg": <config>, ...}``, as W&B holds them)."""
     header = (run_dir / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     images = {f"images/{p.name.rsplit('_step', 1)[0]}" for p in (run_dir / "images").glob("*_step*.png")}
-    config = yaml.safe_load((run_dir / "checkpoints" / "config.yaml").read_text())
-    return set(header), images, config
+    hparams = yaml.safe_load((run_dir / "csv" / "version_0" / "hparams.yaml").read_text())
+    return set(header), images, hparams
 
 
-def missing(sections, header: set, images: set, config: dict) -> list:
-    """The keys the panels reference that the run did not log (or its config lacks)."""
+# each `when` a panel may carry, and whether it holds in a run (its hyper-parameters): a new
+# condition must be added here, so that its keys are checked whenever a run meets it
+WHEN = {
+    "method.optim.final_weight_decay is set": lambda c: c["method"]["optim"]["final_weight_decay"] is not None,
+    "trainer.max_time is set": lambda c: c["trainer"].get("max_time") is not None,
+    "a GPU whose peak FLOP/s Lightning knows": lambda c: False,  # tested on PerfMonitor.metrics below
+}
+
+
+def missing(sections, header: set, images: set, hparams: dict) -> list:
+    """The keys the panels reference that the run did not log (or its config lacks), the keys of
+    conditional panels included when their condition holds in the run."""
+    cfg = hparams["cfg"]
+
     def has(key: str) -> bool:
-        node = config
+        node = cfg
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
                 return False
             node = node[part]
         return True
 
-    return ([k for k in metric_keys(sections) if k not in header] + [k for k in media_keys(sections) if k not in images]
-            + [k for k in config_keys(sections) if not has(k)])
+    metrics = [k for sec in sections for p in sec.panels if isinstance(p, Line) and p.when and WHEN[p.when](cfg)
+               for k in p.keys] + list(metric_keys(sections))
+    return ([k for k in metrics if k not in header] + [k for k in media_keys(sections) if k not in images]
+            + [k for k in ("method.name", *config_keys(sections)) if not has(k)])
 
 
 @pytest.mark.parametrize("method", ["lejepa", "ijepa", "iwm"])
 def test_every_panel_key_is_logged_by_a_real_run(runs, method, tmp_path):
-    header, images, config = logged(runs[method])
+    header, images, hparams = logged(runs[method])
     sections = panels(method_spec(method))
-    assert missing(sections, header, images, config) == []
+    assert missing(sections, header, images, hparams) == []
+    checked = {"ijepa": "train/wd", "iwm": "train/horizon"}.get(method)  # conditional panels, met in these runs
+    assert checked is None or checked in header
     # the workspace the command builds (offline) references those keys, and no other metric
     r = dashboard(tmp_path, "entity=me", "project=p", f"method={method}")
     assert r.returncode == 0, r.stderr
@@ -91,10 +109,24 @@ def test_every_panel_key_is_logged_by_a_real_run(runs, method, tmp_path):
 
 def test_a_renamed_metric_is_caught(runs):
     """The check above fails when a panel names a metric no run logs (a rename on either side)."""
-    header, images, config = logged(runs["lejepa"])
+    header, images, hparams = logged(runs["lejepa"])
     renamed = panels(method_spec("lejepa")) + (Section("x", (Line(("train/sigreg",)),)),)
-    assert missing(renamed, header, images, config) == ["train/sigreg"]
-    assert missing(panels(method_spec("lejepa")), header - {"train/sigreg_loss"}, images, config) == ["train/sigreg_loss"]
+    assert missing(renamed, header, images, hparams) == ["train/sigreg"]
+    assert missing(panels(method_spec("lejepa")), header - {"train/sigreg_loss"}, images, hparams) == ["train/sigreg_loss"]
+    header, images, hparams = logged(runs["iwm"])  # a conditional key, in a run that meets its condition
+    assert missing(panels(method_spec("iwm")), header - {"train/horizon"}, images, hparams) == ["train/horizon"]
+    assert missing(panels(method_spec("iwm")), header, images - {"images/pairs"}, hparams) == ["images/pairs"]
+
+
+def test_the_gpu_only_perf_key_is_the_one_perf_monitor_logs():
+    import torch
+
+    from jepa_zoo.callbacks.perf import PANELS, PerfMonitor
+
+    monitor = PerfMonitor(lambda batch: 1)
+    monitor.flops_per_step, monitor.available_flops = 10 ** 12, 10 ** 14  # as on a GPU Lightning knows
+    logged_keys = set(monitor.metrics(1.0, 1, 8, 1, torch.device("cpu")))
+    assert set(metric_keys(PANELS, conditional=True)) <= logged_keys and "perf/mfu" in logged_keys
 
 
 def test_offline_spec_sketch_and_rerun(tmp_path):
@@ -135,46 +167,106 @@ def test_sweep_workspace_and_report_offline(runs, tmp_path):
     assert "config:cfg.value.method.lambd" in text and "probe/val_acc" in text and "Sweep report" in text  # + the table
 
 
-def test_publishing_is_idempotent_and_falls_back_offline(monkeypatch, tmp_path, caplog):
-    import requests
+@pytest.fixture
+def fake_wandb(monkeypatch, tmp_path):
+    """W&B's server as wandb-workspaces and wandb.Api see it, in memory: views by name, reports by
+    title, the runs of a group; ``state["down"]``: every call fails as it does here without network."""
+    import wandb
+    import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
+    from wandb.errors import AuthenticationError
     from wandb_workspaces.workspaces import internal
 
     from jepa_zoo import dashboard
 
-    views, stored = [], {}
+    state = {"views": [], "stored": {}, "reports": [], "saved": [], "runs": [], "down": False, "project": True}
+
+    def online():
+        if state["down"]:  # what wandb 0.31 raises with a key and no network
+            raise AuthenticationError("Failed to verify credentials with https://api.wandb.ai: Failed to execute "
+                                      "API request")
 
     def get_view_dict(entity, project, url_name):  # as W&B's: the name in a workspace URL
+        online()
+        if not state["project"]:
+            raise ValueError(f"Project `{entity}/{project}` not found.  Do you have access to this project?")
         name = internal._url_query_str_to_internal_name(url_name)
-        if name not in stored:
-            raise ValueError(f"Workspace `{name}` not found in project `{project}`")
-        return {"id": stored[name]}
+        if name not in state["stored"]:
+            raise ValueError(f"Workspace `{url_name}` not found in project `{project}`")
+        return {"id": state["stored"][name]}
 
     def upsert_view2(view):
-        views.append((view.name, view.id, view.display_name))
-        stored.setdefault(view.name, f"id{len(stored)}")
-        return {"upsertView": {"view": {"name": view.name, "id": stored[view.name]}}}
+        online()
+        state["views"].append((view.name, view.id, view.display_name))
+        state["stored"].setdefault(view.name, f"id{len(state['stored'])}")
+        return {"upsertView": {"view": {"name": view.name, "id": state["stored"][view.name]}}}
+
+    class Api:
+        def __init__(self):
+            online()
+
+        def reports(self, path):
+            return [SimpleNamespace(display_name=t, id=i) for t, i in state["reports"]]
+
+        def runs(self, path, filters):
+            return [SimpleNamespace(config={"cfg": c}) for g, c in state["runs"] if g == filters["group"]]
+
+    def save(self, draft=False, clone=False):
+        online()
+        state["saved"].append((self.title, self.id))
+        if not self.id:
+            state["reports"].append((self.title, f"r{len(state['reports'])}"))
 
     monkeypatch.setattr(internal, "get_view_dict", get_view_dict)
     monkeypatch.setattr(internal, "upsert_view2", upsert_view2)
+    monkeypatch.setattr(wandb, "Api", Api)
     monkeypatch.setattr(ws.Workspace, "url", property(lambda self: f"https://w/{self._internal_name}"))
+    monkeypatch.setattr(wr.Report, "save", save)
+    monkeypatch.setattr(wr.Report, "url", property(lambda self: f"https://r/{self.id}"))
+    resolve = wr.Runset._to_model  # saving a report looks each run set's project up on the server: not here
+    monkeypatch.setattr(wr.Runset, "_to_model", lambda self: resolve(wr.Runset(name=self.name, filters=self.filters,
+                                                                              entity="", project="")))
     monkeypatch.setattr(dashboard, "api_key_available", lambda: True)
     monkeypatch.chdir(tmp_path)
+    return state
+
+
+def test_publishing_is_idempotent(fake_wandb, tmp_path):
+    from jepa_zoo import dashboard
+
     for _ in range(2):
         assert dashboard.main(["entity=me", "project=p", "method=iwm"]) == 0
-    (name1, id1, title), (name2, id2, _) = views
+    (name1, id1, title), (name2, id2, _) = fake_wandb["views"]
     assert name1 == name2 and id1 == "" and id2 == "id0" and title == "jepa_zoo iwm"  # created, then updated
     assert dashboard.main(["entity=me", "project=p", "method=iwm", "group=iwm/2026-11-30_10-00-00"]) == 0
-    assert views[-1][0] != name1 and views[-1][1] == ""  # another group: another workspace
-    assert not (tmp_path / "dashboards" / "workspace_iwm.json").exists()
+    assert fake_wandb["views"][-1][0] != name1 and fake_wandb["views"][-1][1] == ""  # another group: another one
+    assert not (tmp_path / "dashboards" / "workspace_iwm.json").exists()  # published: no specification left
 
-    def down(view):
-        raise requests.exceptions.ConnectionError("Max retries exceeded with url: /graphql")
 
-    monkeypatch.setattr(internal, "upsert_view2", down)
-    assert dashboard.main(["entity=me", "project=p", "method=iwm"]) == 0
-    assert json.loads((tmp_path / "dashboards" / "workspace_iwm.json").read_text())["job"]["method"] == "iwm"
-    assert "W&B not reachable" in caplog.text
+def test_a_report_is_saved_over_the_one_of_the_same_title_and_reads_the_groups_swept_keys(fake_wandb, tmp_path):
+    from jepa_zoo import dashboard
+
+    group = "iwm/2026-11-30_10-00-00"
+    fake_wandb["runs"] = [(group, {"method": {"name": "iwm", "pred_depth": d}, "run_dir": f"/r/{d}", "seed": 0})
+                          for d in (4, 8)] + [("other", {"method": {"pred_depth": 12}})]
+    args = ["entity=me", "project=p", "method=iwm", f"group={group}", "report=true"]
+    assert dashboard.main(args) == 0 and dashboard.main(args) == 0
+    (t1, id1), (t2, id2) = fake_wandb["saved"]
+    assert t1 == t2 == f"jepa_zoo iwm sweep {group}" and id1 == "" and id2 == "r0"  # the second run updates it
+    assert dashboard.jobs(dashboard.parse(args), offline=False)[0]["swept"] == ["method.pred_depth"]  # not run_dir
+
+
+def test_a_failed_publication_writes_the_specification_and_exits_1(fake_wandb, tmp_path, caplog, capsys):
+    from jepa_zoo import dashboard
+
+    fake_wandb["down"] = True
+    assert dashboard.main(["entity=me", "project=p", "method=iwm"]) == 1
+    spec = json.loads((tmp_path / "dashboards" / "workspace_iwm.json").read_text())
+    assert spec["job"]["method"] == "iwm" and "could not publish (AuthenticationError" in caplog.text
+    fake_wandb["down"], fake_wandb["project"] = False, False
+    assert dashboard.main(["entity=me", "project=nope", "method=iwm"]) == 2  # a missing project: one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("dashboard: error: W&B project me/nope not found")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -166,7 +166,7 @@ PANELS = (
     )),
     Section("Masking sweep", (
         Bar("probe/val_acc", "masking.name", "probe accuracy by masking"),
-        Bar("probe/val_acc", "masking.target_scale", "probe accuracy by target scale"),
+        Bar("probe/val_acc", "masking.num_targets", "probe accuracy by number of target blocks"),
     ), sweep=True),
 )
 

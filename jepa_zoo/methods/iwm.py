@@ -37,7 +37,7 @@ from jepa_zoo.masks.schema import PATCH_MASKINGS
 from jepa_zoo.methods.base import StepOutput
 from jepa_zoo.methods.ijepa import IJEPA, IJEPAConfig
 from jepa_zoo.models.predictor import Predictor
-from jepa_zoo.panels import Line, Media, Scatter, Section
+from jepa_zoo.panels import Line, Media, Parallel, Scatter, Section
 from jepa_zoo.registry import MethodSpec
 
 
@@ -135,6 +135,8 @@ PANELS = (
     Section("Images", (Media(("images/pairs",), "source | target | action"), Media(("images/masks",), "masks"))),
     Section("Capacity sweep", (
         Scatter("val/mrr", "probe/val_acc", color="method.pred_depth", title="equivariance against accuracy"),
+        Parallel(("method.pred_depth", "method.pred_dim", "method.conditioning"), ("val/mrr", "probe/val_acc"),
+                 "predictor capacity → equivariance and accuracy"),
     ), sweep=True),
 )
 

@@ -124,11 +124,11 @@ def report_sections(method: str, swept: Sequence[str], module: Optional[str] = N
 
 
 def write_json(path: Path, data: dict) -> None:
-    """``path`` written whole or not at all (a temporary file renamed over it)."""
+    """``path`` written whole or not at all (:func:`jepa_zoo.runs.atomic_write`)."""
+    from jepa_zoo.runs import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def api_key_available() -> bool:

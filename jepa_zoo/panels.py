@@ -109,50 +109,48 @@ def merge(*groups: Sequence[Section]) -> Tuple[Section, ...]:
     return tuple(joined[n] for n in names)
 
 
+def _unique(groups) -> Tuple[str, ...]:
+    """The keys of ``groups`` (iterables of keys) in order, once each."""
+    out: list = []
+    for keys in groups:
+        out += [k for k in keys if k not in out]
+    return tuple(out)
+
+
 def _panels(sections: Sequence[Section]) -> Iterator[Panel]:
     for s in sections:
         yield from s.panels
 
 
+def _metrics(p: Panel, conditional: bool) -> Tuple[str, ...]:
+    if isinstance(p, Line):
+        return p.keys if (conditional or not p.when) else ()
+    if isinstance(p, Scatter):
+        return (p.y,) if p.x_config else (p.x, p.y)
+    if isinstance(p, Parallel):
+        return p.metrics
+    return (p.metric,) if isinstance(p, Bar) else ()
+
+
+def _config(p: Panel) -> Tuple[str, ...]:
+    if isinstance(p, Parallel):
+        return p.columns
+    if isinstance(p, Scatter):
+        return tuple(k for k in ((p.x if p.x_config else ""), p.color) if k)
+    return (p.group_by,) if isinstance(p, Bar) else ()
+
+
 def metric_keys(sections: Sequence[Section], conditional: bool = False) -> Tuple[str, ...]:
     """The metric keys the panels plot, in order, once each; ``conditional=False`` leaves out the
     keys of panels with a ``when`` (not logged by every run)."""
-    out: list = []
-    for p in _panels(sections):
-        if isinstance(p, Line):
-            keys = p.keys if (conditional or not p.when) else ()
-        elif isinstance(p, Scatter):
-            keys = (p.y,) if p.x_config else (p.x, p.y)
-        elif isinstance(p, Parallel):
-            keys = p.metrics
-        elif isinstance(p, Bar):
-            keys = (p.metric,)
-        else:
-            keys = ()
-        out += [k for k in keys if k not in out]
-    return tuple(out)
+    return _unique(_metrics(p, conditional) for p in _panels(sections))
 
 
 def media_keys(sections: Sequence[Section]) -> Tuple[str, ...]:
     """The image panels' keys (``images/<name>``), once each."""
-    out: list = []
-    for p in _panels(sections):
-        if isinstance(p, Media):
-            out += [k for k in p.keys if k not in out]
-    return tuple(out)
+    return _unique(p.keys for p in _panels(sections) if isinstance(p, Media))
 
 
 def config_keys(sections: Sequence[Section]) -> Tuple[str, ...]:
     """The config keys (override paths) the sweep panels compare runs by, once each."""
-    out: list = []
-    for p in _panels(sections):
-        if isinstance(p, Parallel):
-            keys = p.columns
-        elif isinstance(p, Scatter):
-            keys = tuple(k for k in ((p.x if p.x_config else ""), p.color) if k)
-        elif isinstance(p, Bar):
-            keys = (p.group_by,)
-        else:
-            keys = ()
-        out += [k for k in keys if k not in out]
-    return tuple(out)
+    return _unique(_config(p) for p in _panels(sections))

@@ -71,6 +71,17 @@ def sweep_subdir() -> str:
     return job_dirname(hc.job.num, list(hc.overrides.task), keys)
 
 
+def atomic_write(path: Path, text: str) -> None:
+    """``path`` holds ``text`` whole or keeps what it held: a temporary file beside it, renamed over it
+    (removed if anything fails)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_summary(run_dir: Path, status: str, new_launch: bool = False, **fields: Any) -> Path:
     """Write (atomically) ``<run dir>/run_summary.json`` with ``status`` and ``fields``; the fields of
     the file's earlier writes are kept unless ``new_launch`` (the start of a launch) drops them."""
@@ -78,12 +89,7 @@ def write_summary(run_dir: Path, status: str, new_launch: bool = False, **fields
     old = {} if new_launch else (read_summary(run_dir) or {})
     record = {**old, **fields, "status": status,
               "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    tmp = path.with_name(f".{SUMMARY}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, json.dumps(record, indent=2, default=str) + "\n")
     return path
 
 

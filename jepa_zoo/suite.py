@@ -24,7 +24,6 @@ import csv
 import io
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -32,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from jepa_zoo.data.datasets import DataError
 from jepa_zoo.errors import ConfigError
+from jepa_zoo.runs import atomic_write
 
 log = logging.getLogger("jepa_zoo.eval")
 
@@ -74,15 +74,6 @@ def headline(record: Dict[str, Any], k: int) -> Tuple[str, float, float]:
 
 def cell(value: float, std: float, seeds: int) -> str:
     return f"{value:.2f} ± {std:.2f}" if seeds > 1 else f"{value:.2f}"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _command_overrides() -> List[str]:
@@ -163,7 +154,7 @@ def run_suite(cfg: DictConfig, evaluate: Callable[..., Dict[str, Any]]) -> Dict[
         out_dir.mkdir(parents=True, exist_ok=True)
         for ext, text in (("md", "\n".join(md) + "\n"), ("csv", buf.getvalue()),
                           ("json", json.dumps(table, indent=2) + "\n")):
-            _atomic_write(out_dir / f"suite_{s.name}.{ext}", text)
+            atomic_write(out_dir / f"suite_{s.name}.{ext}", text)
     except OSError as e:
         print("\n".join(md))
         raise ConfigError(f"suite: cannot write the tables into {out_dir} ({e.strerror}); the table is printed "

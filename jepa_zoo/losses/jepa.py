@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Callable, Dict, List, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -47,3 +48,26 @@ def latent_prediction_loss(pred: Tensor, target: Tensor, kind: str = "smooth_l1"
     if kind == "mse":
         return F.mse_loss(pred, target)
     raise ValueError(f"loss must be 'smooth_l1' or 'mse', got {kind!r}")
+
+
+def vjepa_loss(preds: Sequence[Tensor], targets: Sequence[Tensor], exponent: float = 1.0) -> Tensor:
+    """V-JEPA / V-JEPA 2 loss over mask types ``j = 1 .. M`` (predictions and targets ``[B, K_j, D]``)::
+
+        loss = 1/M Σ_j mean |ŷ_j − y_j|^p / p          (p = ``exponent``; 1: L1, the papers')
+
+    where ``y_j`` are the target encoder's tokens, layer-normalised without affine
+    (:func:`vjepa_targets`), at mask ``j``'s target positions.  Targets are detached here."""
+    if len(preds) != len(targets) or not preds:
+        raise ValueError(f"need one target per prediction, got {len(preds)} and {len(targets)}")
+    terms = []
+    for p, y in zip(preds, targets):
+        if p.shape != y.shape:
+            raise ValueError(f"pred {tuple(p.shape)} and target {tuple(y.shape)} shapes differ")
+        terms.append((p - y.detach()).abs().pow(exponent).mean() / exponent)
+    return torch.stack(terms).mean()
+
+
+def vjepa_targets(tokens: Tensor, masks: Sequence[Tensor]) -> List[Tensor]:
+    """``layer_norm(tokens)`` (no affine) gathered at each mask's indices ``[B, K_j]``: ``[B, K_j, D]``."""
+    h = F.layer_norm(tokens, (tokens.shape[-1],))
+    return [torch.gather(h, 1, m.unsqueeze(-1).expand(-1, -1, h.shape[-1])) for m in masks]

@@ -13,7 +13,10 @@
   (``num_classes=0``); ``cifar_stem`` replaces a ResNet's 7x7/2 stem and
   max-pool with a 3x3/1 conv for 32 px inputs.
 
-Both expose ``embed_dim`` and ``forward(x) -> [B, embed_dim]``.
+* :class:`jepa_zoo.models.video.VideoViTEncoder` — ``kind=vit`` with ``num_frames > 1``: V-JEPA's
+  video ViT (tubelets, 3-D sin-cos or RoPE), the same ``forward_tokens(x, idx)``.
+
+All expose ``embed_dim`` and ``forward(x) -> [B, embed_dim]``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import Tensor, nn
 
 from jepa_zoo.models.posembed import sincos_2d
 from jepa_zoo.models.schema import BackboneConfig
+from jepa_zoo.models.video import VideoViTEncoder
 
 
 def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
@@ -144,5 +148,8 @@ class TimmEncoder(nn.Module):
 
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
-    """Encoder from its (validated) config: :class:`BackboneConfig` has checked the timm name."""
+    """Encoder from its (validated) config: :class:`BackboneConfig` has checked the timm name; a
+    ViT with ``num_frames > 1`` is the video ViT (:mod:`jepa_zoo.models.video`)."""
+    if cfg.video:
+        return VideoViTEncoder(cfg)
     return ViTEncoder(cfg) if cfg.kind == "vit" else TimmEncoder(cfg)

@@ -11,6 +11,14 @@ For a grid of ``h`` rows and ``w`` columns, tokens in raster order (row by row),
 released weights were trained with, computed in float64 as it does; jepa_zoo's default.
 ``"timm"`` is what jepa_zoo used before (checkpoints that do not record the order were trained
 with it).  Loading official weights with the other order gives token errors of about 3.
+
+Video (V-JEPA): a grid of ``t`` time steps (tubelets), ``h`` rows and ``w`` columns, tokens ordered
+time, then row, then column; each axis gets ``a`` channels of its own 1-D ``[sin | cos]``::
+
+    [ sincos_a(i) | sincos_a(r) | sincos_a(c) ][:D]      a = 2·ceil(D/6)   ("uniform power")
+    [ sincos_{D/2}(i) | sincos_{D/4}(r) | sincos_{D/4}(c) ]                 (uniform_power=False)
+
+(:func:`sincos_3d`; V-JEPA's released models use uniform power, cut to ``D`` channels.)
 """
 
 from __future__ import annotations
@@ -45,6 +53,20 @@ def sincos_2d(grid: Sequence[int], dim: int, order: str = "ijepa") -> Tensor:
                                 indexing="ij")
     emb = torch.cat([_sincos_1d(cols.flatten(), dim // 2), _sincos_1d(rows.flatten(), dim // 2)], dim=1)
     return emb.float()
+
+
+def sincos_3d(grid: Sequence[int], dim: int, uniform_power: bool = True) -> Tensor:
+    """The ``[t·h·w, dim]`` float32 embeddings of a ``(t, h, w)`` video grid (module docstring)."""
+    t, h, w = (int(g) for g in grid)
+    if uniform_power:
+        widths = (2 * math.ceil(dim / 6),) * 3
+    else:
+        if dim % 8:
+            raise ValueError(f"a 3-D sin-cos embedding without uniform power needs a width divisible by 8, got {dim}")
+        widths = (dim // 2, dim // 4, dim // 4)
+    axes = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in (t, h, w)), indexing="ij")
+    emb = torch.cat([_sincos_1d(a.flatten(), width) for a, width in zip(axes, widths)], dim=1)
+    return emb[:, :dim].float()
 
 
 def sincos_order_of(pe: Tensor, tol: float = 1e-4) -> Optional[str]:

@@ -25,6 +25,17 @@ class BackboneConfig:
     # "ijepa" (the official I-JEPA code and its released weights) or "timm" (checkpoints written before
     # the setting existed, which record none, load with it)
     sincos_order: str = "ijepa"
+    # kind=vit, video (jepa_zoo.models.video): num_frames > 1 makes a video ViT whose Conv3d cuts clips
+    # into tubelet_size-frame tubelets; pos: "sincos" (V-JEPA, fixed 3-D sin-cos) or "rope" (V-JEPA 2);
+    # rope_layout: "vjepa2" (the official angles, which its weights need) or "interleaved" (true rotations)
+    num_frames: int = 1
+    tubelet_size: int = 2
+    pos: str = "sincos"
+    rope_layout: str = "vjepa2"
+
+    @property
+    def video(self) -> bool:
+        return self.kind == "vit" and self.num_frames > 1
 
     def __post_init__(self) -> None:
         check(self.kind in ("vit", "timm"), "backbone.kind", f"must be 'vit' or 'timm', got {self.kind!r}")
@@ -39,6 +50,16 @@ class BackboneConfig:
         check(0.0 <= self.drop_path_rate < 1.0, "backbone.drop_path_rate", "must be in [0, 1)")
         check(self.sincos_order in ("ijepa", "timm"), "backbone.sincos_order",
               f"must be 'ijepa' or 'timm', got {self.sincos_order!r}")
+        check(self.num_frames >= 1, "backbone.num_frames", f"must be >= 1, got {self.num_frames}")
+        check(self.tubelet_size >= 1, "backbone.tubelet_size", f"must be >= 1, got {self.tubelet_size}")
+        if self.video:
+            check(self.num_frames % self.tubelet_size == 0, "backbone.num_frames",
+                  f"{self.num_frames} frames are not a whole number of {self.tubelet_size}-frame tubelets")
+        check(self.pos in ("sincos", "rope"), "backbone.pos", f"must be 'sincos' or 'rope', got {self.pos!r}")
+        check(self.pos == "sincos" or self.video, "backbone.pos",
+              "rope needs a video backbone (backbone.num_frames > 1)")
+        check(self.rope_layout in ("vjepa2", "interleaved"), "backbone.rope_layout",
+              f"must be 'vjepa2' or 'interleaved', got {self.rope_layout!r}")
         try:
             check_model_name(self.name)
         except ValueError as e:

@@ -3,8 +3,7 @@
 Each format is a module with ``NAME``, ``detect(state) -> bool`` and ``read(state) ->
 Imported`` (:class:`jepa_zoo.weights.official_ijepa.Imported`: the architecture and state dicts in
 jepa_zoo's key space).  :func:`read_weights` loads a file ``weights_only`` and gives it to the
-first format that recognises it; adding a format (V-JEPA, V-JEPA 2, ...) is one module and one
-entry in :data:`FORMATS`.  jepa_zoo's own ``.ckpt`` files are read by
+first format that recognises it; adding a format is one module and one entry in :data:`FORMATS`.  jepa_zoo's own ``.ckpt`` files are read by
 :func:`jepa_zoo.checkpointing.read_checkpoint`.
 """
 
@@ -16,10 +15,11 @@ from typing import Any, Dict, List
 import torch
 
 from jepa_zoo.errors import ConfigError
-from jepa_zoo.weights import official_ijepa, timm_weights
+from jepa_zoo.weights import hf_vjepa2, official_ijepa, official_vjepa, timm_weights
 from jepa_zoo.weights.official_ijepa import Imported
 
-FORMATS = [official_ijepa, timm_weights]  # in order: a timm state dict is any flat mapping of tensors
+# in order: a V-JEPA file has I-JEPA's layout with a 3-D patch embedding; a timm state dict is any flat mapping
+FORMATS = [official_vjepa, official_ijepa, hf_vjepa2, timm_weights]
 
 __all__ = ["FORMATS", "Imported", "detect_format", "load_file", "read_weights"]
 

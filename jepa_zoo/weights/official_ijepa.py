@@ -47,9 +47,11 @@ class Imported:
 
 def detect(state: Any) -> bool:
     """Whether ``state`` (a loaded checkpoint) is an official I-JEPA checkpoint."""
-    return (isinstance(state, Mapping) and isinstance(state.get("encoder"), Mapping)
-            and any(k.endswith("patch_embed.proj.weight") for k in state["encoder"])
-            and "hyper_parameters" not in state)
+    if not (isinstance(state, Mapping) and isinstance(state.get("encoder"), Mapping)
+            and "hyper_parameters" not in state):
+        return False
+    w = next((v for k, v in state["encoder"].items() if k.endswith("patch_embed.proj.weight")), None)
+    return w is not None and getattr(w, "dim", lambda: 0)() == 4  # a Conv3d (5-D) is V-JEPA's
 
 
 def _strip(sd: Mapping[str, Tensor]) -> Dict[str, Tensor]:

@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from jepa_zoo.data.schema import DataConfig, IWMViewsConfig, ViewsConfig
 from jepa_zoo.errors import ConfigError, check as _check
-from jepa_zoo.masks.schema import PATCH_MASKINGS, MaskingConfig
+from jepa_zoo.masks.schema import PATCH_MASKINGS, VIDEO_MASKINGS, MaskingConfig
 from jepa_zoo.models.schema import BackboneConfig
 from jepa_zoo.registry import method_spec
 
@@ -62,8 +62,17 @@ class OptimConfig:
     # linear scaling: the LR used is lr * global_batch / ref_batch_size, global_batch being
     # data.batch_size * processes * accumulate_grad_batches; None: lr as given
     ref_batch_size: Optional[int] = None
+    # the LR after warm-up: cosine to lr * final_lr_ratio, or constant (V-JEPA 2) with, over the last
+    # `cooldown` fraction of the run, a linear fall to lr * final_lr_ratio
+    schedule: str = "cosine"
+    cooldown: float = 0.0
 
     def __post_init__(self) -> None:
+        _check(self.schedule in ("cosine", "constant"), "method.optim.schedule",
+               f"must be 'cosine' or 'constant', got {self.schedule!r}")
+        _check(0 <= self.cooldown <= 1, "method.optim.cooldown", f"must be in [0, 1], got {self.cooldown}")
+        _check(self.cooldown == 0 or self.schedule == "constant", "method.optim.cooldown",
+               "a cooldown follows the constant schedule (method.optim.schedule=constant)")
         _check(self.ref_batch_size is None or self.ref_batch_size > 0, "method.optim.ref_batch_size", "must be > 0")
         _check(0 <= self.warmup_start_ratio <= 1, "method.optim.warmup_start_ratio", "must be in [0, 1]")
         _check(self.final_weight_decay is None or self.final_weight_decay >= 0,
@@ -236,6 +245,10 @@ def validate(cfg: DictConfig) -> TrainConfig:
     allowed = spec.maskings
     _check(out.masking.name in allowed, "masking",
            f"method={out.method.name} uses masking={'|'.join(allowed)}, got {out.masking.name}")
+    _check(out.data.video == spec.video, "data",
+           f"method={out.method.name} trains on {'clips' if spec.video else 'images'}: "
+           + ("it needs video: data=video_folder (or data=moving_shapes)" if spec.video else
+              f"data={out.data.name} gives clips (video methods: method=vjepa, method=vjepa2)"))
     _check_combination(out)
     return out
 
@@ -253,6 +266,19 @@ def _check_combination(c: TrainConfig) -> None:
                "is not applied under strategy=fsdp (each process would normalise its own batch without "
                "saying so); set trainer.sync_batchnorm=false, or use a backbone and projector without "
                "BatchNorm (ViTs; LeJEPA's method.proj_layers=1)")
+    if c.data.video:
+        _check(c.backbone.video, "backbone", f"data={c.data.name} needs a video ViT (backbone=vit_t ... vit_h, "
+               f"with backbone.num_frames > 1: the data yaml sets it), got backbone {c.backbone.name} with "
+               f"{c.backbone.num_frames} frame(s)")
+        _check(c.backbone.num_frames == c.data.num_frames, "backbone.num_frames",
+               f"must equal data.num_frames ({c.data.num_frames}), got {c.backbone.num_frames}")
+    if c.masking.name in VIDEO_MASKINGS:
+        _check(c.backbone.video, "backbone", f"method={c.method.name} needs video: a video data group "
+               f"(data=video_folder or data=moving_shapes) and a ViT backbone")
+        _check(c.backbone.img_size == c.data.img_size, "backbone.img_size",
+               f"must equal data.img_size ({c.data.img_size}) for token masks, got {c.backbone.img_size}")
+        _check(c.backbone.img_size // c.backbone.patch_size >= 2, "backbone.patch_size",
+               f"a {c.backbone.img_size // c.backbone.patch_size}-token-wide frame is too small to mask")
     if c.masking.name in PATCH_MASKINGS:
         _check(c.backbone.kind == "vit", "backbone", f"method={c.method.name} needs a ViT backbone (vit_t ... vit_h)")
         _check(c.backbone.img_size == c.data.img_size, "backbone.img_size",

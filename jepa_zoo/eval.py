@@ -17,11 +17,14 @@ the command sets ``data.img_size`` / ``data.mean`` / ``data.std``.
 * ``finetune``: the encoder and a linear head trained end to end
   (:mod:`jepa_zoo.evaluation.finetune`: layer-wise LR decay, label smoothing).
 
+Cross-validation: ``folds=K`` on a set without a test split (e.g. 72 video clips): stratified folds,
+each the test set once, mean ± std over the folds.
+
 Low-shot: ``shots=N`` images per class or ``fraction=f`` of each class, over ``seeds=S`` draws
 (mean ± std; :mod:`jepa_zoo.evaluation.lowshot`). Probe heads are chosen on training images held
 out before the draw. Features are extracted once for every seed (:mod:`jepa_zoo.evaluation.features`).
 
-Prints and writes ``eval_<protocol>[_predictor][_context][_<N>shot|_frac<f>][_on-<data>][_<S>px]_<init>.json``
+Prints and writes ``eval_<protocol>[_predictor][_context][_<N>shot|_frac<f>][_cv<K>][_on-<data>][_<S>px]_<init>.json``
 next to the checkpoint (for ``timm:`` in the run dir); ``<data>``: the folder's name (or the group's),
 ``_<S>px``: a resolution the command chose.
 """
@@ -104,7 +107,7 @@ def load_model(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Any:
 PROTOCOLS = ("knn", "linear", "attentive", "finetune")
 
 
-INTEGERS = ("train_limit", "test_limit", "shots", "seeds", "batch_size", "num_workers", "probe.epochs",
+INTEGERS = ("train_limit", "test_limit", "shots", "seeds", "folds", "batch_size", "num_workers", "probe.epochs",
             "probe.min_steps", "probe.copies", "probe.max_steps", "finetune.epochs", "finetune.max_steps")
 NUMBERS = ("fraction", "probe.select_fraction", "knn.temperature")
 
@@ -148,6 +151,10 @@ def _check_args(cfg: DictConfig) -> None:
         raise ConfigError(f"fraction: must be in (0, 1], got {cfg.fraction}")
     if cfg.seeds < 1:
         raise ConfigError(f"seeds: must be >= 1, got {cfg.seeds}")
+    if cfg.folds is not None and cfg.folds < 2:
+        raise ConfigError(f"folds: must be >= 2 (or null: the test split), got {cfg.folds}")
+    if cfg.folds is not None and (cfg.seeds > 1 or cfg.test_limit is not None):
+        raise ConfigError("folds: the folds are the repeats and the test sets; leave seeds and test_limit unset")
     if cfg.probe.copies < 0:
         raise ConfigError(f"probe.copies: must be >= 0, got {cfg.probe.copies}")
     if cfg.probe.copies and not (cfg.protocol == "linear" and cfg.probe.cache):
@@ -240,12 +247,13 @@ def run_once(cfg: DictConfig, model: Any, encoder: torch.nn.Module, cache, sets,
 
 
 def result_tag(cfg: DictConfig, data_name: Optional[str], img_size: Optional[int] = None) -> str:
-    """``<protocol>[_predictor][_context][_<N>shot|_frac<f>][_on-<data>][_<S>px]``: one file per
+    """``<protocol>[_predictor][_context][_<N>shot|_frac<f>][_cv<K>][_on-<data>][_<S>px]``: one file per
     evaluation (``_<S>px``: a resolution the command chose)."""
     return "_".join([cfg.protocol, *(["predictor"] if cfg.features == "predictor" else []),
                      *(["context"] if cfg.weights == "context" else []),
                      *([f"{cfg.shots}shot"] if cfg.shots is not None else []),
                      *([f"frac{cfg.fraction:g}"] if cfg.fraction is not None else []),
+                     *([f"cv{cfg.folds}"] if cfg.get("folds") else []),
                      *([f"on-{data_name}"] if data_name else []), *([f"{img_size}px"] if img_size else [])])
 
 
@@ -254,7 +262,7 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     """Evaluate ``cfg.ckpt`` as ``cfg`` says; write and print the record; return it. ``caches``: the
     :class:`FeatureCache` of each encoder and dataset seen so far (a suite's entries share them);
     ``overrides``: those that made ``cfg`` (a suite entry's; default: the command line's)."""
-    from jepa_zoo.evaluation.eval_data import augmented_set, build_sets, root_name
+    from jepa_zoo.evaluation.eval_data import augmented_set, build_sets, cv_folds, root_name
     from jepa_zoo.evaluation.features import FeatureCache
     from jepa_zoo.evaluation.lowshot import summarize
     from jepa_zoo.loggers import quiet_logs
@@ -269,7 +277,7 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
         tc.data.root = str(cfg.data_root)
     # weights=context: the online encoder instead of the EMA target (one and the same for LeJEPA)
     encoder = (model.backbone if cfg.weights == "context" else model.eval_encoder).eval()
-    data, sets = build_sets(tc.data, tc.seed)
+    data, sets = build_sets(tc.data, tc.seed, cfg.folds)
     ckpt = str(cfg.ckpt)
     timm = ckpt.startswith(TIMM_PREFIX)
     init = "random" if timm and not cfg.timm_file else cfg.init  # a stock timm model without weights
@@ -286,9 +294,15 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     pool = _subset(sets.train, cfg.train_limit, tc.seed)
     test_idx = _subset(sets.test, cfg.test_limit, tc.seed + 2)
     augmented = functools.lru_cache(maxsize=None)(lambda: augmented_set(data, cfg.probe.crop_scale, tc.seed))
-    runs = [run_once(cfg, model, encoder, cache, sets, augmented, pool, test_idx, tc.seed + 1000 * s)
-            for s in range(cfg.seeds)]
-    result = runs[0][0] if cfg.seeds == 1 else summarize([r for r, _ in runs])
+    if cfg.folds:  # cross-validation: each fold is the test set once, the others train
+        folds = cv_folds(sets.labels, pool, cfg.folds, tc.seed + 2)
+        runs = [run_once(cfg, model, encoder, cache, sets, augmented, sorted(set(pool) - set(fold)), fold,
+                         tc.seed + 1000 * k) for k, fold in enumerate(folds)]
+        test_idx = [i for fold in folds for i in fold]
+    else:
+        runs = [run_once(cfg, model, encoder, cache, sets, augmented, pool, test_idx, tc.seed + 1000 * s)
+                for s in range(cfg.seeds)]
+    result = runs[0][0] if len(runs) == 1 else summarize([r for r, _ in runs])
     tag = result_tag(cfg, root_name(data) if cfg.get("data") is not None else None,
                      data.img_size if "img_size" in _set_by(overrides, ("img_size",)) else None)
     record = {"ckpt": ckpt, "protocol": cfg.protocol, "features": cfg.features, "init": init,
@@ -296,7 +310,8 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
               "data": root_name(data), "split": sets.split, "img_size": data.img_size,
               **({"shots": cfg.shots} if cfg.shots is not None else {}),
               **({"fraction": cfg.fraction} if cfg.fraction is not None else {}),
-              **({"seeds": cfg.seeds} if cfg.seeds > 1 else {}), "init_key": init_key, "unit": "percent", **result}
+              **({"seeds": cfg.seeds} if cfg.seeds > 1 else {}), **({"folds": cfg.folds} if cfg.folds else {}),
+              "init_key": init_key, "unit": "percent", **result}
     where = Path(HydraConfig.get().runtime.output_dir) if timm and HydraConfig.initialized() else Path(ckpt).parent
     out = where / f"eval_{tag}_{init}.json"
     try:

@@ -25,6 +25,21 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, final_ratio: f
     return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def warmup_constant(step: int, total_steps: float, warmup_steps: int, final_ratio: float, start_ratio: float = 0.0,
+                    cooldown: float = 0.0) -> float:
+    """LR multiplier of V-JEPA 2's schedule at ``step``: linear from ``start_ratio`` to 1 over
+    ``warmup_steps``, then 1, then over the last ``cooldown`` fraction of ``total_steps`` linearly
+    to ``final_ratio`` (held after): with ``c = (1 − cooldown)·T``,
+    ``m(s) = 1 − (1 − r)·min((s − c)/(T − c), 1)`` for ``s ≥ c``.  ``cooldown = 1`` with no warm-up is
+    a cooldown run of its own (the official one starts from the constant phase's checkpoint)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return start_ratio + (1.0 - start_ratio) * step / warmup_steps
+    begin = (1.0 - cooldown) * total_steps
+    if cooldown <= 0 or step < begin:
+        return 1.0
+    return 1.0 - (1.0 - final_ratio) * min((step - begin) / max(total_steps - begin, 1e-9), 1.0)
+
+
 def cosine_ramp(step: int, total_steps: int, start: float, end: float) -> float:
     """Cosine from ``start`` at step 0 to ``end`` at ``total_steps`` (held after):
     ``v(s) = end + (start − end)·½(1 + cos(π·min(s/T, 1)))``.  I-JEPA's weight decay rises 0.04 → 0.4."""

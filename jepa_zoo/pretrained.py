@@ -1,8 +1,9 @@
 """jepa_zoo modules from foreign pretrained weights (:mod:`jepa_zoo.weights`).
 
 :func:`build_from_weights` reads a checkpoint of a known format, builds the jepa_zoo method it
-came from with the architecture read from its shapes (an official I-JEPA file: ``method=ijepa``
-with its encoder, target encoder and predictor), and loads every part it holds, strictly.
+came from with the architecture read from its shapes (an official I-JEPA file: ``method=ijepa``; an
+official V-JEPA / V-JEPA 2 or Hugging Face V-JEPA 2 file: ``method=vjepa``; with its encoder, target
+encoder and predictor), and loads every part it holds, strictly.
 """
 
 from __future__ import annotations
@@ -44,10 +45,38 @@ def backbone_config(arch: dict, img_size: Optional[int] = None) -> BackboneConfi
                           patch_size=arch["patch_size"], kwargs=kwargs, sincos_order="ijepa")
 
 
+VIDEO_FORMATS = ("official-vjepa", "official-vjepa2", "hf-vjepa2")
+METHOD_FORMATS = ("official-ijepa", *VIDEO_FORMATS)  # the formats that hold a whole method (encoders, predictor)
+
+
+def video_train_config(imported: Imported, data: Optional[DataConfig] = None) -> TrainConfig:
+    """The V-JEPA ``TrainConfig`` of video weights: the file's clip length and image size where it
+    records them (sin-cos), else ``data``'s (RoPE files record neither; without ``data``: 16 frames,
+    256 px, V-JEPA 2's pretraining clips)."""
+    from jepa_zoo.methods.vjepa import VJEPAConfig
+
+    a = imported.arch
+    data = data or DataConfig(name="moving_shapes", img_size=a["img_size"] or 256, num_frames=a["num_frames"] or 16)
+    frames = a["num_frames"] if a["num_frames"] and not data.video else data.num_frames
+    kwargs = {"depth": a["depth"], "embed_dim": a["embed_dim"], "num_heads": a["num_heads"]}
+    if abs(a["mlp_ratio"] - 4.0) > 1e-6:
+        kwargs["mlp_ratio"] = a["mlp_ratio"]
+    backbone = BackboneConfig(kind="vit", name=timm_name(a), img_size=data.img_size, patch_size=a["patch_size"],
+                              num_frames=frames, tubelet_size=a["tubelet_size"], pos=a["pos"], kwargs=kwargs)
+    method = VJEPAConfig(pred_depth=a.get("pred_depth", 1), pred_dim=a.get("pred_dim", 384),
+                         pred_heads=a.get("pred_heads"), mask_token_per_type=imported.format == "official-vjepa")
+    types = MaskingConfig(name="multiblock3d").mask_types[:max(a.get("num_mask_tokens", 2), 1)]
+    return TrainConfig(method=method, backbone=backbone, data=data,
+                       masking=MaskingConfig(name="multiblock3d", mask_types=types))
+
+
 def train_config(imported: Imported, data: Optional[DataConfig] = None) -> TrainConfig:
-    """The ``TrainConfig`` of the method ``imported`` came from (I-JEPA), at ``data``'s image size."""
+    """The ``TrainConfig`` of the method ``imported`` came from (I-JEPA, or V-JEPA for video
+    weights: :func:`video_train_config`), at ``data``'s image size."""
     from jepa_zoo.methods.ijepa import IJEPAConfig
 
+    if imported.format in VIDEO_FORMATS:
+        return video_train_config(imported, data)
     a = imported.arch
     data = data or DataConfig(name="fake", img_size=a["img_size"])  # the weights' own size
     method = IJEPAConfig(pred_depth=a.get("pred_depth", 1), pred_dim=a.get("pred_dim"), pred_heads=None)
@@ -122,7 +151,12 @@ def init_from_(model: Any, path: str) -> str:
     if imported.format == timm_weights.NAME:  # a timm model's weights: the backbone only
         timm_weights.load_into(model.backbone, imported.encoder, load_part, "init_from")
         return f"encoder from {path_} (a timm state dict)"
-    if ours.kind != "vit" or ours.sincos_order != "ijepa":
+    if imported.format in VIDEO_FORMATS:
+        if not ours.video or ours.pos != imported.arch["pos"]:
+            raise ConfigError(f"init_from: {path_} holds {imported.format} weights: they need a video ViT with "
+                              f"backbone.pos={imported.arch['pos']} (a video data group and method=vjepa"
+                              f"{'2' if imported.arch['pos'] == 'rope' else ''})")
+    elif ours.kind != "vit" or ours.sincos_order != "ijepa" or ours.video:
         raise ConfigError(f"init_from: {path_} holds {imported.format} weights: they need backbone.kind=vit "
                           "with backbone.sincos_order=ijepa")
     return f"{', '.join(load_imported(model, imported, 'init_from'))} from {path_} ({imported.format})"
@@ -130,10 +164,12 @@ def init_from_(model: Any, path: str) -> str:
 
 def build_from_weights(path: Path, key: str, data: Optional[DataConfig] = None) -> Tuple[Any, Imported]:
     """(the jepa_zoo module with the weights of ``path`` loaded, what was read)."""
-    from jepa_zoo.methods.ijepa import IJEPA
+    from jepa_zoo.methods import build_model
 
     imported = read_weights(Path(path), key)
-    model = IJEPA(train_config(imported, data))
+    if imported.format not in METHOD_FORMATS:
+        raise ConfigError(f"{key}: {path} holds {imported.format} weights: a backbone without a method")
+    model = build_model(train_config(imported, data))
     load_imported(model, imported)
     return model, imported
 
@@ -213,7 +249,7 @@ def load_any(path: Path, key: str, data: Optional[DataConfig] = None, trained: b
             model.load_state_dict(state["state_dict"])
         return Loaded(model, tc, state.get("global_step"), "jepa_zoo")
     imported = read_imported(path, key, state)
-    if imported.format != "official-ijepa":
+    if imported.format not in METHOD_FORMATS:
         raise ConfigError(f"{key}: {path} is {imported.format} weights: a backbone without a method; "
                           f"start a run from them with init_from= instead"
                           + (f", or evaluate it with {key}={TIMM_PREFIX}<model name> timm_file={path}"
@@ -221,7 +257,7 @@ def load_any(path: Path, key: str, data: Optional[DataConfig] = None, trained: b
     if need_data and data is None:
         raise ConfigError(f"data: {path} holds {imported.format} weights, which name no dataset; choose one: "
                           "data=imagenet data.root=<folder with train/ and val/> (or data=cifar10 / data=folder ...)")
-    if data is not None:
+    if data is not None and imported.arch["img_size"]:
         data = at_resolution(data, DataConfig(name="fake", img_size=imported.arch["img_size"]), own_resolution)
     tc = train_config(imported, data)
     model = build_model(tc)

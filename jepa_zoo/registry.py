@@ -37,6 +37,7 @@ class MethodSpec:
     maskings: Tuple[str, ...] = ("none",)  # the masking=... values it accepts
     retired: Tuple[str, ...] = ()  # keys of its section that older checkpoints hold; dropped when they load
     panels: Tuple[Any, ...] = ()  # its own dashboard sections (jepa_zoo.panels.Section), beside its metrics
+    video: bool = False  # it trains on clips (a video data group), not on images
 
 
 def builtin_methods() -> List[str]:

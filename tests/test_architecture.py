@@ -80,7 +80,7 @@ def test_every_method_module_declares_itself():
     from jepa_zoo.methods.base import JEPAModule
     from jepa_zoo.registry import builtin_methods, method_spec
 
-    assert builtin_methods() == ["ijepa", "iwm", "lejepa"]
+    assert builtin_methods() == ["ijepa", "iwm", "lejepa", "vjepa"]
     for name in builtin_methods():
         spec = method_spec(name)
         assert spec.name == name and issubclass(spec.module, JEPAModule) and issubclass(spec.schema, MethodConfig)

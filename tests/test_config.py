@@ -30,7 +30,13 @@ INCOMPATIBLE = {
     ("iwm", "backbone", "resnet18"): "ViT backbone",
     ("iwm", "backbone", "resnet50"): "ViT backbone",
     ("iwm", "backbone", "timm"): "ViT backbone",
+    **{(m, "masking", "multiblock3d"): "masking" for m in ("lejepa", "ijepa", "iwm")},
+    **{(m, "data", d): "trains on images" for m in ("lejepa", "ijepa", "iwm") for d in ("moving_shapes", "video_folder")},
+    **{("vjepa", "masking", o): "masking" for o in ("none", "multiblock", "rasterized", "block", "random")},
+    **{("vjepa", "data", d): "needs video" for d in ("cifar10", "fake", "folder", "imagenet", "synthetic")},
+    **{("vjepa", "backbone", b): "video ViT" for b in ("resnet18", "resnet50", "timm")},
 }
+METHOD_DATA = {"vjepa": ["data=moving_shapes"]}  # a video method composes with clips unless the data group is tested
 
 
 def test_every_group_has_options():
@@ -49,6 +55,8 @@ def test_every_group_has_options():
 def test_every_group_option_composes_with_every_method(compose_cfg, method, group, option):
     extra = GROUP_EXTRAS.get((group, option), [])
     chosen = [] if group == "experiment" else [f"method={method}"]  # experiments choose their method
+    if group not in ("experiment", "data"):
+        chosen += METHOD_DATA.get(method, [])
     cfg = compose_cfg(*chosen, f"{group}={option}", "data.root=/nonexistent", *extra)
     refused = INCOMPATIBLE.get((method, group, option))
     if refused:

@@ -19,9 +19,15 @@ from conftest import REPO
 
 pytest.importorskip("wandb_workspaces")
 
-# one epoch of fake data (64 images / batch 16): 4 steps, one validation at step 4
-FAST = ["data=fake", "+backbone.kwargs.depth=2", "trainer.max_steps=4", "trainer.enable_progress_bar=false",
+# one epoch of fake data (64 images / batch 16; video methods: 64 synthetic clips): 4 steps, one
+# validation at step 4
+FAST = ["+backbone.kwargs.depth=2", "trainer.max_steps=4", "trainer.enable_progress_bar=false",
         "trainer.log_every_n_steps=1"]
+
+
+def data_for(method: str) -> list:
+    return ["data=moving_shapes", "data.fake_size=64", "method.pred_depth=1"] if method_spec(method).video \
+        else ["data=fake"]
 
 
 def offline_env(home: Path) -> dict:
@@ -44,7 +50,7 @@ def runs(tmp_path_factory) -> dict:
         extra = ["method.lambd=0.02,0.05", f"hydra.sweep.dir={root / 'sweep'}"] if sweep else \
             [f"hydra.run.dir={root / method}", *(["trainer.max_time=00:00:30:00"] if method == "iwm" else [])]
         r = subprocess.run([sys.executable, "-m", "jepa_zoo.train", *(["-m"] if sweep else []), f"method={method}",
-                            *FAST, *extra], cwd=REPO,
+                            *data_for(method), *FAST, *extra], cwd=REPO,
                            env=offline_env(root), capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
         out[method] = root / "sweep" / "0_method.lambd=0.02" if sweep else root / method

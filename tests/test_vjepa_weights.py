@@ -173,3 +173,43 @@ def test_hugging_face_vjepa2_both_ways(tmp_path):
     z = torch.gather(enc2.forward_tokens(x), 1, ctx[..., None].expand(-1, -1, 192))
     mine = pred2(z, ctx, trg, mask_index=1)
     torch.testing.assert_close(mine, hf_pred, **CLOSE)
+
+
+@needs_fixtures
+@torch.no_grad()
+def test_the_method_built_from_the_file_reproduces_the_loss(official):
+    """``build_from_weights`` (what ``eval ckpt=`` and ``init_from=`` use) gives ``method=vjepa`` with
+    every part loaded: its step on the official inputs gives the official loss."""
+    from jepa_zoo.data.schema import DataConfig
+    from jepa_zoo.pretrained import build_from_weights
+
+    name, _, _, ref = official
+    data = DataConfig(name="moving_shapes", img_size=64, num_frames=8)
+    model, imported = build_from_weights(FILES[name][0], "ckpt", data)
+    model.eval()
+    assert model.cfg.method.name == "vjepa" and model.cfg.backbone.pos == imported.arch["pos"]
+    assert model.cfg.method.mask_token_per_type == (name == "vjepa")  # V-JEPA 2's code: token 0 for both types
+    x = ref["clips"]
+    torch.testing.assert_close(model.eval_encoder(x), ref["target_encoder_pooled"], **CLOSE)
+    out = model.vjepa_step(x, ref["masks_enc"], ref["masks_pred"], torch.zeros(2, dtype=torch.long))
+    torch.testing.assert_close(out.loss, ref["loss"], **CLOSE)
+
+
+@needs_fixtures
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_training_starts_from_official_weights(tmp_path, name):
+    """``init_from=<official file>`` through the entry point loads all three parts (strictly: a
+    missing or misshapen tensor is an error) and trains; the other position encoding is refused in
+    one line."""
+    from test_train_entry import train
+
+    common = ["data=moving_shapes", "data.img_size=64", "backbone.patch_size=16", "+backbone.kwargs.depth=2",
+              "method.pred_dim=48", "method.pred_depth=2", "method.pred_heads=3", f"init_from={FILES[name][0]}",
+              "trainer.max_steps=1", "trainer.enable_progress_bar=false"]
+    method = "method=vjepa2" if name == "vjepa2" else "method=vjepa"
+    r = train(tmp_path / "ok", method, *common)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert f"init_from: loaded encoder, target_encoder, predictor from {FILES[name][0]} (official-{name})" in (
+        r.stdout + r.stderr)
+    wrong = train(tmp_path / "wrong", "method=vjepa" if name == "vjepa2" else "method=vjepa2", *common)
+    assert wrong.returncode == 2 and "need a video ViT with backbone.pos=" in wrong.stdout + wrong.stderr

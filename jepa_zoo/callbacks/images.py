@@ -7,7 +7,7 @@ Panels (see :mod:`jepa_zoo.evaluation.visual`):
   source view, target view and action, on validation images with their normalisation undone,
   so the eval resize / centre crop is kept);
 * ``retrievals`` (every method): validation queries and their nearest validation neighbours by
-  cosine similarity of ``eval_encoder`` features.
+  cosine similarity of ``eval_encoder`` features (clips are shown by their middle frame).
 
 Each panel goes to W&B (``images/<name>``), TensorBoard (tag ``images/<name>``) and, always, to
 ``<run dir>/images/<name>_step<global step>.png`` (CSV-logger runs have nothing else).  Rank 0
@@ -55,6 +55,14 @@ class ImageLogger(L.Callback):
         mean, std = self._stats(dm)
         return (x.cpu() * std + mean).clamp(0, 1)
 
+    @staticmethod
+    def still(x: Tensor) -> Tensor:
+        """What a panel shows of a batch: images ``[n, C, H, W]`` as they are; of clips
+        ``[n, C, T, H, W]`` (``[n, clips, C, T, H, W]``) the middle frame (of the first clip)."""
+        if x.dim() == 6:
+            x = x[:, 0]
+        return x[:, :, x.shape[2] // 2] if x.dim() == 5 else x
+
     @torch.no_grad()
     def _features(self, pl_module, x: Tensor, batch: int) -> Tensor:
         enc = pl_module.eval_encoder
@@ -68,7 +76,7 @@ class ImageLogger(L.Callback):
         items = [dm.val_set[i] for i in range(n_bank)]
         x = torch.stack([img for img, _ in items])  # normalised, as the encoder sees them
         labels = torch.tensor([int(y) for _, y in items])
-        raw = self._denorm(x, dm)
+        raw = self._denorm(self.still(x), dm)
         n = min(self.num_images, n_bank)
         up = max(1, self.min_size // raw.shape[-2])  # small images (CIFAR) drawn larger, pixels kept sharp
         shown = F.interpolate(raw, scale_factor=up, mode="nearest") if up > 1 else raw

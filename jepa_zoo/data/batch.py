@@ -24,11 +24,12 @@ class Batch(NamedTuple):
 
 
 class MaskedBatch(NamedTuple):
-    """Views, patch masks and labels (I-JEPA, IWM; :class:`jepa_zoo.masks.collator.MaskCollator`)."""
+    """Views, patch masks and labels (I-JEPA, IWM: :class:`jepa_zoo.masks.collator.MaskCollator`;
+    V-JEPA: :class:`~jepa_zoo.masks.collator.VideoMaskCollator`, one entry per mask type)."""
 
     inputs: Any
-    ctx: Tensor  # (N, K_c) context patch indices
-    tgt: Tensor  # (N, T, K_t) patch indices of T target blocks
+    ctx: Any  # (N, K_c) context patch indices; video: a list of them, one per mask type
+    tgt: Any  # (N, T, K_t) patch indices of T target blocks; video: a list of (N, K_t), one per mask type
     labels: Tensor
 
 

@@ -39,6 +39,9 @@ from jepa_zoo.data.datasets import (
 from jepa_zoo.data.batch import collate
 from jepa_zoo.data.photometric import DevicePhotometric
 from jepa_zoo.data.sampling import ResumableLoader, ResumableSampler
+from jepa_zoo.data.moving_shapes import MovingShapes
+from jepa_zoo.data.video import VideoClips
+from jepa_zoo.data.video_views import video_eval_transform
 from jepa_zoo.data.views import eval_transform
 from jepa_zoo.data.schema import DataConfig
 
@@ -84,7 +87,8 @@ class JEPADataModule(L.LightningDataModule):
                 self.device_photometric.compile_()
         self.collate_fn = collate_fn
         self.seed = seed
-        self.val_transform = eval_transform(cfg.img_size, cfg.eval_crop_ratio, cfg.mean, cfg.std)
+        make_eval = video_eval_transform if cfg.video else eval_transform
+        self.val_transform = make_eval(cfg.img_size, cfg.eval_crop_ratio, cfg.mean, cfg.std)
         self.train_set: Optional[Dataset] = None
         self.val_set: Optional[Dataset] = None
         self.train_loader: Optional[ResumableLoader] = None
@@ -103,7 +107,7 @@ class JEPADataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Local rank 0: extract archives once; for CIFAR-10 without a JPEG tree, download it."""
-        if self.cfg.name == "fake":
+        if self.cfg.name in ("fake", "moving_shapes"):
             return
         try:
             self._root()
@@ -125,8 +129,8 @@ class JEPADataModule(L.LightningDataModule):
             return None
         path = find_split(root, split)
         if path is None and required:
-            if self.cfg.name == "folder":
-                return root  # a bare ImageFolder is its own training split
+            if self.cfg.name in ("folder", "video_folder"):
+                return root  # a bare folder of class folders is its own training split
             raise DataError(f"data.root {root} has no '{split}/' folder (data={self.cfg.name})")
         return path
 
@@ -141,6 +145,11 @@ class JEPADataModule(L.LightningDataModule):
             self.val_set = fake_dataset(max(c.fake_size // 4, 1), c.img_size, n_cls, self.val_transform,
                                         self.seed + c.fake_size)
             return
+        if c.name == "moving_shapes":  # validation clips follow the training ones (other seeds)
+            self.train_set = MovingShapes(c.fake_size, c.num_frames, c.img_size, self.seed, self.train_transform)
+            self.val_set = MovingShapes(max(c.fake_size // 4, 4), c.num_frames, c.img_size, self.seed + 1,
+                                        self.val_transform)
+            return
         try:
             root = self._root()
         except DataError as e:
@@ -151,14 +160,22 @@ class JEPADataModule(L.LightningDataModule):
             return
         train_dir = self._split(root, c.train_split, required=True)
         val_dir = self._split(root, c.val_split, required=False)
-        self.train_set = SkipUnreadable(image_folder(train_dir, self.train_transform), c.bad_images)
+        self.train_set = SkipUnreadable(self._folder(train_dir, self.train_transform, True), c.bad_images)
         if len(self.train_set) == 0:
             raise DataError(f"no images found under {train_dir}")
-        self.val_set = (self._shuffled(SkipUnreadable(image_folder(val_dir, self.val_transform), c.bad_images))
+        self.val_set = (self._shuffled(SkipUnreadable(self._folder(val_dir, self.val_transform, False), c.bad_images))
                         if val_dir is not None else None)
         if val_dir is None and c.val_split is not None and stage in (None, "fit"):
             log.warning("data.root %s has no validation split '%s/': validation is off (no probe/val_acc, val/ "
                         "monitors or image panels); data.val_split=<folder> names another one", root, c.val_split)
+
+    def _folder(self, path: Path, transform: Optional[Callable], train: bool) -> Dataset:
+        """The images (or, for video data, the clips) under ``path``."""
+        c = self.cfg
+        if c.name != "video_folder":
+            return image_folder(path, transform)
+        return VideoClips(path, c.num_frames, c.frame_step, c.fps, clips=1 if train else c.eval_clips, train=train,
+                          short=c.short_clips, transform=transform)
 
     def _shuffled(self, ds: Dataset) -> Dataset:
         """Validation set in one fixed random order (seeded): folders are sorted by class, so a

@@ -126,6 +126,7 @@ class SkipUnreadable(Dataset):
             raise ValueError(f"policy must be 'skip' or 'fail', got {policy!r}")
         self.ds, self.policy, self.skipped = ds, policy, 0
         self.classes = getattr(ds, "classes", [])
+        self.kind = getattr(ds, "kind", "image")  # what the messages call a sample (VideoClips: video)
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -144,11 +145,11 @@ class SkipUnreadable(Dataset):
                 return self.ds[j]
             except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for bad image files
                 if self.policy == "fail":
-                    raise DataError(f"unreadable image {self._path(j)}: {e} (data.bad_images=skip skips)") from e
+                    raise DataError(f"unreadable {self.kind} {self._path(j)}: {e} (data.bad_images=skip skips)") from e
                 self.skipped += 1
-                warnings.warn(f"skipped unreadable image {self._path(j)} ({type(e).__name__}: {e}); "
+                warnings.warn(f"skipped unreadable {self.kind} {self._path(j)} ({type(e).__name__}: {e}); "
                               f"{self.skipped} skipped so far in this process", stacklevel=2)
-        raise DataError(f"{self.MAX_TRIES} unreadable images in a row from index {i}: is the dataset intact?")
+        raise DataError(f"{self.MAX_TRIES} unreadable {self.kind}s in a row from index {i}: is the dataset intact?")
 
 
 def image_folder(root: Path, transform: Optional[Callable] = None) -> Dataset:

@@ -8,9 +8,14 @@ from typing import List, Optional
 from jepa_zoo.errors import check, check_range
 
 
+VIDEO_DATA = ("video_folder", "moving_shapes")
+DATA_NAMES = ("folder", "cifar10", "imagenet", "fake", *VIDEO_DATA)
+
+
 @dataclass
 class DataConfig:
-    """Dataset and loader.  ``name``: folder | cifar10 | imagenet | fake."""
+    """Dataset and loader.  ``name``: folder | cifar10 | imagenet | fake (images); video_folder |
+    moving_shapes (clips of ``num_frames`` frames, :mod:`jepa_zoo.data.video`)."""
 
     name: str = "fake"
     root: Optional[str] = None
@@ -27,13 +32,20 @@ class DataConfig:
     num_classes: Optional[int] = None
     fake_size: int = 256
     bad_images: str = "skip"  # corrupt / non-image files: skip with a warning, or fail naming the file
+    # video: frames per clip, frame_step apart (or at fps frames per second of the file's time), one
+    # random clip per video in training and eval_clips spread over it in evaluation; videos shorter than
+    # a clip repeat their last frame (pad) or start over (loop)
+    num_frames: int = 16
+    frame_step: int = 4
+    fps: Optional[float] = None
+    eval_clips: int = 1
+    short_clips: str = "pad"
     mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
 
     def __post_init__(self) -> None:
-        check(self.name in ("folder", "cifar10", "imagenet", "fake"), "data.name",
-               f"must be one of folder, cifar10, imagenet, fake; got {self.name!r}")
-        check(self.name == "fake" or bool(self.root), "data.root",
+        check(self.name in DATA_NAMES, "data.name", f"must be one of {', '.join(DATA_NAMES)}; got {self.name!r}")
+        check(self.name in ("fake", "moving_shapes") or bool(self.root), "data.root",
                f"is required for data={self.name} (a directory, or a .tar/.tar.gz archive)")
         check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
@@ -42,6 +54,16 @@ class DataConfig:
         check(len(self.mean) == 3 and len(self.std) == 3, "data.mean", "mean and std need 3 values")
         check(self.bad_images in ("skip", "fail"), "data.bad_images",
                f"must be 'skip' or 'fail', got {self.bad_images!r}")
+        check(self.num_frames >= 1, "data.num_frames", f"must be >= 1, got {self.num_frames}")
+        check(self.frame_step >= 1, "data.frame_step", f"must be >= 1, got {self.frame_step}")
+        check(self.fps is None or self.fps > 0, "data.fps", f"must be > 0 (or null: frame_step), got {self.fps}")
+        check(self.eval_clips >= 1, "data.eval_clips", f"must be >= 1, got {self.eval_clips}")
+        check(self.short_clips in ("pad", "loop"), "data.short_clips",
+              f"must be 'pad' or 'loop', got {self.short_clips!r}")
+
+    @property
+    def video(self) -> bool:
+        return self.name in VIDEO_DATA
 
 
 @dataclass

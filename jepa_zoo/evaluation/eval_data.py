@@ -97,7 +97,7 @@ def check_labels(train: Dataset, test: Dataset, labels: Sequence[int], root: Opt
 def root_name(data: DataConfig) -> str:
     """A short name of the dataset for file names and tables: a folder's (or archive's) name, else the
     group name (cifar10, imagenet, fake)."""
-    if data.name != "folder" or not data.root:
+    if data.name not in ("folder", "video_folder") or not data.root:
         return data.name
     stem = Path(str(data.root)).name
     for ext in (".tar.gz", ".tgz", ".tar"):
@@ -105,33 +105,61 @@ def root_name(data: DataConfig) -> str:
     return stem
 
 
-def build_sets(data: DataConfig, seed: int) -> Tuple[DataConfig, EvalSets]:
-    """(``data`` with its test split found, the clean training and test sets with their labels)."""
+def build_sets(data: DataConfig, seed: int, folds: Optional[int] = None) -> Tuple[DataConfig, EvalSets]:
+    """(``data`` with its test split found, the clean training and test sets with their labels).
+    With ``folds`` (cross-validation) there is no test split: the test set is the training set,
+    whose folds take turns (:func:`cv_folds`)."""
     from jepa_zoo.data.datamodule import JEPADataModule
 
-    data = find_test_split(data)
+    data = replace(data, val_split=None) if folds else find_test_split(data)
     clean = JEPADataModule(data, train_transform=None, seed=seed)  # centre crops of every split
     clean.train_transform = clean.val_transform
     clean.prepare_data()
     clean.setup("validate")
+    if folds:
+        clean.val_set = clean.train_set
     if clean.val_set is None:
-        raise DataError(f"data.root {data.root} has no test split '{data.val_split}'")
+        raise DataError(f"data.root {data.root} has no test split '{data.val_split}' (folds=<K> cross-validates "
+                        "on the training split instead)")
     labels = labels_of(clean.train_set)
-    test_labels = labels_of(clean.val_set) if data.name in ("folder", "imagenet") else ()  # cifar10, fake: labelled
+    test_labels = labels_of(clean.val_set) if data.name in ("folder", "imagenet", "video_folder") else ()
     num_classes = check_labels(clean.train_set, clean.val_set, labels, data.root, test_labels)
     num_classes = data.num_classes or num_classes
     return data, EvalSets(clean.train_set, clean.val_set, labels, num_classes,
                           list(getattr(clean.train_set, "classes", []) or []), data.val_split)
 
 
+def cv_folds(labels: Sequence[int], pool: Sequence[int], folds: int, seed: int) -> List[List[int]]:
+    """``folds`` stratified folds of the indices ``pool`` (each class dealt round the folds in a
+    seeded order), for cross-validation on small sets (e.g. 72 clips)."""
+    import torch
+
+    if folds > len(pool):
+        raise DataError(f"folds: {folds} folds of {len(pool)} training samples leave some empty")
+    g = torch.Generator().manual_seed(seed)
+    out: List[List[int]] = [[] for _ in range(folds)]
+    slot = 0
+    for c in sorted({labels[i] for i in pool}):
+        members = [i for i in pool if labels[i] == c]
+        for j in torch.randperm(len(members), generator=g).tolist():
+            out[slot % folds].append(members[j])
+            slot += 1
+    return [sorted(f) for f in out]
+
+
 def augmented_set(data: DataConfig, crop_scale: Sequence[float], seed: int) -> Dataset:
-    """The training images with the probes' light augmentation (random-resized crop + flip)."""
+    """The training images with the probes' light augmentation (random-resized crop + flip; clips:
+    one crop and flip for the whole clip)."""
     from jepa_zoo.data.datamodule import JEPADataModule
+    from jepa_zoo.data.video_views import video_train_transform
     from jepa_zoo.data.views import view_transform
 
-    dm = JEPADataModule(data, train_transform=view_transform(
-        data.img_size, list(crop_scale), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0,
-        mean=data.mean, std=data.std), seed=seed)
+    if data.video:
+        transform = video_train_transform(data.img_size, list(crop_scale), (3 / 4, 4 / 3), 0.5, data.mean, data.std)
+    else:
+        transform = view_transform(data.img_size, list(crop_scale), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0,
+                                   solarize_p=0.0, mean=data.mean, std=data.std)
+    dm = JEPADataModule(data, train_transform=transform, seed=seed)
     dm.prepare_data()
     dm.setup("fit")
     return dm.train_set

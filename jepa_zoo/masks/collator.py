@@ -5,7 +5,7 @@
 or a list such as IWM's ``[source, target, action]``.  ``masking.name`` picks
 the strategy: ``multiblock`` (the paper's, :mod:`jepa_zoo.masks.multiblock`)
 or one of its ablations ``rasterized``, ``block``, ``random``
-(:mod:`jepa_zoo.masks.strategies`).
+(:mod:`jepa_zoo.masks.strategies`); video methods use :class:`VideoMaskCollator` (``multiblock3d``).
 
 Masks are drawn in the dataloader workers, off the training step, from
 torch's default generator, which the training loader seeds per global batch
@@ -25,6 +25,7 @@ from torch.utils.data import default_collate
 from jepa_zoo.data.batch import MaskedBatch
 
 from jepa_zoo.masks.multiblock import sample_masks
+from jepa_zoo.masks.multiblock3d import sample_mask_types
 from jepa_zoo.masks.strategies import block_masks, random_masks, rasterized_masks
 
 from jepa_zoo.masks.schema import MaskingConfig
@@ -61,3 +62,25 @@ class MaskCollator:
         rank, replicas = shard
         ctx, tgt = draw_masks(self.masking, len(samples) * replicas, self.grid)
         return MaskedBatch(images, ctx[rank::replicas], tgt[rank::replicas], labels)
+
+
+class VideoMaskCollator:
+    """V-JEPA's collator: clips and one ``(context [B, K_c], targets [B, K_t])`` pair per mask type of
+    ``masking.mask_types`` (:mod:`jepa_zoo.masks.multiblock3d`) on the ``(t, h, w)`` token ``grid``: a
+    :class:`~jepa_zoo.data.batch.MaskedBatch` whose ``ctx`` and ``tgt`` are lists, one entry per type.
+    Sharded as :class:`MaskCollator` is (the global batch's masks drawn, this rank's rows kept)."""
+
+    global_batch = True
+
+    def __init__(self, grid: Tuple[int, int, int], masking: MaskingConfig):
+        if masking.name != "multiblock3d":
+            raise ValueError(f"masking.name {masking.name!r}: video methods draw multiblock3d masks")
+        self.grid = tuple(grid)
+        self.types = [dict(num_blocks=t.num_blocks, spatial_scale=tuple(t.spatial_scale),
+                           temporal_scale=tuple(t.temporal_scale), aspect=tuple(t.aspect)) for t in masking.mask_types]
+
+    def __call__(self, samples: Sequence[Any], shard: Tuple[int, int] = (0, 1)) -> MaskedBatch:
+        clips, labels = default_collate(samples)
+        rank, replicas = shard
+        pairs = sample_mask_types(len(samples) * replicas, self.grid, self.types)
+        return MaskedBatch(clips, [c[rank::replicas] for c, _ in pairs], [t[rank::replicas] for _, t in pairs], labels)

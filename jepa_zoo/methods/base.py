@@ -30,7 +30,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from jepa_zoo.config import ConfigError, TrainConfig, validate_saved
 from jepa_zoo.models.backbones import build_backbone
 from jepa_zoo.models.heads import linear_probe
-from jepa_zoo.optim import cosine_ramp, param_groups, time_horizon, warmup_cosine
+from jepa_zoo.optim import cosine_ramp, param_groups, time_horizon, warmup_constant, warmup_cosine
 from jepa_zoo.panels import Line, Section
 
 # The dashboard panels of what every method logs here (jepa_zoo/panels.py).
@@ -332,8 +332,12 @@ class JEPAModule(L.LightningModule):
         lambdas = []
         _, warmup = self._schedule_lengths()
         # the horizon is read at every step: under trainer.max_time it is the time budget's
-        encoder_sched = lambda s: warmup_cosine(s, self.total_steps, warmup, o.final_lr_ratio,  # noqa: E731
-                                                o.warmup_start_ratio)
+        if o.schedule == "constant":
+            encoder_sched = lambda s: warmup_constant(s, self.total_steps, warmup, o.final_lr_ratio,  # noqa: E731
+                                                      o.warmup_start_ratio, o.cooldown)
+        else:
+            encoder_sched = lambda s: warmup_cosine(s, self.total_steps, warmup, o.final_lr_ratio,  # noqa: E731
+                                                    o.warmup_start_ratio)
         lambdas += [encoder_sched] * len(groups)
         if self.probe is not None:
             p = self.cfg.method.probe

@@ -15,7 +15,8 @@ The rest is the ViT every method shares: pre-norm blocks, LayerNorm eps 1e-6, GE
 CLS token, a final norm on every token; ``forward_tokens(x, idx)`` keeps only the tokens ``idx
 [B, K]`` before the blocks, as the context encoder needs.  Images ``[B, C, H, W]`` go through as a
 clip of the image repeated ``num_frames`` times (the official image evaluations do this), so image
-datasets and protocols work with a video encoder.  Parameter names are the official ones
+datasets and protocols work with a video encoder; several clips of each video ``[B, k, C, T, H, W]``
+give their tokens one after the other (pooled: the mean over every clip's tokens).  Parameter names are the official ones
 (``patch_embed.proj``, ``blocks.i``, ``norm``), so official weights load without renaming.  Weights
 start as timm's (truncated normal, std 0.02), with the official depth scaling (:func:`rescale_blocks`).
 """
@@ -126,7 +127,13 @@ class VideoViTEncoder(nn.Module):
         return rope_3d(token_coords(idx, grid), self.embed_dim // self.num_heads, self.rope_layout)[:, None]
 
     def forward_tokens(self, x: Tensor, idx: Optional[Tensor] = None) -> Tensor:
-        """Tokens after the final norm: ``[B, N, D]`` (or ``[B, K, D]`` for the tokens in ``idx``)."""
+        """Tokens after the final norm: ``[B, N, D]`` (or ``[B, K, D]`` for the tokens in ``idx``).
+        Several clips of each video, ``[B, k, C, T, H, W]``, give their tokens one after the other,
+        ``[B, k·N, D]``, as the official multi-clip evaluation concatenates its segments' tokens."""
+        if x.dim() == 6:
+            if idx is not None:
+                raise ValueError("token indices select within one clip; got several clips per video")
+            return self.forward_tokens(x.flatten(0, 1)).view(x.shape[0], -1, self.embed_dim)
         t = self.model.patch_embed(self.clip(x))  # [B, t, h, w, D]
         b, gt, gh, gw, d = t.shape
         grid = (gt, gh, gw)

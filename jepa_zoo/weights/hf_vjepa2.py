@@ -92,6 +92,7 @@ def read(state: Mapping[str, Any]) -> Imported:
         arch["pred_dim"] = int(pred["embed.weight"].shape[0])
         arch["pred_depth"] = 1 + max(int(k.split(".")[1]) for k in pred if k.startswith("blocks."))
         arch["num_mask_tokens"] = int(sd["predictor.embeddings.mask_tokens"].shape[0])
+        arch["pred_heads"] = 12 if arch["pred_dim"] == 384 else heads  # the released predictors: 384 wide, 12 heads
     return Imported(NAME, arch, enc, {}, pred)
 
 

@@ -1,0 +1,180 @@
+"""Video clips from a folder of files, decoded with PyAV.
+
+Layout: ``root/<class>/*.{mp4,webm,avi,mkv,mov}`` (labelled, classes sorted) or ``root/*.mp4``
+(unlabelled: label ``-1``); tar archives of either are extracted as image folders are
+(:func:`jepa_zoo.data.datasets.resolve_root`).
+
+Why PyAV: its wheels carry their own FFmpeg, so ``pip install av`` decodes H.264/VP9/AV1 on a fresh
+machine; torchcodec needs a system FFmpeg of a matching version, and torchvision's video API is
+deprecated (and gone from recent releases).
+
+Clip sampling (:func:`clip_indices`): ``num_frames`` frames ``frame_step`` apart (or, with ``fps``,
+the step that brings the file's own frame rate to ``fps``), spanning ``(num_frames − 1)·step + 1``
+frames.  Training takes one clip at a uniformly random start (torch's generator, which the training
+loader seeds per batch, so resume repeats it); evaluation takes ``clips`` starts spread uniformly
+over the video.  A video shorter than the span gives its frames ``step`` apart, then repeats its
+last frame (``short="pad"``, the official behaviour) or starts over (``short="loop"``), counted and
+warned about once per file.  A file that cannot be decoded (corrupt, truncated to nothing, not a
+video) or that ends well before the frames its container lists (truncated) raises
+:class:`VideoError`, which :class:`jepa_zoo.data.datasets.SkipUnreadable` skips and
+counts (or turns into a stop with ``data.bad_images=fail``): never a crash mid-epoch.
+
+A sample is ``(frames, label)`` with ``frames`` uint8 ``[T, C, H, W]`` (``[clips, T, C, H, W]`` with
+several clips) before the transform (:mod:`jepa_zoo.data.video_views`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Callable, List, Optional, Set, Tuple
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from jepa_zoo.data.datasets import DataError
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
+
+
+class VideoError(ValueError):
+    """A video file that cannot be decoded."""
+
+
+def import_av():
+    try:
+        import av
+    except ImportError as e:
+        raise DataError("video data needs PyAV: pip install 'jepa_zoo[video]' (or pip install av)") from e
+    return av
+
+
+def clip_indices(n: int, num_frames: int, step: int, clips: int = 1, train: bool = True,
+                 short: str = "pad") -> Tuple[Tensor, bool]:
+    """Frame indices ``[clips, num_frames]`` into a video of ``n`` frames (module docstring), and
+    whether the video was too short for one span."""
+    if n < 1:
+        raise VideoError("the video has no frames")
+    span = (num_frames - 1) * step + 1
+    offsets = torch.arange(num_frames) * step
+    if n >= span:
+        if train:
+            starts = torch.randint(0, n - span + 1, (clips,))
+        else:
+            starts = torch.linspace(0, n - span, clips).round().long()
+        return starts[:, None] + offsets, False
+    have = torch.arange(0, n, step)
+    if short == "loop":
+        idx = have[torch.arange(num_frames) % len(have)]
+    else:
+        idx = torch.cat([have, have[-1:].expand(num_frames - len(have))]) if len(have) < num_frames else have
+    return idx[:num_frames].expand(clips, -1), True
+
+
+def decode(path: Path, wanted: Set[int]) -> Tuple[dict, int]:
+    """The frames at ``wanted`` indices (uint8 ``[H, W, 3]`` arrays) and the number of frames decoded,
+    decoding in order and stopping after the last one wanted."""
+    av = import_av()
+    frames, last, count = {}, max(wanted), 0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError("no video stream")
+            for i, frame in enumerate(container.decode(video=0)):
+                count = i + 1
+                if i in wanted:
+                    frames[i] = frame.to_ndarray(format="rgb24")
+                if i >= last:
+                    break
+    except av.FFmpegError as e:
+        if not frames:
+            raise VideoError(f"{type(e).__name__}: {e}") from e
+    return frames, count
+
+
+def probe(path: Path) -> Tuple[int, float]:
+    """(frame count, frame rate) from the container, counting by decoding where it records none."""
+    av = import_av()
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError("no video stream")
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+            n = stream.frames
+            if not n:
+                n = sum(1 for _ in container.decode(video=0))
+            return int(n), rate
+    except av.FFmpegError as e:
+        raise VideoError(f"{type(e).__name__}: {e}") from e
+
+
+class VideoClips(Dataset):
+    """Clips of the videos under ``root`` (module docstring)."""
+
+    kind = "video"  # what SkipUnreadable's messages call a sample
+
+    def __init__(self, root: Path, num_frames: int, frame_step: int = 4, fps: Optional[float] = None,
+                 clips: int = 1, train: bool = True, short: str = "pad", transform: Optional[Callable] = None):
+        import_av()
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"video folder does not exist: {root}")
+        subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        self.classes: List[str] = [d.name for d in subdirs]
+        self.samples: List[Tuple[Path, int]] = (
+            [(f, c) for c, d in enumerate(subdirs) for f in sorted(d.rglob("*")) if _is_video(f)] if subdirs
+            else [(f, -1) for f in sorted(root.iterdir()) if _is_video(f)])
+        if not self.samples:
+            raise DataError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {root}")
+        self.num_frames, self.frame_step, self.fps = num_frames, frame_step, fps
+        self.clips, self.train, self.short, self.transform = clips, train, short, transform
+        self.num_short = 0
+        self._warned: Set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def files(self) -> List[Path]:
+        return [p for p, _ in self.samples]
+
+    @property
+    def targets(self) -> List[int]:
+        """Every clip's label, without decoding (as ImageFolder's ``targets``)."""
+        return [y for _, y in self.samples]
+
+    def step_for(self, rate: float) -> int:
+        return max(1, round(rate / self.fps)) if self.fps else self.frame_step
+
+    def read(self, i: int) -> Tensor:
+        """The uint8 clip(s) of video ``i``: ``[T, C, H, W]`` or ``[clips, T, C, H, W]``."""
+        path = self.samples[i][0]
+        n, rate = probe(path)
+        idx, short = clip_indices(n, self.num_frames, self.step_for(rate), self.clips, self.train, self.short)
+        frames, decoded = decode(path, set(idx.flatten().tolist()))
+        if decoded < int(idx.max()) + 1:  # the file ends before the frames its container lists
+            if decoded < 0.9 * n:
+                raise VideoError(f"truncated: the container lists {n} frames, {decoded} decode")
+            # a container count a little off (some encoders): sample from the frames that are there
+            idx, short = clip_indices(decoded, self.num_frames, self.step_for(rate), self.clips, self.train, self.short)
+            frames, _ = decode(path, set(idx.flatten().tolist()))
+        if short and i not in self._warned:
+            self._warned.add(i)
+            self.num_short += 1
+            warnings.warn(f"{path}: {n} frames, shorter than a {self.num_frames}-frame clip every "
+                          f"{self.step_for(rate)} frames; its last frame is {'looped' if self.short == 'loop' else 'repeated'} "
+                          f"({self.num_short} short videos so far in this process)", stacklevel=2)
+        clip = torch.stack([torch.from_numpy(frames[j]) for j in idx.flatten().tolist()])  # [k·T, H, W, 3]
+        clip = clip.view(*idx.shape, *clip.shape[1:]).permute(0, 1, 4, 2, 3)  # [k, T, 3, H, W]
+        return clip[0] if self.clips == 1 else clip
+
+    def __getitem__(self, i: int):
+        clip = self.read(i)
+        return (self.transform(clip) if self.transform else clip), self.samples[i][1]
+
+
+def _is_video(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".")
+

@@ -8,7 +8,8 @@ encoder; ``weights=context``: the online one). ``data=<group> data.root=<path>``
 (:mod:`jepa_zoo.evaluation.eval_data`), at the checkpoint's resolution and normalisation unless
 the command sets ``data.img_size`` / ``data.mean`` / ``data.std``.
 
-* ``knn``: weighted kNN of pooled test features against the training images (clean centre crops);
+* ``knn``: weighted kNN of pooled test features against the training images (clean centre crops),
+  with the RankMe (effective rank) of the training features;
 * ``linear``: a grid of heads (lr × wd) on features extracted once
   (:mod:`jepa_zoo.evaluation.linear_cached`; ``probe.copies`` augmented copies added to the
   training features), or with ``probe.cache=false`` on the frozen encoder with augmentation on
@@ -181,10 +182,13 @@ def holdout(indices: List[int], fraction: float, seed: int) -> Tuple[List[int], 
 
 def run_knn(cfg: DictConfig, cache, sets, train_idx: List[int], test_idx: List[int]) -> Dict[str, Any]:
     from jepa_zoo.evaluation.knn import knn_accuracy
+    from jepa_zoo.evaluation.rankme import rankme
 
     bank, bank_y = cache.get("train", sets.train, train_idx, "training images (the bank)")
     queries, query_y = cache.get("test", sets.test, test_idx, "test images (the queries)")
-    return knn_accuracy(bank, bank_y, queries, query_y, ks=list(cfg.knn.k), temperature=cfg.knn.temperature)
+    result = knn_accuracy(bank, bank_y, queries, query_y, ks=list(cfg.knn.k), temperature=cfg.knn.temperature)
+    # the effective rank of the bank's features (a collapse check beside the accuracy)
+    return {**result, "rankme": rankme(bank.float())}
 
 
 def run_cached_linear(cfg: DictConfig, cache, sets, augmented: Optional[Dataset], fit_idx: List[int],

@@ -8,7 +8,9 @@ weights: ``--format hf`` converts them).  Three formats:
   :mod:`jepa_zoo.weights.official_ijepa` load; I-JEPA checkpoints with ViT backbones in the
   official sin-cos order (IWM's action-conditioned predictor has no official counterpart);
 * ``hf``: a folder that ``transformers.IJepaModel.from_pretrained(folder)`` loads offline
-  (:mod:`jepa_zoo.weights.hf_ijepa`); its ``last_hidden_state`` is the encoder's tokens;
+  (:mod:`jepa_zoo.weights.hf_ijepa`); its ``last_hidden_state`` is the encoder's tokens; for a
+  V-JEPA 2 model (video, RoPE) ``transformers.VJEPA2Model`` with the encoder and the predictor
+  (:mod:`jepa_zoo.weights.hf_vjepa2`);
 * ``timm`` (default): a safetensors file whose tensors are a ``state_dict`` of a stock timm
   model and whose metadata says how to create it::
 
@@ -113,8 +115,13 @@ def export(ckpt: Path, out: Optional[Path] = None, which: str = "eval", fmt: str
     encoder = model.eval_encoder if which == "eval" else model.backbone
     if fmt == "official":
         return export_official(model, out, loaded.step)
+    if fmt == "hf" and tc.backbone.video:
+        return export_hf_vjepa2(model, encoder, out)
     if fmt == "hf":
         return export_hf(encoder, out)
+    if tc.backbone.video:
+        raise ValueError(f"--format {fmt} writes image encoders; a video encoder (method={tc.method.name}) exports "
+                         "with --format hf (V-JEPA 2, RoPE)")
     tensors, name, kwargs = timm_export(encoder)
     meta = {"timm_model": name, "create_kwargs": json.dumps(kwargs), "pretrained_cfg": json.dumps(preprocessing(tc.data)),
             "method": tc.method.name, "encoder": which, "source": str(ckpt), "global_step": str(loaded.step)}
@@ -200,6 +207,30 @@ def export_hf(encoder: nn.Module, out: Path) -> Path:
     return _atomic(out, lambda tmp: hf.save_pretrained(str(tmp)), folder=True)
 
 
+def export_hf_vjepa2(model: Any, encoder: nn.Module, out: Path) -> Path:
+    """A ``transformers`` ``VJEPA2Model`` folder of a V-JEPA 2 ``model`` (``encoder`` and its predictor)."""
+    try:
+        from transformers import VJEPA2Config, VJEPA2Model
+    except ImportError:
+        raise ValueError("--format hf of a video model needs transformers >= 4.53: pip install 'jepa_zoo[hf]'") from None
+    from jepa_zoo.weights import hf_vjepa2
+
+    if encoder.pos != "rope" or encoder.rope_layout != "vjepa2":
+        raise ValueError("--format hf writes V-JEPA 2 models (backbone.pos=rope with the official rope_layout=vjepa2); "
+                         f"this one has backbone.pos={encoder.pos}, rope_layout={encoder.rope_layout}")
+    pred = model.predictor
+    arch = {"embed_dim": encoder.embed_dim, "depth": len(encoder.model.blocks), "num_heads": encoder.num_heads,
+            "patch_size": encoder.patch_size, "tubelet_size": encoder.tubelet_size,
+            "mlp_ratio": encoder.model.blocks[0].mlp.fc1.out_features / encoder.embed_dim,
+            "pred_dim": pred.embed.out_features, "pred_depth": len(pred.blocks), "num_mask_tokens": len(pred.mask_tokens)}
+    config = hf_vjepa2.config(arch, encoder.num_frames, encoder.img_size, pred.blocks[0].attn.num_heads)
+    hf = VJEPA2Model(VJEPA2Config(**config))
+    state = hf_vjepa2.write({k: v.detach().cpu() for k, v in encoder.model.state_dict().items()},
+                            {k: v.detach().cpu() for k, v in pred.state_dict().items()})
+    hf.load_state_dict(state, strict=True)
+    return _atomic(out, lambda tmp: hf.save_pretrained(str(tmp)), folder=True)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from jepa_zoo.config import ConfigError
     from jepa_zoo.data.datasets import DataError
@@ -222,7 +253,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"wrote {out}\nload it with: " + {
         "timm": f"jepa_zoo.export.load_timm({str(out)!r}) or timm.create_model(...) with the file's metadata",
         "official": "the official I-JEPA code (checkpoint['encoder'] / ['target_encoder'] / ['predictor'])",
-        "hf": f"transformers.IJepaModel.from_pretrained({str(out)!r})"}[args.format])
+        "hf": f"transformers.{'VJEPA2Model' if (out / 'config.json').is_file() and 'vjepa2' in (out / 'config.json').read_text() else 'IJepaModel'}"
+              f".from_pretrained({str(out)!r})"}[args.format])
     return 0
 
 

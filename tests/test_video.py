@@ -203,7 +203,30 @@ def test_vjepa_trains_through_the_entry_point_and_evaluates(tmp_path, method):
     assert ev.returncode == 0, ev.stderr[-2000:]
     record = json.loads(ev.stdout.strip().splitlines()[-1])
     assert record["folds"] == 2 and record["queries"] == 32 and len(record["per_seed"]) == 2
-    assert (tmp_path / "checkpoints" / "eval_knn_cv2_trained.json").is_file()
+    assert (tmp_path / "checkpoints" / "eval_knn_cv2_trained.json").is_file() and record["rankme"] > 0
+    if method == "vjepa2":
+        check_hf_export(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "hf")
+
+
+def check_hf_export(ckpt, out):
+    """``export --format hf`` of a V-JEPA 2 run: ``VJEPA2Model.from_pretrained`` gives the run's
+    target-encoder tokens and its predictor's output (HF's predictor uses mask token 1)."""
+    transformers = pytest.importorskip("transformers")
+    from jepa_zoo.export import main
+    from jepa_zoo.pretrained import load_any
+
+    assert main([str(ckpt), "--format", "hf", "--out", str(out)]) == 0
+    hf = transformers.VJEPA2Model.from_pretrained(str(out)).eval()
+    model = load_any(ckpt, "ckpt").model.eval()
+    x = torch.randn(2, 3, 8, 32, 32)
+    ctx, tgt = torch.arange(0, 64, 2).expand(2, -1), torch.arange(1, 64, 2).expand(2, -1)
+    with torch.no_grad():
+        out_hf = hf(x.transpose(1, 2), context_mask=[ctx], target_mask=[tgt])
+        tokens = model.eval_encoder.forward_tokens(x)
+        torch.testing.assert_close(out_hf.last_hidden_state, tokens, atol=1e-5, rtol=0)
+        mine = model.predictor(tokens[:, ::2], ctx, tgt, mask_index=1)
+        torch.testing.assert_close(out_hf.predictor_output.last_hidden_state, mine, atol=1e-5, rtol=0)
+    assert main([str(ckpt), "--out", str(out.parent / "x.safetensors")]) == 2  # timm: image encoders only
 
 
 def test_video_method_on_image_data_is_one_line(tmp_path):
@@ -211,3 +234,19 @@ def test_video_method_on_image_data_is_one_line(tmp_path):
     assert r.returncode == 2
     err = [ln for ln in (r.stdout + r.stderr).splitlines() if "ConfigError" in ln]
     assert len(err) == 1 and "needs video" in err[0] and "data=video_folder" in err[0], (r.stdout + r.stderr)[-2000:]
+
+
+def test_one_mask_token_for_every_type_leaves_the_others_out_of_training(compose_cfg):
+    """``mask_token_per_type=false`` (the official V-JEPA 2 behaviour): token 0 serves every mask type;
+    the others keep their loaded values and get no gradient, so DDP finds no unused parameter."""
+    from jepa_zoo.config import validate
+    from jepa_zoo.methods import build_model
+
+    tc = validate(compose_cfg("method=vjepa2", "data=moving_shapes", "+backbone.kwargs.depth=1", "method.pred_depth=1",
+                              "method.mask_token_per_type=false"))
+    model = build_model(tc)
+    tokens = list(model.predictor.mask_tokens)
+    assert len(tokens) == 2 and tokens[0].requires_grad and not tokens[1].requires_grad
+    batch = VideoMaskCollator(model.backbone.grid_size, tc.masking)([(torch.randn(3, 8, 32, 32), 0)] * 4)
+    model.step(batch).loss.backward()
+    assert tokens[0].grad is not None and tokens[1].grad is None

@@ -31,6 +31,7 @@ from jepa_zoo.losses.jepa import latent_prediction_loss
 from jepa_zoo.masks.collator import MaskCollator
 from jepa_zoo.masks.schema import PATCH_MASKINGS
 from jepa_zoo.methods.base import JEPAModule, StepOutput
+from jepa_zoo.methods.ema_target import TARGET_PANELS, EMATarget
 from jepa_zoo.models.backbones import gather_tokens, ViTEncoder
 from jepa_zoo.models.ema import EMATeacher, make_target
 from jepa_zoo.models.predictor import Predictor
@@ -62,7 +63,7 @@ class IJEPAConfig(MethodConfig):
         check_range(self.crop_scale, "method.crop_scale", 1e-6, 1.0)
 
 
-class IJEPA(JEPAModule):
+class IJEPA(EMATarget, JEPAModule):
     def __init__(self, cfg: TrainConfig, num_classes: Optional[int] = None):
         super().__init__(cfg, num_classes)
         if not isinstance(self.backbone, ViTEncoder):
@@ -142,24 +143,10 @@ class IJEPA(JEPAModule):
         }
         return StepOutput(loss=loss, logs=logs, features=pooled, labels=labels)
 
-    def after_optimizer_step(self) -> None:
-        """The EMA update, once per optimiser step and before checkpoints are written, so a checkpoint
-        always holds the target that matches its step."""
-        self.ema.update_(self.target_encoder, self.backbone, self.global_step, self.total_steps)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        super().on_train_batch_end(outputs, batch, batch_idx)
-        if self.ema.last_momentum is not None:
-            self.log("train/ema_momentum", self.ema.last_momentum)
-
 
 # The dashboard panels of what I-JEPA logs (jepa_zoo/panels.py).
 PANELS = (
-    Section("Targets", (
-        Line(("train/target_std",), "target feature std", collapse="falls towards 0"),
-        Line(("train/pred_cos",), "predictor–target cosine", smoothing=0.6),
-        Line(("train/ema_momentum",), "EMA momentum"),
-    )),
+    TARGET_PANELS,
     Section("Masks", (
         Line(("train/context_size", "train/target_size"), "context and target patches"),
         Media(("images/masks",), "context (kept) and target blocks (tinted)"),

@@ -41,6 +41,7 @@ from jepa_zoo.losses.jepa import vjepa_loss, vjepa_targets
 from jepa_zoo.masks.collator import VideoMaskCollator
 from jepa_zoo.masks.schema import VIDEO_MASKINGS
 from jepa_zoo.methods.base import JEPAModule, StepOutput
+from jepa_zoo.methods.ema_target import TARGET_PANELS, EMATarget
 from jepa_zoo.models.ema import EMATeacher, make_target
 from jepa_zoo.models.video import VideoViTEncoder
 from jepa_zoo.models.video_predictor import VideoPredictor
@@ -86,7 +87,7 @@ class VJEPAConfig(MethodConfig):
         check(self.loss_exp > 0, "method.loss_exp", f"must be > 0, got {self.loss_exp}")
 
 
-class VJEPA(JEPAModule):
+class VJEPA(EMATarget, JEPAModule):
     def __init__(self, cfg: TrainConfig, num_classes: Optional[int] = None):
         super().__init__(cfg, num_classes)
         if not isinstance(self.backbone, VideoViTEncoder):
@@ -96,6 +97,9 @@ class VJEPA(JEPAModule):
         self.predictor = VideoPredictor(
             b.embed_dim, b.grid_size, pred_dim=m.pred_dim, depth=m.pred_depth, num_heads=m.pred_heads or b.num_heads,
             pos=b.pos, rope_layout=b.rope_layout, num_mask_tokens=len(cfg.masking.mask_types))
+        if not m.mask_token_per_type:  # token 0 for every type: the others stay as loaded, out of DDP's way
+            for token in list(self.predictor.mask_tokens)[1:]:
+                token.requires_grad_(False)
         self.target_encoder = make_target(self.backbone)
         self.ema = EMATeacher(*m.ema)
 
@@ -139,22 +143,10 @@ class VJEPA(JEPAModule):
         }
         return StepOutput(loss=loss, logs=logs, features=pooled, labels=labels)
 
-    def after_optimizer_step(self) -> None:
-        self.ema.update_(self.target_encoder, self.backbone, self.global_step, self.total_steps)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        super().on_train_batch_end(outputs, batch, batch_idx)
-        if self.ema.last_momentum is not None:
-            self.log("train/ema_momentum", self.ema.last_momentum)
-
 
 # The dashboard panels of what V-JEPA logs (jepa_zoo/panels.py).
 PANELS = (
-    Section("Targets", (
-        Line(("train/target_std",), "target feature std", collapse="falls towards 0"),
-        Line(("train/pred_cos",), "predictor–target cosine", smoothing=0.6),
-        Line(("train/ema_momentum",), "EMA momentum"),
-    )),
+    TARGET_PANELS,
     Section("Masks", (
         Line(("train/context_size", "train/target_size"), "context and target tokens (mean over mask types)"),
     )),

@@ -32,6 +32,7 @@ next to the checkpoint (for ``timm:`` in the run dir); ``<data>``: the folder's 
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -237,7 +238,9 @@ def run_once(cfg: DictConfig, model: Any, encoder: torch.nn.Module, cache, sets,
         train_idx = _draw(cfg, sets, pool, seed)
         train_set = Subset(augmented_set(), train_idx)
         test = {"test": Subset(sets.test, test_idx)}
-        return run_finetune(cfg, encoder, train_set, test, sets.num_classes), {"train_images": len(train_idx)}
+        # each seed or fold fine-tunes its own copy: none starts from another's training (or its test images)
+        tuned = copy.deepcopy(encoder)
+        return run_finetune(cfg, tuned, train_set, test, sets.num_classes), {"train_images": len(train_idx)}
     fit_pool, select_idx = holdout(pool, cfg.probe.select_fraction, seed)  # held out before a low-shot draw
     fit_idx = _draw(cfg, sets, fit_pool, seed)
     counts = {"train_images": len(fit_idx), "select_images": len(select_idx)}
@@ -266,7 +269,7 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     """Evaluate ``cfg.ckpt`` as ``cfg`` says; write and print the record; return it. ``caches``: the
     :class:`FeatureCache` of each encoder and dataset seen so far (a suite's entries share them);
     ``overrides``: those that made ``cfg`` (a suite entry's; default: the command line's)."""
-    from jepa_zoo.evaluation.eval_data import augmented_set, build_sets, cv_folds, root_name
+    from jepa_zoo.evaluation.eval_data import augmented_set, build_sets, cv_folds, duplicate_groups, root_name
     from jepa_zoo.evaluation.features import FeatureCache
     from jepa_zoo.evaluation.lowshot import summarize
     from jepa_zoo.loggers import quiet_logs
@@ -279,6 +282,9 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     model, tc, step = loaded.model, loaded.config, loaded.step
     if cfg.data_root:
         tc.data.root = str(cfg.data_root)
+    if tc.data.video and not tc.backbone.video:
+        raise ConfigError(f"data: data={tc.data.name} gives clips, and this checkpoint's encoder takes images "
+                          f"(method={tc.method.name}); evaluate it on an image dataset")
     # weights=context: the online encoder instead of the EMA target (one and the same for LeJEPA)
     encoder = (model.backbone if cfg.weights == "context" else model.eval_encoder).eval()
     data, sets = build_sets(tc.data, tc.seed, cfg.folds)
@@ -291,7 +297,8 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     init_key = hashlib.sha1(json.dumps([tc.method.name, asdict(tc.backbone), tc.seed, cfg.weights, init],
                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
     same_images = (data.name, data.root, data.train_split, data.val_split, data.img_size, tuple(data.mean),
-                   tuple(data.std), data.eval_crop_ratio)
+                   tuple(data.std), data.eval_crop_ratio, data.num_frames, data.frame_step, data.fps, data.eval_clips,
+                   data.short_clips)
     key = (init_key if init == "random" else (ckpt, cfg.weights), same_images)
     caches = {} if caches is None or cfg.protocol == "finetune" else caches  # fine-tuning changes the encoder
     cache = caches.setdefault(key, FeatureCache(encoder, cfg.batch_size, cfg.num_workers))
@@ -299,7 +306,10 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     test_idx = _subset(sets.test, cfg.test_limit, tc.seed + 2)
     augmented = functools.lru_cache(maxsize=None)(lambda: augmented_set(data, cfg.probe.crop_scale, tc.seed))
     if cfg.folds:  # cross-validation: each fold is the test set once, the others train
-        folds = cv_folds(sets.labels, pool, cfg.folds, tc.seed + 2)
+        groups = duplicate_groups(sets.train, pool)
+        log.info("cross-validation: %d samples in %d groups (near-duplicate or mirrored samples share a fold)",
+                 len(pool), len(set(groups.values())))
+        folds = cv_folds(sets.labels, pool, cfg.folds, tc.seed + 2, groups)
         runs = [run_once(cfg, model, encoder, cache, sets, augmented, sorted(set(pool) - set(fold)), fold,
                          tc.seed + 1000 * k) for k, fold in enumerate(folds)]
         test_idx = [i for fold in folds for i in fold]
@@ -307,6 +317,8 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
         runs = [run_once(cfg, model, encoder, cache, sets, augmented, pool, test_idx, tc.seed + 1000 * s)
                 for s in range(cfg.seeds)]
     result = runs[0][0] if len(runs) == 1 else summarize([r for r, _ in runs])
+    if cfg.folds:
+        result["per_fold"] = result.pop("per_seed")
     tag = result_tag(cfg, root_name(data) if cfg.get("data") is not None else None,
                      data.img_size if "img_size" in _set_by(overrides, ("img_size",)) else None)
     record = {"ckpt": ckpt, "protocol": cfg.protocol, "features": cfg.features, "init": init,

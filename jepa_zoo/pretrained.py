@@ -64,10 +64,9 @@ def video_train_config(imported: Imported, data: Optional[DataConfig] = None) ->
     backbone = BackboneConfig(kind="vit", name=timm_name(a), img_size=data.img_size, patch_size=a["patch_size"],
                               num_frames=frames, tubelet_size=a["tubelet_size"], pos=a["pos"], kwargs=kwargs)
     method = VJEPAConfig(pred_depth=a.get("pred_depth", 1), pred_dim=a.get("pred_dim", 384),
-                         pred_heads=a.get("pred_heads"), mask_token_per_type=imported.format == "official-vjepa")
-    types = MaskingConfig(name="multiblock3d").mask_types[:max(a.get("num_mask_tokens", 2), 1)]
-    return TrainConfig(method=method, backbone=backbone, data=data,
-                       masking=MaskingConfig(name="multiblock3d", mask_types=types))
+                         pred_heads=a.get("pred_heads"), mask_token_per_type=imported.format == "official-vjepa",
+                         num_mask_tokens=a.get("num_mask_tokens"))
+    return TrainConfig(method=method, backbone=backbone, data=data, masking=MaskingConfig(name="multiblock3d"))
 
 
 def train_config(imported: Imported, data: Optional[DataConfig] = None) -> TrainConfig:

@@ -80,8 +80,9 @@ def test_clip_indices():
     idx, short = clip_indices(100, 8, 4, train=True)
     assert not short and idx.shape == (1, 8) and torch.equal(idx[0] - idx[0, 0], torch.arange(8) * 4)
     assert 0 <= idx.min() and idx.max() < 100
-    idx, _ = clip_indices(100, 8, 4, clips=3, train=False)  # spread: first and last spans
-    assert idx[:, 0].tolist() == [0, 36, 71] and idx[-1, -1] == 99
+    idx, _ = clip_indices(100, 8, 4, clips=3, train=False)  # the centres of 3 segments of the 0..71 starts
+    assert idx[:, 0].tolist() == [12, 36, 59]
+    assert clip_indices(100, 8, 4, clips=1, train=False)[0][0, 0] == 36  # one clip: the middle
     idx, short = clip_indices(10, 8, 4, short="pad")  # 0, 4, 8 then the last frame again
     assert short and idx[0].tolist() == [0, 4, 8, 8, 8, 8, 8, 8]
     assert clip_indices(10, 8, 4, short="loop")[0][0].tolist() == [0, 4, 8, 0, 4, 8, 0, 4]
@@ -97,8 +98,8 @@ def test_real_clips_decode_with_labels_and_multi_clip(weizmann):
     multi = VideoClips(weizmann, num_frames=8, frame_step=2, clips=3, train=False)
     clips, _ = multi[40]
     assert clips.shape == (3, 8, 3, 64, 64) and not torch.equal(clips[0], clips[2])
-    fps = VideoClips(weizmann, num_frames=4, fps=12.5)  # 25 fps files: every 2nd frame
-    assert fps.step_for(25.0) == 2
+    fps = VideoClips(weizmann, num_frames=4, fps=4)  # the official step: ceil(rate) // fps
+    assert (fps.step_for(25.0), fps.step_for(29.97), fps.step_for(15.0)) == (6, 7, 3)
 
 
 def test_corrupt_and_truncated_files_are_skipped_and_counted(weizmann, tmp_path):
@@ -202,7 +203,7 @@ def test_vjepa_trains_through_the_entry_point_and_evaluates(tmp_path, method):
                         capture_output=True, text=True, timeout=600, cwd=REPO)
     assert ev.returncode == 0, ev.stderr[-2000:]
     record = json.loads(ev.stdout.strip().splitlines()[-1])
-    assert record["folds"] == 2 and record["queries"] == 32 and len(record["per_seed"]) == 2
+    assert record["folds"] == 2 and record["queries"] == 32 and len(record["per_fold"]) == 2
     assert (tmp_path / "checkpoints" / "eval_knn_cv2_trained.json").is_file() and record["rankme"] > 0
     if method == "vjepa2":
         check_hf_export(tmp_path / "checkpoints" / "last.ckpt", tmp_path / "hf")
@@ -250,3 +251,34 @@ def test_one_mask_token_for_every_type_leaves_the_others_out_of_training(compose
     batch = VideoMaskCollator(model.backbone.grid_size, tc.masking)([(torch.randn(3, 8, 32, 32), 0)] * 4)
     model.step(batch).loss.backward()
     assert tokens[0].grad is not None and tokens[1].grad is None
+
+
+def test_cross_validation_keeps_mirrored_twins_in_one_fold(weizmann):
+    """The Weizmann set holds each of 36 videos twice, once mirrored (files 2k and 2k+1): the folds
+    group them, so a clip is never tested against its own mirror image; without the groups most
+    twins would land in different folds (the mutation)."""
+    from jepa_zoo.data.schema import DataConfig
+    from jepa_zoo.evaluation.eval_data import build_sets, cv_folds, duplicate_groups
+
+    data = DataConfig(name="video_folder", root=str(weizmann), img_size=64, num_frames=8, frame_step=2,
+                      eval_crop_ratio=1.0)
+    _, sets = build_sets(data, 0, folds=4)
+    pool = list(range(len(sets.train)))
+    groups = duplicate_groups(sets.train, pool)
+    number = [int(p.stem) for p, _ in sets.train.ds.samples]
+    assert len(set(groups.values())) == 36
+    assert all(number[i] // 2 == number[groups[i]] // 2 for i in pool)
+    twin = {i: next(j for j in pool if j != i and number[j] // 2 == number[i] // 2) for i in pool}
+    fold_of = {i: k for k, f in enumerate(cv_folds(sets.labels, pool, 4, 2, groups)) for i in f}
+    assert all(fold_of[i] == fold_of[twin[i]] for i in pool)
+    plain = {i: k for k, f in enumerate(cv_folds(sets.labels, pool, 4, 2)) for i in f}
+    assert sum(plain[i] != plain[twin[i]] for i in pool) > 36
+
+
+@pytest.mark.parametrize("preset", ["vjepa_moving_shapes_cpu", "vjepa_weizmann_cpu"])
+def test_each_video_cpu_preset_trains_two_steps(preset, weizmann, tmp_path):
+    extra = [f"data.root={shared_data_dir() / 'weizmann-actions-mp4.tar'}"] if "weizmann" in preset else []
+    r = train(tmp_path, f"experiment={preset}", *extra, "trainer.max_steps=2", "trainer.enable_progress_bar=false")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    summary = json.loads((tmp_path / "run_summary.json").read_text())
+    assert summary["status"] == "finished" and summary["step"] == 2 and summary["method"] == "vjepa"

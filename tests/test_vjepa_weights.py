@@ -213,3 +213,28 @@ def test_training_starts_from_official_weights(tmp_path, name):
         r.stdout + r.stderr)
     wrong = train(tmp_path / "wrong", "method=vjepa" if name == "vjepa2" else "method=vjepa2", *common)
     assert wrong.returncode == 2 and "need a video ViT with backbone.pos=" in wrong.stdout + wrong.stderr
+
+
+@needs_fixtures
+@torch.no_grad()
+def test_a_hub_style_vjepa2_file_loads_as_rope(tmp_path):
+    """The official V-JEPA 2 hub files hold 10 mask tokens and position tables their RoPE model
+    ignores (loaded with strict=False there): such a file is read as RoPE, every token is loaded
+    (those no mask type uses are frozen), and the outputs are the official ones."""
+    from jepa_zoo.data.schema import DataConfig
+    from jepa_zoo.pretrained import build_from_weights
+
+    ckpt = torch.load(FILES["vjepa2"][0], weights_only=True)
+    ckpt["encoder"]["module.backbone.pos_embed"] = sincos_3d((4, 4, 4), 192, uniform_power=False)[None]
+    ckpt["predictor"]["module.backbone.predictor_pos_embed"] = sincos_3d((4, 4, 4), 48, uniform_power=False)[None]
+    for j in range(2, 10):
+        ckpt["predictor"][f"module.backbone.mask_tokens.{j}"] = torch.full((1, 1, 48), float(j))
+    path = tmp_path / "vitl.pt"
+    torch.save(ckpt, path)
+    model, imported = build_from_weights(path, "ckpt", DataConfig(name="moving_shapes", img_size=64, num_frames=8))
+    assert imported.format == "official-vjepa2" and imported.arch["num_mask_tokens"] == 10
+    tokens = list(model.predictor.mask_tokens)
+    assert len(tokens) == 10 and tokens[9].eq(9.0).all() and [t.requires_grad for t in tokens].count(True) == 1
+    ref = torch.load(FILES["vjepa2"][1], weights_only=True)
+    torch.testing.assert_close(model.eval().eval_encoder.forward_tokens(ref["clips"]), ref["target_encoder_tokens"],
+                               **CLOSE)

@@ -72,12 +72,15 @@ class TookBatch(L.Callback):
 
 
 class JEPADataModule(L.LightningDataModule):
-    def __init__(self, cfg: DataConfig, train_transform: Callable, collate_fn: Optional[Callable] = None, seed: int = 0,
-                 compile_photometric: bool = False):
+    def __init__(self, cfg: DataConfig, train_transform: Optional[Callable], collate_fn: Optional[Callable] = None,
+                 seed: int = 0, compile_photometric: bool = False, evaluation: bool = False):
         """``train_transform`` with ``photometric == "device"`` (LeJEPA, IWM under
         ``views.photometric=device``) leaves its photometric ops to :meth:`on_after_batch_transfer`,
-        compiled with ``compile_photometric`` (``compile=true``)."""
+        compiled with ``compile_photometric`` (``compile=true``).  ``evaluation``: every split as
+        evaluation sees it (the evaluation transform, and for clips the evaluation sampling:
+        ``data.eval_clips`` fixed clips per video), whatever ``train_transform`` is."""
         super().__init__()
+        self.evaluation = evaluation
         self.cfg = cfg
         self.train_transform = train_transform
         self.device_photometric: Optional[DevicePhotometric] = None
@@ -89,6 +92,8 @@ class JEPADataModule(L.LightningDataModule):
         self.seed = seed
         make_eval = video_eval_transform if cfg.video else eval_transform
         self.val_transform = make_eval(cfg.img_size, cfg.eval_crop_ratio, cfg.mean, cfg.std)
+        if evaluation:
+            self.train_transform = self.val_transform
         self.train_set: Optional[Dataset] = None
         self.val_set: Optional[Dataset] = None
         self.train_loader: Optional[ResumableLoader] = None
@@ -160,7 +165,8 @@ class JEPADataModule(L.LightningDataModule):
             return
         train_dir = self._split(root, c.train_split, required=True)
         val_dir = self._split(root, c.val_split, required=False)
-        self.train_set = SkipUnreadable(self._folder(train_dir, self.train_transform, True), c.bad_images)
+        self.train_set = SkipUnreadable(self._folder(train_dir, self.train_transform, not self.evaluation),
+                                        c.bad_images)
         if len(self.train_set) == 0:
             raise DataError(f"no images found under {train_dir}")
         self.val_set = (self._shuffled(SkipUnreadable(self._folder(val_dir, self.val_transform, False), c.bad_images))

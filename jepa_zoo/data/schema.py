@@ -37,7 +37,7 @@ class DataConfig:
     # a clip repeat their last frame (pad) or start over (loop)
     num_frames: int = 16
     frame_step: int = 4
-    fps: Optional[float] = None
+    fps: Optional[int] = None
     eval_clips: int = 1
     short_clips: str = "pad"
     mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
@@ -56,7 +56,7 @@ class DataConfig:
                f"must be 'skip' or 'fail', got {self.bad_images!r}")
         check(self.num_frames >= 1, "data.num_frames", f"must be >= 1, got {self.num_frames}")
         check(self.frame_step >= 1, "data.frame_step", f"must be >= 1, got {self.frame_step}")
-        check(self.fps is None or self.fps > 0, "data.fps", f"must be > 0 (or null: frame_step), got {self.fps}")
+        check(self.fps is None or self.fps >= 1, "data.fps", f"must be >= 1 frames a second (or null: frame_step), got {self.fps}")
         check(self.eval_clips >= 1, "data.eval_clips", f"must be >= 1, got {self.eval_clips}")
         check(self.short_clips in ("pad", "loop"), "data.short_clips",
               f"must be 'pad' or 'loop', got {self.short_clips!r}")

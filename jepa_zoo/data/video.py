@@ -9,10 +9,11 @@ machine; torchcodec needs a system FFmpeg of a matching version, and torchvision
 deprecated (and gone from recent releases).
 
 Clip sampling (:func:`clip_indices`): ``num_frames`` frames ``frame_step`` apart (or, with ``fps``,
-the step that brings the file's own frame rate to ``fps``), spanning ``(num_frames − 1)·step + 1``
+the official step ``⌈file's frame rate⌉ // fps``), spanning ``(num_frames − 1)·step + 1``
 frames.  Training takes one clip at a uniformly random start (torch's generator, which the training
-loader seeds per batch, so resume repeats it); evaluation takes ``clips`` starts spread uniformly
-over the video.  A video shorter than the span gives its frames ``step`` apart, then repeats its
+loader seeds per batch, so resume repeats it); evaluation takes ``clips`` clips at the centres of
+``clips`` equal segments of the video (one clip: the middle; the official evaluation takes one clip
+per segment too, at a random offset).  A video shorter than the span gives its frames ``step`` apart, then repeats its
 last frame (``short="pad"``, the official behaviour) or starts over (``short="loop"``), counted and
 warned about once per file.  A file that cannot be decoded (corrupt, truncated to nothing, not a
 video) or that ends well before the frames its container lists (truncated) raises
@@ -25,6 +26,7 @@ several clips) before the transform (:mod:`jepa_zoo.data.video_views`).
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Callable, List, Optional, Set, Tuple
@@ -61,8 +63,8 @@ def clip_indices(n: int, num_frames: int, step: int, clips: int = 1, train: bool
     if n >= span:
         if train:
             starts = torch.randint(0, n - span + 1, (clips,))
-        else:
-            starts = torch.linspace(0, n - span, clips).round().long()
+        else:  # the centres of `clips` equal segments of the possible starts (one clip: the middle)
+            starts = ((torch.arange(clips) + 0.5) * (n - span) / clips).round().long()
         return starts[:, None] + offsets, False
     have = torch.arange(0, n, step)
     if short == "loop":
@@ -115,7 +117,7 @@ class VideoClips(Dataset):
 
     kind = "video"  # what SkipUnreadable's messages call a sample
 
-    def __init__(self, root: Path, num_frames: int, frame_step: int = 4, fps: Optional[float] = None,
+    def __init__(self, root: Path, num_frames: int, frame_step: int = 4, fps: Optional[int] = None,
                  clips: int = 1, train: bool = True, short: str = "pad", transform: Optional[Callable] = None):
         import_av()
         root = Path(root)
@@ -146,7 +148,8 @@ class VideoClips(Dataset):
         return [y for _, y in self.samples]
 
     def step_for(self, rate: float) -> int:
-        return max(1, round(rate / self.fps)) if self.fps else self.frame_step
+        """The frame step: ``data.frame_step``, or with ``data.fps`` the official ``⌈rate⌉ // fps``."""
+        return max(1, math.ceil(rate) // self.fps) if self.fps else self.frame_step
 
     def read(self, i: int) -> Tensor:
         """The uint8 clip(s) of video ``i``: ``[T, C, H, W]`` or ``[clips, T, C, H, W]``."""

@@ -7,6 +7,10 @@ split ..."). Images are converted to RGB by the loaders (greyscale, RGBA,
 palette) and resized to the evaluation resolution (the short side to
 ``img_size / eval_crop_ratio``, then a centre crop).
 
+With ``folds=K`` (cross-validation, :func:`cv_folds`) the training split is the test set too, its
+folds taking turns, near-duplicate and mirrored samples kept together (:func:`duplicate_groups`).
+Clips are sampled the evaluation way in every split (``data.eval_clips`` fixed clips per video).
+
 Refused, each in one line (``DataError``, exit 2): unlabelled images, fewer
 than two classes, an empty split, a test split whose class folders differ from
 the training split's.
@@ -17,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from torch.utils.data import Dataset, Subset
 
@@ -31,14 +35,14 @@ TEST_SPLITS = ("test", "val", "validation")
 
 def find_test_split(data: DataConfig) -> DataConfig:
     """``data`` with ``val_split`` set to the split this evaluation reports on (logged)."""
-    if data.name not in ("folder", "imagenet"):
+    if data.name not in ("folder", "imagenet", "video_folder"):
         return data
     root = resolve_root(data.root, data.cache_dir)
     wanted = [s for s in (data.val_split, *TEST_SPLITS) if s]
     found = next((s for s in wanted if find_split(root, s) is not None), None)
     if found is None:
         raise DataError(f"data.root {root} has no test split: looked for {', '.join(dict.fromkeys(wanted))}/ "
-                        "(data.val_split=<folder> names another one)")
+                        "(data.val_split=<folder> names another one; folds=<K> cross-validates on the training split)")
     log.info("evaluating on split '%s' of %s%s", found, root,
              "" if found == data.val_split else f" (data.val_split={data.val_split} is not there)")
     return replace(data, val_split=found)
@@ -112,8 +116,7 @@ def build_sets(data: DataConfig, seed: int, folds: Optional[int] = None) -> Tupl
     from jepa_zoo.data.datamodule import JEPADataModule
 
     data = replace(data, val_split=None) if folds else find_test_split(data)
-    clean = JEPADataModule(data, train_transform=None, seed=seed)  # centre crops of every split
-    clean.train_transform = clean.val_transform
+    clean = JEPADataModule(data, train_transform=None, seed=seed, evaluation=True)  # centre crops of every split
     clean.prepare_data()
     clean.setup("validate")
     if folds:
@@ -129,22 +132,64 @@ def build_sets(data: DataConfig, seed: int, folds: Optional[int] = None) -> Tupl
                           list(getattr(clean.train_set, "classes", []) or []), data.val_split)
 
 
-def cv_folds(labels: Sequence[int], pool: Sequence[int], folds: int, seed: int) -> List[List[int]]:
-    """``folds`` stratified folds of the indices ``pool`` (each class dealt round the folds in a
-    seeded order), for cross-validation on small sets (e.g. 72 clips)."""
+def cv_folds(labels: Sequence[int], pool: Sequence[int], folds: int, seed: int,
+             groups: Optional[Dict[int, int]] = None) -> List[List[int]]:
+    """``folds`` stratified folds of the indices ``pool``: each class's groups (``groups``: index ->
+    group, :func:`duplicate_groups`; default one group per index) dealt round the folds in a seeded
+    order, so a group never spans two folds."""
     import torch
 
-    if folds > len(pool):
-        raise DataError(f"folds: {folds} folds of {len(pool)} training samples leave some empty")
+    groups = groups or {i: i for i in pool}
+    members: Dict[int, List[int]] = {}
+    for i in pool:
+        members.setdefault(groups[i], []).append(i)
+    if folds > len(members):
+        raise DataError(f"folds: {folds} folds of {len(members)} groups of training samples leave some empty")
     g = torch.Generator().manual_seed(seed)
     out: List[List[int]] = [[] for _ in range(folds)]
     slot = 0
     for c in sorted({labels[i] for i in pool}):
-        members = [i for i in pool if labels[i] == c]
-        for j in torch.randperm(len(members), generator=g).tolist():
-            out[slot % folds].append(members[j])
+        ids = [k for k, m in sorted(members.items()) if labels[m[0]] == c]
+        for j in torch.randperm(len(ids), generator=g).tolist():
+            out[slot % folds].extend(members[ids[j]])
             slot += 1
     return [sorted(f) for f in out]
+
+
+def thumbnail(x: Any, size: int = 16) -> Any:
+    """A ``size`` x ``size`` grey thumbnail of a sample (an image, or a clip's middle frame)."""
+    import torch.nn.functional as F
+
+    if x.dim() == 5:  # several clips: the first
+        x = x[0]
+    if x.dim() == 4:  # [C, T, H, W]: the middle frame
+        x = x[:, x.shape[1] // 2]
+    return F.adaptive_avg_pool2d(x.float().mean(0, keepdim=True)[None], size)[0, 0]
+
+
+def duplicate_groups(ds: Dataset, pool: Sequence[int], ratio: float = 0.2) -> Dict[int, int]:
+    """Groups of near-duplicate samples among ``pool``: two samples whose thumbnails (or one's and
+    the other's mirror image) are closer than ``ratio`` x the median distance between thumbnails
+    share a group (transitively).  Cross-validation keeps a group in one fold, so a clip and its
+    mirrored copy (the Weizmann set holds each video twice, once flipped) never test each other."""
+    import torch
+
+    thumbs = torch.stack([thumbnail(ds[i][0]) for i in pool])
+    x, flipped = thumbs.flatten(1), thumbs.flip(-1).flatten(1)
+    d = torch.minimum(torch.cdist(x, x), torch.cdist(x, flipped))
+    off = d[~torch.eye(len(pool), dtype=torch.bool)]
+    threshold = ratio * float(off.median()) if len(off) else 0.0
+    parent = list(range(len(pool)))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in torch.nonzero(torch.triu(d < threshold, diagonal=1)).tolist():
+        parent[root(a)] = root(b)
+    return {i: pool[root(k)] for k, i in enumerate(pool)}
 
 
 def augmented_set(data: DataConfig, crop_scale: Sequence[float], seed: int) -> Dataset:

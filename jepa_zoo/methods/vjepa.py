@@ -36,7 +36,7 @@ from torch import Tensor
 
 from jepa_zoo.config import MethodConfig, OptimConfig, TrainConfig
 from jepa_zoo.data.video_views import video_train_transform
-from jepa_zoo.errors import check, check_range
+from jepa_zoo.errors import ConfigError, check, check_range
 from jepa_zoo.losses.jepa import vjepa_loss, vjepa_targets
 from jepa_zoo.masks.collator import VideoMaskCollator
 from jepa_zoo.masks.schema import VIDEO_MASKINGS
@@ -74,6 +74,7 @@ class VJEPAConfig(MethodConfig):
     ema: List[float] = field(default_factory=lambda: [0.998, 1.0])
     loss_exp: float = 1.0
     mask_token_per_type: bool = True
+    num_mask_tokens: Optional[int] = None  # None: one per mask type (imported V-JEPA 2 files hold 10)
     views: VideoViewsConfig = field(default_factory=VideoViewsConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
         lr=6.25e-4, final_lr_ratio=1.6e-3, weight_decay=0.04, final_weight_decay=0.4, warmup_epochs=40,
@@ -85,6 +86,8 @@ class VJEPAConfig(MethodConfig):
         check(len(self.ema) == 2 and 0 <= self.ema[0] <= self.ema[1] <= 1, "method.ema",
               f"expected [start, end] with 0 <= start <= end <= 1, got {list(self.ema)}")
         check(self.loss_exp > 0, "method.loss_exp", f"must be > 0, got {self.loss_exp}")
+        check(self.num_mask_tokens is None or self.num_mask_tokens >= 1, "method.num_mask_tokens",
+              f"must be >= 1 (or null: one per mask type), got {self.num_mask_tokens}")
 
 
 class VJEPA(EMATarget, JEPAModule):
@@ -96,9 +99,13 @@ class VJEPA(EMATarget, JEPAModule):
         b = self.backbone
         self.predictor = VideoPredictor(
             b.embed_dim, b.grid_size, pred_dim=m.pred_dim, depth=m.pred_depth, num_heads=m.pred_heads or b.num_heads,
-            pos=b.pos, rope_layout=b.rope_layout, num_mask_tokens=len(cfg.masking.mask_types))
-        if not m.mask_token_per_type:  # token 0 for every type: the others stay as loaded, out of DDP's way
-            for token in list(self.predictor.mask_tokens)[1:]:
+            pos=b.pos, rope_layout=b.rope_layout, num_mask_tokens=m.num_mask_tokens or len(cfg.masking.mask_types))
+        if m.mask_token_per_type and len(self.predictor.mask_tokens) < len(cfg.masking.mask_types):
+            raise ConfigError(f"method.num_mask_tokens: {m.num_mask_tokens} mask tokens for "
+                              f"{len(cfg.masking.mask_types)} mask types (method.mask_token_per_type=true)")
+        used = len(cfg.masking.mask_types) if m.mask_token_per_type else 1
+        if len(self.predictor.mask_tokens) > used:  # tokens no mask type uses stay as loaded, out of DDP's way
+            for token in list(self.predictor.mask_tokens)[used:]:
                 token.requires_grad_(False)
         self.target_encoder = make_target(self.backbone)
         self.ema = EMATeacher(*m.ema)

@@ -18,7 +18,8 @@ clip of the image repeated ``num_frames`` times (the official image evaluations 
 datasets and protocols work with a video encoder; several clips of each video ``[B, k, C, T, H, W]``
 give their tokens one after the other (pooled: the mean over every clip's tokens).  Parameter names are the official ones
 (``patch_embed.proj``, ``blocks.i``, ``norm``), so official weights load without renaming.  Weights
-start as timm's (truncated normal, std 0.02), with the official depth scaling (:func:`rescale_blocks`).
+start as timm's (truncated normal, std 0.02; the tubelet conv too, bias 0), with the official depth
+scaling (:func:`rescale_blocks`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Dict, Optional, Tuple
 
 import timm
 import torch
+from timm.layers import trunc_normal_
 from timm.models.eva import EvaBlock
 from torch import Tensor, nn
 
@@ -86,6 +88,8 @@ class VideoViTEncoder(nn.Module):
             drop_path_rate=cfg.drop_path_rate, **extra, **cfg.kwargs,
         )
         self.model.patch_embed = TubeletEmbed(3, self.model.embed_dim, cfg.patch_size, cfg.tubelet_size)
+        trunc_normal_(self.model.patch_embed.proj.weight, std=0.02)  # the official init of the tubelet conv
+        nn.init.zeros_(self.model.patch_embed.proj.bias)
         rescale_blocks(self.model.blocks)
         self.cfg = cfg
         self.pos = cfg.pos

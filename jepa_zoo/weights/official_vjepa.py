@@ -11,11 +11,13 @@ state dicts under DDP's and the multi-mask wrappers' ``module.backbone.`` (plus 
     predictor_proj  -> proj      mask_tokens.j      -> mask_tokens.j
     predictor_pos_embed: regenerated (checked, not loaded)
 
-Which model: V-JEPA stores fixed 3-D sin-cos ``pos_embed`` (checked against
+Which model: V-JEPA stores fixed 3-D sin-cos ``pos_embed`` (uniform power, checked against
 :func:`jepa_zoo.models.posembed.sincos_3d`; its grid, so the frame count and image size, is the
-factorisation of its length that matches); V-JEPA 2 uses RoPE and stores none, or stores one its
-RoPE model ignores (the official loader loads with ``strict=False``): a file whose predictor has no
-``predictor_pos_embed`` is RoPE as well, and ``pos="rope"`` says so for an encoder alone.  A RoPE file
+factorisation of its length that matches) and 2 mask tokens.  V-JEPA 2 uses RoPE and stores no
+table, or tables its RoPE model ignores (its hub loader loads with ``strict=False``): a file is read
+as RoPE when its encoder has no ``pos_embed``, its predictor no ``predictor_pos_embed``, its
+predictor more than 2 mask tokens (the hub's have 10), or its ``pos_embed`` is not V-JEPA's
+sin-cos; ``pos=`` overrides.  A RoPE file
 does not record the clip length or image size (``None`` in ``arch``: the run's data settings decide).
 Heads are read from the ViT size table (V-JEPA 2's ViT-g has 22); the predictor's from the official
 configurations: the encoder's for V-JEPA, 12 for V-JEPA 2's 384-wide predictors.
@@ -102,11 +104,15 @@ def read(state: Mapping[str, Any], pos: Optional[str] = None) -> Imported:
     target = _strip(state.get("target_encoder") or {})
     pred_raw = _strip(state.get("predictor") or {})
     arch = encoder_arch(enc)
-    if pos is None:
-        stray = pred_raw and "predictor_pos_embed" not in pred_raw
-        pos = "rope" if "pos_embed" not in enc or stray else "sincos"
-    arch["pos"] = pos
     pe = enc.pop("pos_embed", None)
+    if pos is None:
+        tokens = sum(1 for k in pred_raw if k.startswith("mask_tokens."))
+        # V-JEPA stores its uniform-power sin-cos in the encoder and the predictor, with one mask token per
+        # mask type (2); V-JEPA 2 files store no table, or tables RoPE ignores, and 10 mask tokens (its hub)
+        rope = (pe is None or (pred_raw and "predictor_pos_embed" not in pred_raw) or tokens > 2
+                or grid_of(pe) is None)
+        pos = "rope" if rope else "sincos"
+    arch["pos"] = pos
     target.pop("pos_embed", None)
     if pos == "sincos":
         grid = grid_of(pe) if pe is not None else None

@@ -282,3 +282,48 @@ def test_each_video_cpu_preset_trains_two_steps(preset, weizmann, tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     summary = json.loads((tmp_path / "run_summary.json").read_text())
     assert summary["status"] == "finished" and summary["step"] == 2 and summary["method"] == "vjepa"
+
+
+def test_seeking_gives_the_frames_of_decoding_in_order(weizmann, tmp_path):
+    """A clip late in a video seeks to the keyframe before it: the frames are exactly those decoding
+    from the start gives, on the real H.264 clips and on a long MPEG-4 file with B-frames (the
+    timestamps are in presentation order); a Matroska file without a frame count is counted from
+    its duration."""
+    import av
+    import numpy as np
+
+    from jepa_zoo.data import video
+
+    def both(path, wanted):
+        with av.open(str(path)) as c:
+            in_order = video._decode_in_order(c, wanted)
+        return in_order, video.decode(path, wanted)
+
+    long = tmp_path / "long.mp4"
+    with av.open(str(long), "w") as c:
+        s = c.add_stream("mpeg4", rate=30)
+        s.width = s.height = 64
+        s.pix_fmt = "yuv420p"
+        s.codec_context.gop_size, s.codec_context.max_b_frames = 30, 2
+        for i in range(600):
+            img = np.zeros((64, 64, 3), np.uint8)
+            img[:, (i // 5) % 64, 1] = 255
+            for packet in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    clips = sorted(weizmann.rglob("*.mp4"))[:12]
+    for path, wanted in [(long, set(range(437, 501, 4))), *[(p, set(range(49, 80, 3))) for p in clips]]:
+        (a, n_a), (b, n_b) = both(path, wanted)
+        assert n_a == n_b and a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), path
+    mkv = tmp_path / "clip.mkv"
+    with av.open(str(mkv), "w") as c:
+        s = c.add_stream("mpeg4", rate=25)
+        s.width = s.height = 64
+        s.pix_fmt = "yuv420p"
+        for i in range(100):
+            for packet in s.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), i, np.uint8), format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    assert video.probe(mkv) == (100, 25.0)

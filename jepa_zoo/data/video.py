@@ -20,6 +20,10 @@ video) or that ends well before the frames its container lists (truncated) raise
 :class:`VideoError`, which :class:`jepa_zoo.data.datasets.SkipUnreadable` skips and
 counts (or turns into a stop with ``data.bad_images=fail``): never a crash mid-epoch.
 
+Late clips are reached by seeking to the keyframe before them (:func:`decode`), and a container
+without a frame count is sized from its duration (:func:`probe`), so long videos are not decoded
+from their start.
+
 A sample is ``(frames, label)`` with ``frames`` uint8 ``[T, C, H, W]`` (``[clips, T, C, H, W]`` with
 several clips) before the transform (:mod:`jepa_zoo.data.video_views`).
 """
@@ -74,29 +78,71 @@ def clip_indices(n: int, num_frames: int, step: int, clips: int = 1, train: bool
     return idx[:num_frames].expand(clips, -1), True
 
 
+SEEK_AFTER = 48  # frames: a clip that starts later seeks to the keyframe before it instead of decoding up to it
+
+
 def decode(path: Path, wanted: Set[int]) -> Tuple[dict, int]:
-    """The frames at ``wanted`` indices (uint8 ``[H, W, 3]`` arrays) and the number of frames decoded,
-    decoding in order and stopping after the last one wanted."""
+    """The frames at ``wanted`` indices (uint8 ``[H, W, 3]`` arrays) and ``1 +`` the index of the last
+    frame decoded (the file's frame count when it ends before the last one wanted).  A clip that
+    starts after frame :data:`SEEK_AFTER` seeks to the keyframe before its first frame and counts
+    frames from their timestamps; where timestamps cannot say (none, or the seek lands past the
+    frame), it decodes in order from the start, as shorter clips do."""
     av = import_av()
-    frames, last, count = {}, max(wanted), 0
     try:
+        if min(wanted) > SEEK_AFTER:
+            with av.open(str(path)) as container:
+                got = _seek_decode(container, wanted)
+            if got is not None:
+                return got
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoError("no video stream")
-            for i, frame in enumerate(container.decode(video=0)):
-                count = i + 1
-                if i in wanted:
-                    frames[i] = frame.to_ndarray(format="rgb24")
-                if i >= last:
-                    break
+            return _decode_in_order(container, wanted)
     except av.FFmpegError as e:
-        if not frames:
-            raise VideoError(f"{type(e).__name__}: {e}") from e
+        raise VideoError(f"{type(e).__name__}: {e}") from e
+
+
+def _decode_in_order(container, wanted: Set[int]) -> Tuple[dict, int]:
+    if not container.streams.video:
+        raise VideoError("no video stream")
+    frames, last, count = {}, max(wanted), 0
+    for i, frame in enumerate(container.decode(video=0)):
+        count = i + 1
+        if i in wanted:
+            frames[i] = frame.to_ndarray(format="rgb24")
+        if i >= last:
+            break
     return frames, count
 
 
+def _seek_decode(container, wanted: Set[int]) -> Optional[Tuple[dict, int]]:
+    """:func:`decode` by seeking; None where the timestamps cannot place the frames."""
+    if not container.streams.video:
+        raise VideoError("no video stream")
+    stream = container.streams.video[0]
+    first_frame = next(container.decode(stream), None)
+    if first_frame is None or first_frame.pts is None or not stream.time_base or not stream.average_rate:
+        return None
+    p0, per = first_frame.pts, 1 / (stream.average_rate * stream.time_base)  # timestamp units per frame
+    first, last = min(wanted), max(wanted)
+    container.seek(int(p0 + first * per), stream=stream, backward=True, any_frame=False)
+    frames, i = {}, -1
+    for frame in container.decode(stream):
+        if frame.pts is None:
+            return None
+        i = round((frame.pts - p0) / per)
+        if not frames and i > first:
+            return None  # landed past the first frame wanted
+        if i in wanted:
+            frames[i] = frame.to_ndarray(format="rgb24")
+        if i >= last:
+            break
+    if set(frames) != {j for j in wanted if j <= i}:
+        return None  # uneven timestamps (variable frame rate): decode in order instead
+    return frames, i + 1
+
+
 def probe(path: Path) -> Tuple[int, float]:
-    """(frame count, frame rate) from the container, counting by decoding where it records none."""
+    """(frame count, frame rate) from the container: its frame count, else its duration times the rate
+    (a little off at worst: :meth:`VideoClips.read` allows for that), else counted by decoding."""
     av = import_av()
     try:
         with av.open(str(path)) as container:
@@ -105,6 +151,10 @@ def probe(path: Path) -> Tuple[int, float]:
             stream = container.streams.video[0]
             rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
             n = stream.frames
+            if not n and stream.duration and stream.time_base:  # no count (WebM, MKV): duration x rate
+                n = int(stream.duration * stream.time_base * rate)
+            elif not n and container.duration:
+                n = int(container.duration / 1_000_000 * rate)
             if not n:
                 n = sum(1 for _ in container.decode(video=0))
             return int(n), rate

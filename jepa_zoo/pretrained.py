@@ -58,11 +58,8 @@ def video_train_config(imported: Imported, data: Optional[DataConfig] = None) ->
     a = imported.arch
     data = data or DataConfig(name="moving_shapes", img_size=a["img_size"] or 256, num_frames=a["num_frames"] or 16)
     frames = a["num_frames"] if a["num_frames"] and not data.video else data.num_frames
-    kwargs = {"depth": a["depth"], "embed_dim": a["embed_dim"], "num_heads": a["num_heads"]}
-    if abs(a["mlp_ratio"] - 4.0) > 1e-6:
-        kwargs["mlp_ratio"] = a["mlp_ratio"]
-    backbone = BackboneConfig(kind="vit", name=timm_name(a), img_size=data.img_size, patch_size=a["patch_size"],
-                              num_frames=frames, tubelet_size=a["tubelet_size"], pos=a["pos"], kwargs=kwargs)
+    backbone = replace(backbone_config(a, data.img_size), num_frames=frames, tubelet_size=a["tubelet_size"],
+                       pos=a["pos"])
     method = VJEPAConfig(pred_depth=a.get("pred_depth", 1), pred_dim=a.get("pred_dim", 384),
                          pred_heads=a.get("pred_heads"), mask_token_per_type=imported.format == "official-vjepa",
                          num_mask_tokens=a.get("num_mask_tokens"))

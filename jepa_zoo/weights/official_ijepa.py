@@ -45,13 +45,20 @@ class Imported:
     predictor: Dict[str, Tensor] = field(default_factory=dict)
 
 
-def detect(state: Any) -> bool:
-    """Whether ``state`` (a loaded checkpoint) is an official I-JEPA checkpoint."""
+def patch_embed_dims(state: Any) -> int:
+    """The dimensions of the patch embedding's weight in an official-layout checkpoint (``encoder``,
+    ``predictor``, ... state dicts; not a jepa_zoo ``.ckpt``): 4 for I-JEPA's Conv2d, 5 for V-JEPA's
+    Conv3d, 0 for anything else."""
     if not (isinstance(state, Mapping) and isinstance(state.get("encoder"), Mapping)
             and "hyper_parameters" not in state):
-        return False
+        return 0
     w = next((v for k, v in state["encoder"].items() if k.endswith("patch_embed.proj.weight")), None)
-    return w is not None and getattr(w, "dim", lambda: 0)() == 4  # a Conv3d (5-D) is V-JEPA's
+    return w.dim() if isinstance(w, Tensor) else 0
+
+
+def detect(state: Any) -> bool:
+    """Whether ``state`` (a loaded checkpoint) is an official I-JEPA checkpoint."""
+    return patch_embed_dims(state) == 4
 
 
 def _strip(sd: Mapping[str, Tensor]) -> Dict[str, Tensor]:

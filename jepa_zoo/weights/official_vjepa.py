@@ -32,7 +32,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from torch import Tensor
 
 from jepa_zoo.models.posembed import sincos_3d
-from jepa_zoo.weights.official_ijepa import Imported
+from jepa_zoo.weights.official_ijepa import Imported, patch_embed_dims
 
 NAME = "official-vjepa"
 # width -> (timm model family, heads) of the official video ViTs (V-JEPA 2's vit_giant has 22 heads)
@@ -52,11 +52,7 @@ def _strip(sd: Mapping[str, Tensor]) -> Dict[str, Tensor]:
 
 def detect(state: Any) -> bool:
     """Whether ``state`` is an official V-JEPA / V-JEPA 2 checkpoint (an encoder with a 3-D tubelet embedding)."""
-    if not (isinstance(state, Mapping) and isinstance(state.get("encoder"), Mapping)
-            and "hyper_parameters" not in state):
-        return False
-    w = next((v for k, v in state["encoder"].items() if k.endswith("patch_embed.proj.weight")), None)
-    return w is not None and getattr(w, "dim", lambda: 0)() == 5
+    return patch_embed_dims(state) == 5
 
 
 def grid_of(pe: Tensor) -> Optional[Tuple[int, int, int]]:

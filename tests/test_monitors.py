@@ -10,7 +10,7 @@ from lightning.pytorch.plugins.precision import Precision
 from jepa_zoo.callbacks.monitors import EmbeddingMonitor, OnlineKNN, gather_rows
 from jepa_zoo.config import ConfigError, MonitorsConfig
 from jepa_zoo.data.batch import Batch
-from jepa_zoo.evaluation.rankme import embedding_stats, rankme
+from jepa_zoo.evaluation.rankme import embedding_stats, rankme, token_spread
 
 from test_train_entry import FAST, read_metrics, train
 
@@ -76,6 +76,30 @@ def _clusters(n: int, seed: int, classes: int = 5, dim: int = 16, noise: float =
     centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(99)) * 3
     y = torch.randint(0, classes, (n,), generator=g)
     return centres[y] + noise * torch.randn(n, dim, generator=g), y
+
+
+def test_token_spread_splits_shared_position_and_content():
+    torch.manual_seed(0)
+    b, n, d = 64, 16, 32
+    shared = torch.zeros(d)
+    shared[0] = 3.0  # ‖μ‖² = 9
+    position = torch.zeros(n, d)
+    position[:, 1] = torch.linspace(-1, 1, n)  # a position code along one axis, mean 0
+    content = torch.zeros(b, n, d)
+    content[..., 2:6] = torch.randn(b, n, 4)  # content in 4 directions
+    content -= content.mean(0)  # exactly zero mean over samples, so the shares are exact
+    s = token_spread(shared + position + content)
+    total = 9.0 + position.square().sum(-1).mean() + content.square().sum(-1).mean()
+    assert s["shared"] == pytest.approx(9.0 / total)
+    assert s["position"] == pytest.approx(float(position.square().sum(-1).mean() / total))
+    assert s["shared"] + s["position"] + s["content"] == pytest.approx(1.0)
+    assert 3.5 < s["content_rank"] <= 4.0  # the content's 4 directions, whatever the shared one does
+    # growing the shared direction lowers the pooled RankMe but leaves the content rank alone
+    louder = token_spread(10 * shared + position + content)
+    assert louder["shared"] > 0.9 and louder["content_rank"] == pytest.approx(s["content_rank"])
+    assert rankme((10 * shared + position + content).mean(1)) < rankme((shared + position + content).mean(1))
+    with pytest.raises(ValueError, match="B >= 2"):
+        token_spread(torch.zeros(1, 4, 8))
 
 
 def test_online_knn_classifies_separable_features_and_keeps_the_newest():

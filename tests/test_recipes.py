@@ -55,3 +55,24 @@ def test_the_recipe_benchmark_refuses_bad_arguments(tmp_path):
     r = subprocess.run([sys.executable, "benchmarks/recipe.py", "experiment=lejepa_cifar10_quick", f"out={tmp_path}"],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "holds a run already" in r.stderr  # an earlier run's figures are never mixed in
+
+
+def test_the_collapse_benchmark_reads_a_runs_tokens(tmp_path):
+    """benchmarks/collapse.py on a 2-step I-JEPA run: one JSON line for the encoder at init, one trained."""
+    from test_train_entry import train
+
+    r = train(tmp_path, "data=fake", "+backbone.kwargs.depth=2", "method=ijepa", "method.pred_depth=1",
+              "trainer.max_steps=2", "trainer.enable_progress_bar=false")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    r = subprocess.run([sys.executable, "benchmarks/collapse.py", str(ckpt), "samples=16"], cwd=REPO, env=env(),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    init, trained = (json.loads(line) for line in r.stdout.strip().splitlines())
+    assert (init["encoder"], trained["encoder"], trained["step"], trained["samples"]) == ("init", "trained", 2, 16)
+    for rec in (init, trained):
+        assert rec["shared"] + rec["position"] + rec["content"] == pytest.approx(1.0, abs=0.003)
+        assert 1 <= rec["rankme"] <= 16 and rec["content_rank"] >= 1
+    r = subprocess.run([sys.executable, "benchmarks/collapse.py", str(ckpt), "sample=16"], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "unknown or empty argument 'sample=16'" in r.stderr

@@ -71,3 +71,37 @@ def embedding_stats(z: Tensor) -> Dict[str, float]:
     collapsed = trace <= 1e-12 * (z.shape[0] - 1)
     isotropy = 0.0 if collapsed else float(trace * trace / (z.shape[1] * frob2))
     return {"std": float(std), "isotropy": isotropy}
+
+
+@torch.no_grad()
+def token_spread(h: Tensor, max_rows: int = 8192) -> Dict[str, float]:
+    """Where the energy of a batch of token features ``h [B, N, D]`` (B samples of N tokens) lies, and
+    the effective rank of what distinguishes the samples.
+
+    With ``μ = mean_{b,n} h`` (the mean token), ``μ_n = mean_b h_bn`` (the mean token at position n)::
+
+        shared   = ‖μ‖²                                   a direction every token has
+        position = mean_n ‖μ_n − μ‖²                      what the position alone tells
+        content  = mean_{b,n} ‖h_bn − μ_n‖²               what differs between samples
+
+    ``mean ‖h_bn‖² = shared + position + content`` exactly, and each is returned as its share of
+    that total (they sum to 1).  ``content_rank`` is :func:`rankme` of the content part
+    ``h_bn − μ_n`` (at most ``max_rows`` rows).  Why both: RankMe of pooled features falls when a
+    shared direction grows (the features still differ, along a direction they no longer need to
+    share) and when the content itself loses dimensions (dimensional collapse); only the second
+    lowers ``content_rank``.  Computed in float64.
+    """
+    if h.dim() != 3 or h.shape[0] < 2:
+        raise ValueError(f"token features [B, N, D] with B >= 2 expected, got {tuple(h.shape)}")
+    h = h.detach().double()
+    mu_n = h.mean(dim=0)  # [N, D]
+    mu = mu_n.mean(dim=0)  # [D]
+    shared = mu.square().sum()
+    position = (mu_n - mu).square().sum(-1).mean()
+    content = (h - mu_n).square().sum(-1).mean()
+    total = shared + position + content
+    if total <= 0:
+        raise ValueError("token features are all zero")
+    rows = (h - mu_n).reshape(-1, h.shape[-1])
+    return {"shared": float(shared / total), "position": float(position / total), "content": float(content / total),
+            "content_rank": rankme(rows[:max_rows])}

@@ -26,8 +26,8 @@ FAST = ["+backbone.kwargs.depth=2", "trainer.max_steps=4", "trainer.enable_progr
 
 
 def data_for(method: str) -> list:
-    return ["data=moving_shapes", "data.fake_size=64", "method.pred_depth=1"] if method_spec(method).video \
-        else ["data=fake"]
+    video = ["data=moving_shapes", "data.fake_size=64", "data.num_frames=4", "method.pred_depth=1"]
+    return video if method_spec(method).video else ["data=fake"]
 
 
 def offline_env(home: Path) -> dict:

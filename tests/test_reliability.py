@@ -174,9 +174,10 @@ METHOD_FAST = {
     "iwm": ["method=iwm", "method.pred_depth=1", "method.mrr.enabled=false"],
 }
 METHOD_FAST["lejepa-photometric-on-device"] = [*METHOD_FAST["lejepa"], "method.views.photometric=device"]
-# video: 64 synthetic clips of 16 a batch, so an epoch is 4 steps as with data=fake
+# video: 64 synthetic clips of 16 a batch, so an epoch is 4 steps as with data=fake; 4 frames (2 tubelets)
 for _name in ("vjepa", "vjepa2"):
-    METHOD_FAST[_name] = [f"method={_name}", "data=moving_shapes", "data.fake_size=64", "method.pred_depth=1"]
+    METHOD_FAST[_name] = [f"method={_name}", "data=moving_shapes", "data.fake_size=64", "data.num_frames=4",
+                          "method.pred_depth=1"]
 
 
 @pytest.mark.slow

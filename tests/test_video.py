@@ -275,6 +275,29 @@ def test_cross_validation_keeps_mirrored_twins_in_one_fold(weizmann):
     assert sum(plain[i] != plain[twin[i]] for i in pool) > 36
 
 
+@pytest.mark.parametrize("pos", ["sincos", "rope"])
+def test_the_video_encoder_takes_images_and_several_clips(pos):
+    """An image is its frame repeated over the clip (as the official evaluations feed images); several
+    clips per video give each clip's tokens one after the other."""
+    from jepa_zoo.config import BackboneConfig
+    from jepa_zoo.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    enc = build_backbone(BackboneConfig(name="vit_tiny_patch16_224", img_size=32, patch_size=8, num_frames=4,
+                                        pos=pos, kwargs={"depth": 1})).eval()
+    img = torch.randn(2, 3, 32, 32)
+    a, b = torch.randn(2, 3, 4, 32, 32), torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        tokens = enc.forward_tokens(img)
+        assert tokens.shape == (2, 2 * 4 * 4, 192)
+        assert torch.allclose(tokens, enc.forward_tokens(img[:, :, None].repeat(1, 1, 4, 1, 1)), atol=1e-6)
+        assert not torch.allclose(tokens, enc.forward_tokens(a), atol=1e-3)
+        both = enc.forward_tokens(torch.stack([a, b], dim=1))  # [B, 2 clips, C, T, H, W]
+        assert torch.allclose(both, torch.cat([enc.forward_tokens(a), enc.forward_tokens(b)], dim=1), atol=1e-6)
+    with pytest.raises(ValueError, match="several clips"):
+        enc.forward_tokens(torch.stack([a, b], dim=1), torch.arange(4).expand(2, -1))
+
+
 @pytest.mark.parametrize("preset", ["vjepa_moving_shapes_cpu", "vjepa_weizmann_cpu"])
 def test_each_video_cpu_preset_trains_two_steps(preset, weizmann, tmp_path):
     extra = [f"data.root={shared_data_dir() / 'weizmann-actions-mp4.tar'}"] if "weizmann" in preset else []
@@ -282,6 +305,22 @@ def test_each_video_cpu_preset_trains_two_steps(preset, weizmann, tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     summary = json.loads((tmp_path / "run_summary.json").read_text())
     assert summary["status"] == "finished" and summary["step"] == 2 and summary["method"] == "vjepa"
+    if "weizmann" not in preset:
+        return
+    # the attentive probe over the tokens of two clips per video, cross-validated, and the same
+    # encoder on images (each repeated over the clip's frames)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    for name, args in (("attentive", ["protocol=attentive", "data=video_folder", *extra, "data.eval_clips=2",
+                                      "folds=2", "probe.max_steps=2"]),
+                       ("images", ["data=fake", "train_limit=32", "test_limit=16"])):
+        ev = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={ckpt}", *args,
+                             f"hydra.run.dir={tmp_path / name}"], capture_output=True, text=True, timeout=600, cwd=REPO)
+        assert ev.returncode == 0, ev.stderr[-2000:]
+        record = json.loads(ev.stdout.strip().splitlines()[-1])
+        if name == "attentive":
+            assert record["protocol"] == "attentive" and record["folds"] == 2 and record["queries"] == 72
+        else:
+            assert record["data"] == "fake" and record["img_size"] == 64 and record["queries"] == 16
 
 
 def test_seeking_gives_the_frames_of_decoding_in_order(weizmann, tmp_path):

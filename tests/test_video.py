@@ -307,20 +307,15 @@ def test_each_video_cpu_preset_trains_two_steps(preset, weizmann, tmp_path):
     assert summary["status"] == "finished" and summary["step"] == 2 and summary["method"] == "vjepa"
     if "weizmann" not in preset:
         return
-    # the attentive probe over the tokens of two clips per video, cross-validated, and the same
-    # encoder on images (each repeated over the clip's frames)
-    ckpt = tmp_path / "checkpoints" / "last.ckpt"
-    for name, args in (("attentive", ["protocol=attentive", "data=video_folder", *extra, "data.eval_clips=2",
-                                      "folds=2", "probe.max_steps=2"]),
-                       ("images", ["data=fake", "train_limit=32", "test_limit=16"])):
-        ev = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={ckpt}", *args,
-                             f"hydra.run.dir={tmp_path / name}"], capture_output=True, text=True, timeout=600, cwd=REPO)
-        assert ev.returncode == 0, ev.stderr[-2000:]
-        record = json.loads(ev.stdout.strip().splitlines()[-1])
-        if name == "attentive":
-            assert record["protocol"] == "attentive" and record["folds"] == 2 and record["queries"] == 72
-        else:
-            assert record["data"] == "fake" and record["img_size"] == 64 and record["queries"] == 16
+    # the attentive probe over the tokens of two clips per video, cross-validated (images through a video
+    # encoder: test_the_video_encoder_takes_images_and_several_clips)
+    ev = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={tmp_path / 'checkpoints' / 'last.ckpt'}",
+                         "protocol=attentive", "data=video_folder", *extra, "data.eval_clips=2", "folds=2",
+                         "probe.max_steps=2", f"hydra.run.dir={tmp_path / 'attentive'}"],
+                        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    record = json.loads(ev.stdout.strip().splitlines()[-1])
+    assert record["protocol"] == "attentive" and record["folds"] == 2 and record["queries"] == 72
 
 
 def test_seeking_gives_the_frames_of_decoding_in_order(weizmann, tmp_path):

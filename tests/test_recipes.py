@@ -76,3 +76,6 @@ def test_the_collapse_benchmark_reads_a_runs_tokens(tmp_path):
     r = subprocess.run([sys.executable, "benchmarks/collapse.py", str(ckpt), "sample=16"], cwd=REPO,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "unknown or empty argument 'sample=16'" in r.stderr
+    r = subprocess.run([sys.executable, "benchmarks/collapse.py", str(ckpt), "samples=1"], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip() == "collapse: samples must be a whole number >= 2, got '1'"

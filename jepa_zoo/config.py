@@ -233,7 +233,7 @@ def validate(cfg: DictConfig) -> TrainConfig:
         out = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "config"
-        msg = getattr(e, "msg", None) or str(e).splitlines()[0]
+        msg = (getattr(e, "msg", None) or str(e)).splitlines()[0]  # OmegaConf appends full_key / object_type lines
         raise ConfigError(f"{key}: {msg}") from None
     unknown = set(out.trainer) - _trainer_keys()
     if unknown:

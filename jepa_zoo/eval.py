@@ -25,9 +25,10 @@ Low-shot: ``shots=N`` images per class or ``fraction=f`` of each class, over ``s
 (mean ± std; :mod:`jepa_zoo.evaluation.lowshot`). Probe heads are chosen on training images held
 out before the draw. Features are extracted once for every seed (:mod:`jepa_zoo.evaluation.features`).
 
-Prints and writes ``eval_<protocol>[_predictor][_context][_<N>shot|_frac<f>][_cv<K>][_on-<data>][_<S>px]_<init>.json``
+Prints and writes ``eval_<protocol>[_predictor][_context][_<N>shot|_frac<f>][_cv<K>][_on-<data>][_<S>px][_<C>clips]_<init>.json``
 next to the checkpoint (for ``timm:`` in the run dir); ``<data>``: the folder's name (or the group's),
-``_<S>px``: a resolution the command chose.
+``_<S>px``, ``_<C>clips``: a resolution, a number of clips per video the command chose (video records
+also hold ``num_frames`` and ``clips``).
 """
 
 from __future__ import annotations
@@ -253,15 +254,17 @@ def run_once(cfg: DictConfig, model: Any, encoder: torch.nn.Module, cache, sets,
                      sets.num_classes), counts
 
 
-def result_tag(cfg: DictConfig, data_name: Optional[str], img_size: Optional[int] = None) -> str:
-    """``<protocol>[_predictor][_context][_<N>shot|_frac<f>][_cv<K>][_on-<data>][_<S>px]``: one file per
-    evaluation (``_<S>px``: a resolution the command chose)."""
+def result_tag(cfg: DictConfig, data_name: Optional[str], img_size: Optional[int] = None,
+               clips: Optional[int] = None) -> str:
+    """``<protocol>[_predictor][_context][_<N>shot|_frac<f>][_cv<K>][_on-<data>][_<S>px][_<C>clips]``: one
+    file per evaluation (``_<S>px``, ``_<C>clips``: a resolution, clips per video the command chose)."""
     return "_".join([cfg.protocol, *(["predictor"] if cfg.features == "predictor" else []),
                      *(["context"] if cfg.weights == "context" else []),
                      *([f"{cfg.shots}shot"] if cfg.shots is not None else []),
                      *([f"frac{cfg.fraction:g}"] if cfg.fraction is not None else []),
                      *([f"cv{cfg.folds}"] if cfg.get("folds") else []),
-                     *([f"on-{data_name}"] if data_name else []), *([f"{img_size}px"] if img_size else [])])
+                     *([f"on-{data_name}"] if data_name else []), *([f"{img_size}px"] if img_size else []),
+                     *([f"{clips}clips"] if clips else [])])
 
 
 def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
@@ -319,11 +322,14 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     result = runs[0][0] if len(runs) == 1 else summarize([r for r, _ in runs])
     if cfg.folds:
         result["per_fold"] = result.pop("per_seed")
+    chosen = _set_by(overrides, ("img_size", "eval_clips"))
     tag = result_tag(cfg, root_name(data) if cfg.get("data") is not None else None,
-                     data.img_size if "img_size" in _set_by(overrides, ("img_size",)) else None)
+                     data.img_size if "img_size" in chosen else None,
+                     data.eval_clips if data.video and "eval_clips" in chosen else None)
     record = {"ckpt": ckpt, "protocol": cfg.protocol, "features": cfg.features, "init": init,
               "weights": cfg.weights, "step": step, **runs[0][1], "queries": len(test_idx),
               "data": root_name(data), "split": sets.split, "img_size": data.img_size,
+              **({"num_frames": data.num_frames, "clips": data.eval_clips} if data.video else {}),
               **({"shots": cfg.shots} if cfg.shots is not None else {}),
               **({"fraction": cfg.fraction} if cfg.fraction is not None else {}),
               **({"seeds": cfg.seeds} if cfg.seeds > 1 else {}), **({"folds": cfg.folds} if cfg.folds else {}),

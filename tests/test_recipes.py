@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO
 
-RECIPES = ["lejepa_cifar10_quick", "lejepa_cifar10_10min"]
+RECIPES = ["lejepa_cifar10_quick", "lejepa_cifar10_10min", "ijepa_cifar10_30min", "iwm_cifar10_30min"]
 
 
 def env() -> dict:

@@ -40,6 +40,24 @@ def test_resnet_cifar_stem_keeps_resolution():
     assert m(torch.randn(2, 3, 32, 32)).shape == (2, 512) and m.embed_dim == 512
 
 
+def test_channels_last_is_the_same_function_in_nhwc():
+    torch.manual_seed(0)
+    plain = TimmEncoder(BackboneConfig(kind="timm", name="resnet18", cifar_stem=True)).eval()
+    nhwc = TimmEncoder(BackboneConfig(kind="timm", name="resnet18", cifar_stem=True, channels_last=True)).eval()
+    nhwc.load_state_dict(plain.state_dict())  # loading keeps the NHWC layout of the parameters
+    assert nhwc.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    seen = []
+    nhwc.model.layer1.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(nhwc(x), plain(x), atol=1e-4)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)  # activations, not only weights
+    assert {k: v.shape for k, v in nhwc.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    with pytest.raises(ValueError, match="backbone.channels_last: applies to kind=timm"):
+        BackboneConfig(channels_last=True)
+
+
 def test_any_timm_name_and_unknown_name():
     m = build_backbone(BackboneConfig(kind="timm", name="convnext_atto"))
     assert m(torch.randn(1, 3, 64, 64)).shape == (1, m.embed_dim)

@@ -78,6 +78,7 @@ def fit_with_probe(monkeypatch, compose_cfg, *overrides: str) -> HostReadProbe:
 
 ARGS = {**METHOD, "iwm": ["method=iwm", "method.pred_depth=1", "method.mrr.enabled=false"],
         "lejepa-photometric-on-device": [*METHOD["lejepa"], "method.views.photometric=device"],
+        "lejepa-crops-on-device": [*METHOD["lejepa"], "method.views.photometric=device", "method.views.crops=device"],
         "iwm-photometric-on-device": ["method=iwm", "method.pred_depth=1", "method.mrr.enabled=false",
                                       "method.views.photometric=device"]}
 

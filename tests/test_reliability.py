@@ -173,7 +173,9 @@ METHOD_FAST = {
     "ijepa": ["method=ijepa", "method.pred_depth=1"],
     "iwm": ["method=iwm", "method.pred_depth=1", "method.mrr.enabled=false"],
 }
-METHOD_FAST["lejepa-photometric-on-device"] = [*METHOD_FAST["lejepa"], "method.views.photometric=device"]
+# the views made on the device: the loader draws each view's box, flip and photometric parameters
+METHOD_FAST["lejepa-views-on-device"] = [*METHOD_FAST["lejepa"], "method.views.photometric=device",
+                                         "method.views.crops=device"]
 # video: 64 synthetic clips of 16 a batch, so an epoch is 4 steps as with data=fake; 4 frames (2 tubelets)
 for _name in ("vjepa", "vjepa2"):
     METHOD_FAST[_name] = [f"method={_name}", "data=moving_shapes", "data.fake_size=64", "data.num_frames=4",

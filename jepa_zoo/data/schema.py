@@ -102,9 +102,15 @@ class ViewsConfig(PhotometricConfig):
     num_local: int = 6
     local_size: int = 96
     local_scale: List[float] = field(default_factory=lambda: [0.05, 0.3])
+    # where the crops and flips are made: the loader workers, or (with photometric=device, images of
+    # one size) the device, from the decoded image and each view's box drawn by the loader
+    crops: str = "loader"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check(self.crops in ("loader", "device"), "method.views.crops", f"must be 'loader' or 'device', got {self.crops!r}")
+        check(self.crops == "loader" or self.photometric == "device", "method.views.crops",
+              "device needs method.views.photometric=device too (the crops and then the photometric ops run on the device)")
         check(self.num_global >= 1, "method.views.num_global", f"must be >= 1, got {self.num_global}")
         check(self.num_local >= 0, "method.views.num_local", f"must be >= 0, got {self.num_local}")
         check_range(self.global_scale, "method.views.global_scale", 0.0, 1.0)

@@ -5,7 +5,9 @@
 * :class:`MultiView` — LeJEPA's multi-crop: ``V_g`` global + ``V_l`` local views,
   returned as a list (globals first); the default collate stacks each view.  With
   ``photometric=device`` each view is a uint8 crop and its photometric parameters, applied on
-  the training device (:mod:`jepa_zoo.data.photometric`).
+  the training device (:mod:`jepa_zoo.data.photometric`); with ``crops=device`` as well, the
+  sample is the uint8 image and each view's box, flip and parameters, and the crops too are made
+  on the device (:mod:`jepa_zoo.data.device_crops`).
 * :func:`eval_transform` — resize + centre crop + normalise for validation.
 
 Blur kernels scale with the view size (at most about 10 % of it, odd), so the
@@ -22,6 +24,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from jepa_zoo.data.device_crops import OneSize, crop_views, draw_geometry
 from jepa_zoo.data.photometric import PhotometricParams, SOLARIZE_THRESHOLD, apply_photometric, concat_views, draw_params
 from jepa_zoo.data.schema import ViewsConfig
 
@@ -121,6 +124,13 @@ class MultiView:
         self.num_local = cfg.num_local
         self.mean, self.std = tuple(mean), tuple(std)
         self.photometric = cfg.photometric  # device: views left to the datamodule's on_after_batch_transfer
+        self.crops = cfg.crops
+        if cfg.crops == "device":  # the loader draws every view's geometry and parameters; the device cuts them
+            self.boxes = [v2.RandomResizedCrop(cfg.global_size, scale=tuple(cfg.global_scale))] * cfg.num_global + [
+                v2.RandomResizedCrop(cfg.local_size, scale=tuple(cfg.local_scale))] * cfg.num_local
+            self.sizes = (cfg.global_size, cfg.local_size)
+            self.flip_p = cfg.flip_p
+            self.one_size = OneSize()
         if cfg.photometric == "device":
             self.global_tf: Callable = DeviceView(cfg.global_size, cfg.global_scale, cfg)
             self.local_tf: Callable = DeviceView(cfg.local_size, cfg.local_scale, cfg)
@@ -131,6 +141,10 @@ class MultiView:
 
     def __call__(self, img) -> List[Any]:
         img = self.to_image(img)  # once, not once per view (each view's ToImage then passes it through)
+        if self.crops == "device":  # (uint8 image, [(geometry, parameters) per view])
+            self.one_size(img)
+            draw = self.global_tf.probs
+            return img, [(draw_geometry(box, img, self.flip_p), draw_params(**draw)) for box in self.boxes]
         return [self.global_tf(img) for _ in range(self.num_global)] + [
             self.local_tf(img) for _ in range(self.num_local)
         ]
@@ -138,7 +152,17 @@ class MultiView:
     def on_device(self, inputs: Sequence[Any], fn: Callable = apply_photometric) -> List[torch.Tensor]:
         """``photometric=device``: a batch's views, each ``(uint8 crops (N, 3, H, W), their parameters)``
         -> the normalised views, as the loader path's batch holds them; one ``fn`` call for the global
-        views and one for the local views (one size each)."""
+        views and one for the local views (one size each).  With ``crops=device`` the inputs are
+        ``(uint8 images (N, 3, H, W), [(geometry (N, 5), parameters) per view])`` and each group's
+        views are first cut from the images (:func:`~jepa_zoo.data.device_crops.crop_views`)."""
+        if self.crops == "device":
+            images, drawn = inputs
+            images = images.float().div(255)
+            inputs = []
+            for group, size in ((drawn[: self.num_global], self.sizes[0]), (drawn[self.num_global:], self.sizes[1])):
+                if group:
+                    crops = crop_views(images, torch.stack([g for g, _ in group]), size).chunk(len(group))
+                    inputs += [(c, p) for c, (_, p) in zip(crops, group)]
         out: List[torch.Tensor] = []
         for group in (list(inputs[: self.num_global]), list(inputs[self.num_global:])):
             if group:

@@ -11,7 +11,7 @@
   ``dynamic_img_pad``).
 * :class:`TimmEncoder` — any timm model by name, pooled features
   (``num_classes=0``); ``cifar_stem`` replaces a ResNet's 7x7/2 stem and
-  max-pool with a 3x3/1 conv for 32 px inputs.
+  max-pool with a 3x3/1 conv for 32 px inputs; ``channels_last`` runs it in NHWC.
 
 * :class:`jepa_zoo.models.video.VideoViTEncoder` — ``kind=vit`` with ``num_frames > 1``: V-JEPA's
   video ViT (tubelets, 3-D sin-cos or RoPE), the same ``forward_tokens(x, idx)``.
@@ -116,9 +116,13 @@ class TimmEncoder(nn.Module):
                 raise ValueError(f"backbone.cifar_stem: {cfg.name} has no ResNet-style conv1 stem")
             self.model.conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, 3, 1, 1, bias=False)
             self.model.maxpool = nn.Identity()
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.embed_dim: int = self.model.num_features
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def accepts(self, size: int) -> bool:

@@ -12,13 +12,15 @@ from jepa_zoo.errors import ConfigError, check
 class BackboneConfig:
     """Encoder.  ``kind=vit``: jepa_zoo's maskable ViT built from timm blocks;
     ``kind=timm``: any timm model name, pooled features (``cifar_stem`` swaps a
-    ResNet stem for a 3x3 stride-1 conv without max-pool)."""
+    ResNet stem for a 3x3 stride-1 conv without max-pool; ``channels_last`` keeps a CNN's weights
+    and activations in NHWC, which oneDNN's CPU convolutions and cuDNN's tensor cores run faster)."""
 
     kind: str = "vit"
     name: str = "vit_tiny_patch16_224"
     img_size: int = 224
     patch_size: int = 16
     cifar_stem: bool = False
+    channels_last: bool = False
     drop_path_rate: float = 0.0
     kwargs: Dict[str, Any] = field(default_factory=dict)
     # kind=vit: the channel order of the fixed 2-D sin-cos position embeddings (jepa_zoo.models.posembed):
@@ -47,6 +49,8 @@ class BackboneConfig:
                 "backbone.patch_size",
                 f"patch size {self.patch_size} does not divide image size {self.img_size}",
             )
+        check(not self.channels_last or self.kind == "timm", "backbone.channels_last",
+              "applies to kind=timm backbones (CNNs); a ViT's tokens have no channel layout")
         check(0.0 <= self.drop_path_rate < 1.0, "backbone.drop_path_rate", "must be in [0, 1)")
         check(self.sincos_order in ("ijepa", "timm"), "backbone.sincos_order",
               f"must be 'ijepa' or 'timm', got {self.sincos_order!r}")

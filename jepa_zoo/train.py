@@ -172,7 +172,9 @@ def main(cfg: DictConfig) -> float:
     try:
         metrics = run(cfg)
     except (ConfigError, DataError) as e:
-        log.error("%s: %s", type(e).__name__, e)
+        # raised in a loader worker, the message carries the worker's traceback: its last line says it
+        msg = str(e).strip().splitlines()[-1].split(f"{type(e).__name__}: ", 1)[-1] if "Original Traceback" in str(e) else e
+        log.error("%s: %s", type(e).__name__, msg)
         _end(run_dir, fresh, 2, "refused", e)
     except NonFiniteLossError as e:
         log.error("%s: %s. Stopped; the last good checkpoint is %s/checkpoints/last.ckpt (if one was saved); "

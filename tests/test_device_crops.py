@@ -96,3 +96,29 @@ def test_crops_on_device_are_refused_without_device_photometric_and_for_mixed_si
     one(torch.zeros(3, 32, 32))
     with pytest.raises(ValueError, match=r"needs images of one size .* got 40x30 after 32x32; use method.views.crops=loader"):
         one(torch.zeros(3, 40, 30))
+
+
+def test_mixed_sizes_stop_the_run_instead_of_being_skipped_as_bad_images():
+    """The size refusal is a setting no image satisfies, not an unreadable file: data.bad_images=skip
+    must not skip past it (it once silently skipped most of a folder of photos)."""
+    from jepa_zoo.data.datasets import SkipUnreadable
+    from jepa_zoo.errors import ConfigError
+
+    one = OneSize()
+
+    class Sized(torch.utils.data.Dataset):
+        def __init__(self, items):
+            self.items = items
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            one(self.items[i])
+            return self.items[i]
+
+    ds = SkipUnreadable(Sized([torch.zeros(3, 32, 32), torch.zeros(3, 40, 30), torch.zeros(3, 32, 32)]), "skip")
+    ds[0]
+    with pytest.raises(ConfigError, match="needs images of one size"):
+        ds[1]
+    assert ds.skipped == 0

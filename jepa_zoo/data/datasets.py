@@ -24,6 +24,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets as tvd
 
+from jepa_zoo.errors import ConfigError
+
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
@@ -143,6 +145,8 @@ class SkipUnreadable(Dataset):
             j = (i + k) % len(self.ds)
             try:
                 return self.ds[j]
+            except ConfigError:  # a setting that no image satisfies (views.crops=device on mixed sizes): not a bad file
+                raise
             except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for bad image files
                 if self.policy == "fail":
                     raise DataError(f"unreadable {self.kind} {self._path(j)}: {e} (data.bad_images=skip skips)") from e

@@ -40,6 +40,8 @@ from torch import Tensor
 from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
+from jepa_zoo.errors import ConfigError
+
 
 def draw_geometry(crop: v2.RandomResizedCrop, img: Tensor, flip_p: float) -> Tensor:
     """One view's geometry for ``img`` ``(3, H, W)``: ``(top, left, height, width, flip)``, float.
@@ -79,6 +81,6 @@ class OneSize:
         if self.size is None:
             self.size = size
         elif size != self.size:
-            raise ValueError(f"method.views.crops=device needs images of one size (they are stacked before "
+            raise ConfigError(f"method.views.crops=device needs images of one size (they are stacked before "
                              f"cropping): got {size[0]}x{size[1]} after {self.size[0]}x{self.size[1]}; use "
                              "method.views.crops=loader for this dataset")

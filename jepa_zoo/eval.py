@@ -63,16 +63,28 @@ def load_checkpoint(path: Path) -> Dict:
     return read_checkpoint(path, "ckpt")
 
 
-def _data(cfg: DictConfig) -> Optional[Any]:
-    """The ``data=...`` the command chose (a validated DataConfig), or None."""
+def _data(cfg: DictConfig) -> Tuple[Optional[Any], Dict[str, Any]]:
+    """The ``data=...`` the command chose (a validated DataConfig) or None, and the ``data.<key>``
+    settings given without a ``data=`` group (``{}`` when none): those change the checkpoint's own
+    dataset (``+data.img_size=24`` alone evaluates its data at 24 px, not a default dataset)."""
     from omegaconf import OmegaConf
 
     from jepa_zoo.data.schema import DataConfig
 
     if cfg.get("data") is None:
-        return None
+        return None, {}
+    if "name" not in cfg.data:  # every data group names its dataset: these are settings alone
+        return None, OmegaConf.to_container(cfg.data)
+    return _typed(DataConfig, cfg.data), {}
+
+
+def _typed(base: Any, settings: Any) -> Any:
+    """``settings`` over ``base`` (a DataConfig class or instance), validated; a bad key or value is
+    one line naming it."""
+    from omegaconf import OmegaConf
+
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), cfg.data))
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), settings))
     except Exception as e:  # noqa: BLE001 - OmegaConf's type and key errors: one line naming the key
         raise ConfigError(f"data.{getattr(e, 'full_key', '') or ''}: {str(e).splitlines()[0]}") from None
 
@@ -96,7 +108,7 @@ def load_model(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Any:
     evaluation's overrides (a suite entry's; default: the command line's)."""
     from jepa_zoo.pretrained import RESOLUTION, TIMM_PREFIX, load_any, load_timm
 
-    trained, data = cfg.init == "trained", _data(cfg)
+    trained, (data, patch) = cfg.init == "trained", _data(cfg)
     ckpt = str(cfg.ckpt)
     if ckpt.startswith(TIMM_PREFIX):
         return load_timm(ckpt[len(TIMM_PREFIX):], "ckpt", data, cfg.timm_file, trained)
@@ -104,7 +116,10 @@ def load_model(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Any:
         raise ConfigError(f"timm_file: loads into ckpt={TIMM_PREFIX}<model name>, not into ckpt={ckpt}")
     given = _set_by(command_overrides() if overrides is None else overrides, RESOLUTION)
     own = tuple(k for k in RESOLUTION if k not in given)
-    return load_any(Path(ckpt), "ckpt", data, trained=trained, need_data=True, own_resolution=own)
+    loaded = load_any(Path(ckpt), "ckpt", data, trained=trained, need_data=True, own_resolution=own)
+    if patch:
+        loaded.config.data = _typed(loaded.config.data, patch)
+    return loaded
 
 
 PROTOCOLS = ("knn", "linear", "attentive", "finetune")
@@ -323,7 +338,7 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     if cfg.folds:
         result["per_fold"] = result.pop("per_seed")
     chosen = _set_by(overrides, ("img_size", "eval_clips"))
-    tag = result_tag(cfg, root_name(data) if cfg.get("data") is not None else None,
+    tag = result_tag(cfg, root_name(data) if "name" in (cfg.get("data") or {}) else None,  # data=<group> chosen
                      data.img_size if "img_size" in chosen else None,
                      data.eval_clips if data.video and "eval_clips" in chosen else None)
     record = {"ckpt": ckpt, "protocol": cfg.protocol, "features": cfg.features, "init": init,

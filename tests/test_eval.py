@@ -43,6 +43,18 @@ def test_eval_entry_point_trained_and_random(tmp_path):
         assert e.returncode == 0, e.stderr[-3000:]
         results[init] = json.loads((ckpt.parent / f"eval_knn_{init}.json").read_text())
         assert 0.0 <= results[init]["knn5_top1"] <= 100.0 and results[init]["train_images"] == 64
+    # a data setting without a data= group changes the checkpoint's own dataset (its 64 fake images, not a
+    # default dataset), and the record's file name says so
+    e = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={ckpt}", "+data.img_size=16", "+data.fake_size=48",
+                        "knn.k=[5]", f"hydra.run.dir={tmp_path}/eval_16px"], cwd=REPO, capture_output=True, text=True,
+                       timeout=600)
+    assert e.returncode == 0, e.stderr[-3000:]
+    record = json.loads((ckpt.parent / "eval_knn_16px_trained.json").read_text())
+    assert (record["img_size"], record["data"], record["train_images"]) == (16, "fake", 48)
+    bad = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={ckpt}", "+data.nope=1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = bad.stdout + bad.stderr
+    assert bad.returncode == 2 and "data.nope" in out and "Traceback" not in out, out[-2000:]
     bad = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={tmp_path}/nope.ckpt"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "no such checkpoint" in bad.stdout + bad.stderr

@@ -70,23 +70,16 @@ def _data(cfg: DictConfig) -> Tuple[Optional[Any], Dict[str, Any]]:
     from omegaconf import OmegaConf
 
     from jepa_zoo.data.schema import DataConfig
+    from jepa_zoo.pretrained import typed_data
 
     if cfg.get("data") is None:
         return None, {}
     if "name" not in cfg.data:  # every data group names its dataset: these are settings alone
-        return None, OmegaConf.to_container(cfg.data)
-    return _typed(DataConfig, cfg.data), {}
+        return None, OmegaConf.to_container(cfg.data, resolve=True)
+    return typed_data(DataConfig, cfg.data), {}
 
 
-def _typed(base: Any, settings: Any) -> Any:
-    """``settings`` over ``base`` (a DataConfig class or instance), validated; a bad key or value is
-    one line naming it."""
-    from omegaconf import OmegaConf
-
-    try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), settings))
-    except Exception as e:  # noqa: BLE001 - OmegaConf's type and key errors: one line naming the key
-        raise ConfigError(f"data.{getattr(e, 'full_key', '') or ''}: {str(e).splitlines()[0]}") from None
+OWN_DATA_KEYS = ("img_size", "mean", "std", "eval_clips")  # settings that keep a dataset's name in the record file
 
 
 def command_overrides() -> List[str]:
@@ -104,8 +97,9 @@ def load_model(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Any:
     """The :class:`jepa_zoo.pretrained.Loaded` model of ``ckpt=``: a jepa_zoo checkpoint with its own
     config (its dataset unless ``data=...`` names another, then at the checkpoint's resolution and
     normalisation unless the command sets them), foreign weights (:mod:`jepa_zoo.weights`, e.g. the
-    official I-JEPA files), which need ``data=...``, or ``timm:<model name>``. ``overrides``: the
-    evaluation's overrides (a suite entry's; default: the command line's)."""
+    official I-JEPA files), which need ``data=...``, or ``timm:<model name>``. ``data.<key>`` settings
+    without a ``data=`` group change a jepa_zoo checkpoint's own dataset before its model is built.
+    ``overrides``: the evaluation's overrides (a suite entry's; default: the command line's)."""
     from jepa_zoo.pretrained import RESOLUTION, TIMM_PREFIX, load_any, load_timm
 
     trained, (data, patch) = cfg.init == "trained", _data(cfg)
@@ -116,10 +110,8 @@ def load_model(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Any:
         raise ConfigError(f"timm_file: loads into ckpt={TIMM_PREFIX}<model name>, not into ckpt={ckpt}")
     given = _set_by(command_overrides() if overrides is None else overrides, RESOLUTION)
     own = tuple(k for k in RESOLUTION if k not in given)
-    loaded = load_any(Path(ckpt), "ckpt", data, trained=trained, need_data=True, own_resolution=own)
-    if patch:
-        loaded.config.data = _typed(loaded.config.data, patch)
-    return loaded
+    return load_any(Path(ckpt), "ckpt", data, trained=trained, need_data=True, own_resolution=own,
+                    data_settings=patch)
 
 
 PROTOCOLS = ("knn", "linear", "attentive", "finetune")
@@ -338,7 +330,9 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     if cfg.folds:
         result["per_fold"] = result.pop("per_seed")
     chosen = _set_by(overrides, ("img_size", "eval_clips"))
-    tag = result_tag(cfg, root_name(data) if "name" in (cfg.get("data") or {}) else None,  # data=<group> chosen
+    chosen_data = cfg.get("data") or {}  # a data=<group>, or settings that change the checkpoint's own dataset
+    other = "name" in chosen_data or any(k not in OWN_DATA_KEYS for k in chosen_data)
+    tag = result_tag(cfg, root_name(data) if other else None,
                      data.img_size if "img_size" in chosen else None,
                      data.eval_clips if data.video and "eval_clips" in chosen else None)
     record = {"ckpt": ckpt, "protocol": cfg.protocol, "features": cfg.features, "init": init,

@@ -189,6 +189,20 @@ def at_resolution(data: DataConfig, own: DataConfig, fields: Sequence[str] = RES
     return replace(data, **{f: getattr(own, f) for f in fields})
 
 
+def typed_data(base: Any, settings: Any) -> DataConfig:
+    """``settings`` (a mapping or DictConfig of ``data.<key>`` values) over ``base`` (the DataConfig
+    class or an instance), validated; a bad key or value is one line naming it."""
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), settings))
+    except ConfigError:
+        raise  # DataConfig's own checks name their key already
+    except Exception as e:  # noqa: BLE001 - OmegaConf's type and key errors: one line naming the key
+        key = getattr(e, "full_key", "") or ""
+        raise ConfigError(f"data{'.' + key if key else ''}: {str(e).splitlines()[0]}") from None
+
+
 TIMM_PREFIX = "timm:"
 
 
@@ -222,13 +236,16 @@ def load_timm(name: str, key: str, data: Optional[DataConfig], weights: Optional
 
 
 def load_any(path: Path, key: str, data: Optional[DataConfig] = None, trained: bool = True,
-             need_data: bool = False, own_resolution: Sequence[str] = ()) -> Loaded:
+             need_data: bool = False, own_resolution: Sequence[str] = (),
+             data_settings: Optional[Dict[str, Any]] = None) -> Loaded:
     """The model of ``path``: a jepa_zoo ``.ckpt`` (its own config; its dataset unless ``data``), or
     foreign weights (:mod:`jepa_zoo.weights`; at ``data``'s image size, else the weights' own).
     ``trained=False`` keeps the seeded initialisation (the random-init baseline); ``need_data``: foreign
     weights without ``data`` are refused (evaluation needs a dataset; they name none);
     ``own_resolution``: the fields of ``data`` (of ``RESOLUTION``) that take the checkpoint's own
-    values (:func:`at_resolution`; the evaluation leaves out those the command sets). The file is memory-mapped: a released file's optimiser state stays on disk."""
+    values (:func:`at_resolution`; the evaluation leaves out those the command sets); ``data_settings``:
+    ``data.<key>`` values over a jepa_zoo checkpoint's own dataset (:func:`typed_data`), set before its
+    model is built. The file is memory-mapped: a released file's optimiser state stays on disk."""
     from jepa_zoo.config import validate_saved
     from jepa_zoo.methods import build_model
     from jepa_zoo.weights import load_file, read_imported
@@ -240,6 +257,8 @@ def load_any(path: Path, key: str, data: Optional[DataConfig] = None, trained: b
         tc = validate_saved(saved)
         if data is not None:
             tc.data = at_resolution(data, tc.data, own_resolution)
+        if data_settings:
+            tc.data = typed_data(tc.data, data_settings)
         model = build_model(tc, num_classes=state["hyper_parameters"].get("num_classes"))
         if trained:
             model.load_state_dict(state["state_dict"])

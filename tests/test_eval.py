@@ -43,14 +43,16 @@ def test_eval_entry_point_trained_and_random(tmp_path):
         assert e.returncode == 0, e.stderr[-3000:]
         results[init] = json.loads((ckpt.parent / f"eval_knn_{init}.json").read_text())
         assert 0.0 <= results[init]["knn5_top1"] <= 100.0 and results[init]["train_images"] == 64
-    # a data setting without a data= group changes the checkpoint's own dataset (its 64 fake images, not a
-    # default dataset), and the record's file name says so
-    e = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={ckpt}", "+data.img_size=16", "+data.fake_size=48",
-                        "knn.k=[5]", f"hydra.run.dir={tmp_path}/eval_16px"], cwd=REPO, capture_output=True, text=True,
-                       timeout=600)
-    assert e.returncode == 0, e.stderr[-3000:]
-    record = json.loads((ckpt.parent / "eval_knn_16px_trained.json").read_text())
-    assert (record["img_size"], record["data"], record["train_images"]) == (16, "fake", 48)
+    # data settings without a data= group change the checkpoint's own dataset (its 64 fake images, not a
+    # default dataset); a resolution keeps the record's name apart (_16px), another dataset size adds _on-<data>
+    for settings, name, images in ((["+data.img_size=16"], "eval_knn_16px_trained.json", 64),
+                                   (["+data.img_size=16", "+data.fake_size=48"], "eval_knn_on-fake_16px_trained.json", 48)):
+        e = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={ckpt}", *settings, "knn.k=[5]",
+                            f"hydra.run.dir={tmp_path}/eval_{len(settings)}"], cwd=REPO, capture_output=True, text=True,
+                           timeout=600)
+        assert e.returncode == 0, e.stderr[-3000:]
+        record = json.loads((ckpt.parent / name).read_text())
+        assert (record["img_size"], record["data"], record["train_images"]) == (16, "fake", images)
     bad = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={ckpt}", "+data.nope=1"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     out = bad.stdout + bad.stderr
@@ -64,6 +66,20 @@ def test_eval_entry_point_trained_and_random(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     out = bad.stdout + bad.stderr
     assert bad.returncode == 2 and "is not a PyTorch checkpoint" in out and "Traceback" not in out
+
+
+def test_data_settings_are_checked_in_one_line_naming_the_key():
+    from jepa_zoo.config import ConfigError
+    from jepa_zoo.data.schema import DataConfig
+    from jepa_zoo.pretrained import typed_data
+
+    assert typed_data(DataConfig(), {"img_size": 24}).img_size == 24
+    for settings, key in (({"nope": 1}, "data.nope"), ({"img_size": "big"}, "data.img_size"),
+                          ({"img_size": -1}, "img_size")):
+        with pytest.raises(ConfigError) as e:
+            typed_data(DataConfig(), settings)
+        message = str(e.value)
+        assert key in message and "data.:" not in message and "\n" not in message, message
 
 
 def test_random_init_rebuilds_the_runs_initial_weights():

@@ -75,7 +75,10 @@ def _data(cfg: DictConfig) -> Tuple[Optional[Any], Dict[str, Any]]:
     if cfg.get("data") is None:
         return None, {}
     if "name" not in cfg.data:  # every data group names its dataset: these are settings alone
-        return None, OmegaConf.to_container(cfg.data, resolve=True)
+        try:
+            return None, OmegaConf.to_container(cfg.data, resolve=True)
+        except Exception as e:  # noqa: BLE001 - an interpolation that names nothing: one line
+            raise ConfigError(f"data: {str(e).splitlines()[0]}") from None
     return typed_data(DataConfig, cfg.data), {}
 
 
@@ -84,7 +87,11 @@ OWN_DATA_KEYS = ("img_size", "mean", "std", "eval_clips")  # settings that keep 
 
 def command_overrides() -> List[str]:
     """The command line's overrides (``key=value``), as Hydra recorded them; none outside Hydra."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return []
+    return OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)  # as typed: ${...} unresolved
 
 
 def _set_by(overrides: List[str], keys: Tuple[str, ...]) -> List[str]:

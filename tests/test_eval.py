@@ -80,6 +80,13 @@ def test_data_settings_are_checked_in_one_line_naming_the_key():
             typed_data(DataConfig(), settings)
         message = str(e.value)
         assert key in message and "data.:" not in message and "\n" not in message, message
+    from omegaconf import OmegaConf
+
+    from jepa_zoo.eval import _data
+
+    assert _data(OmegaConf.create({"data": {"img_size": 24}})) == (None, {"img_size": 24})  # settings alone
+    with pytest.raises(ConfigError, match="^data: Interpolation key 'nope' not found$"):
+        _data(OmegaConf.create({"data": {"root": "${nope}"}}))
 
 
 def test_random_init_rebuilds_the_runs_initial_weights():

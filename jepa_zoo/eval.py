@@ -6,7 +6,8 @@ weights (:mod:`jepa_zoo.weights`), or ``timm:<model name>`` (a stock timm archit
 (the baseline). The encoder evaluated is the one each method designates (EMA methods: the target
 encoder; ``weights=context``: the online one). ``data=<group> data.root=<path>``: any dataset
 (:mod:`jepa_zoo.evaluation.eval_data`), at the checkpoint's resolution and normalisation unless
-the command sets ``data.img_size`` / ``data.mean`` / ``data.std``.
+the command sets ``data.img_size`` / ``data.mean`` / ``data.std`` (a video checkpoint on video data:
+its clips too, unless ``data.num_frames`` / ``frame_step`` / ``fps`` are set).
 
 * ``knn``: weighted kNN of pooled test features against the training images (clean centre crops),
   with the RankMe (effective rank) of the training features;

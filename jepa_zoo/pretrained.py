@@ -180,13 +180,16 @@ class Loaded:
     format: str  # "jepa_zoo" or a jepa_zoo.weights format name
 
 
-RESOLUTION = ("img_size", "mean", "std")
+CLIP = ("num_frames", "frame_step", "fps")  # a video checkpoint's clips: kept on other video data
+RESOLUTION = ("img_size", "mean", "std") + CLIP
 
 
 def at_resolution(data: DataConfig, own: DataConfig, fields: Sequence[str] = RESOLUTION) -> DataConfig:
     """``data`` with the checkpoint's own image size and normalisation (``own``: its training data, or
-    for foreign weights their image size and ImageNet's statistics) in ``fields``."""
-    return replace(data, **{f: getattr(own, f) for f in fields})
+    for foreign weights their image size and ImageNet's statistics) in ``fields``; the clip fields
+    (``CLIP``: frames per clip, their spacing) only when both ``data`` and ``own`` are video."""
+    keep = [f for f in fields if f not in CLIP or (data.video and own.video)]
+    return replace(data, **{f: getattr(own, f) for f in keep})
 
 
 def typed_data(base: Any, settings: Any) -> DataConfig:

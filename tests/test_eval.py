@@ -68,6 +68,28 @@ def test_eval_entry_point_trained_and_random(tmp_path):
     assert bad.returncode == 2 and "is not a PyTorch checkpoint" in out and "Traceback" not in out
 
 
+def test_a_video_checkpoint_keeps_its_clips_on_other_video_data():
+    """data=video_folder's 16 frames every 4 give way to the checkpoint's 8 every 2, unless the command
+    sets them; image data and foreign weights' stand-in (fake) take no clip fields."""
+    from dataclasses import replace
+
+    from jepa_zoo.data.schema import DataConfig
+    from jepa_zoo.eval import _set_by
+    from jepa_zoo.pretrained import RESOLUTION, at_resolution
+
+    own = DataConfig(name="video_folder", root="clips", num_frames=8, frame_step=2, img_size=64)
+    group = DataConfig(name="video_folder", root="other", num_frames=16, frame_step=4, img_size=224)
+    got = at_resolution(group, own)
+    assert (got.num_frames, got.frame_step, got.img_size) == (8, 2, 64)
+    given = _set_by(["data=video_folder", "data.num_frames=4"], RESOLUTION)
+    assert given == ["num_frames"]
+    got = at_resolution(replace(group, num_frames=4), own, tuple(k for k in RESOLUTION if k not in given))
+    assert (got.num_frames, got.frame_step) == (4, 2)  # the command's frames, the checkpoint's spacing
+    image = at_resolution(DataConfig(name="cifar10", root="cifar", num_frames=16), own)
+    assert image.num_frames == 16 and image.img_size == 64
+    assert at_resolution(group, DataConfig(name="fake", img_size=224)).num_frames == 16
+
+
 def test_data_settings_are_checked_in_one_line_naming_the_key():
     from jepa_zoo.config import ConfigError
     from jepa_zoo.data.schema import DataConfig

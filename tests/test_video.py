@@ -316,7 +316,8 @@ def test_each_video_cpu_preset_trains_two_steps(preset, weizmann, tmp_path):
     assert ev.returncode == 0, ev.stderr[-2000:]
     record = json.loads(ev.stdout.strip().splitlines()[-1])
     assert record["protocol"] == "attentive" and record["folds"] == 2 and record["queries"] == 72
-    assert record["clips"] == 2 and record["num_frames"] == 16  # what was averaged (data=video_folder's 16 frames)
+    # what was averaged: the checkpoint's 8-frame clips (frame_step 2), not data=video_folder's 16 (every 4)
+    assert record["clips"] == 2 and record["num_frames"] == 8
     assert len(list((tmp_path / "checkpoints").glob("eval_attentive_cv2_*_2clips_trained.json"))) == 1
 
 

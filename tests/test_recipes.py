@@ -30,6 +30,17 @@ def test_each_recipe_preset_trains_two_steps(preset, shared_data, tmp_path):
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_the_20_minute_recipe_is_the_10_minute_one_with_twice_the_budget(compose_cfg):
+    """lejepa_cifar10_20min differs from lejepa_cifar10_10min (which trains 2 steps above) only in its
+    budget, so the figures of both in docs/recipes.md measure one recipe at two budgets."""
+    from omegaconf import OmegaConf
+
+    ten, twenty = (OmegaConf.to_container(compose_cfg(f"experiment=lejepa_cifar10_{m}min"), resolve=False)
+                   for m in (10, 20))
+    assert (ten["trainer"].pop("max_time"), twenty["trainer"].pop("max_time")) == ("00:00:10:00", "00:00:20:00")
+    assert ten == twenty
+
+
 def test_the_recipe_benchmark_prints_one_json_line(tmp_path):
     """benchmarks/recipe.py on fake data for 2 steps: trains, evaluates trained and random init."""
     r = subprocess.run([sys.executable, "benchmarks/recipe.py", "experiment=lejepa_cifar10_quick", f"out={tmp_path}",

@@ -101,6 +101,17 @@ def _set_by(overrides: List[str], keys: Tuple[str, ...]) -> List[str]:
     return [k for k in keys if f"data.{k}" in names]
 
 
+def own_fields(overrides: List[str]) -> Tuple[str, ...]:
+    """The fields of ``RESOLUTION`` that keep the checkpoint's values: those ``overrides`` do not set.
+    A clip's spacing is one choice: setting ``frame_step`` or ``fps`` sets both (``fps`` wins when set)."""
+    from jepa_zoo.pretrained import RESOLUTION
+
+    given = set(_set_by(overrides, RESOLUTION))
+    if given & {"frame_step", "fps"}:
+        given |= {"frame_step", "fps"}
+    return tuple(k for k in RESOLUTION if k not in given)
+
+
 def load_model(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Any:
     """The :class:`jepa_zoo.pretrained.Loaded` model of ``ckpt=``: a jepa_zoo checkpoint with its own
     config (its dataset unless ``data=...`` names another, then at the checkpoint's resolution and
@@ -108,7 +119,7 @@ def load_model(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Any:
     official I-JEPA files), which need ``data=...``, or ``timm:<model name>``. ``data.<key>`` settings
     without a ``data=`` group change a jepa_zoo checkpoint's own dataset before its model is built.
     ``overrides``: the evaluation's overrides (a suite entry's; default: the command line's)."""
-    from jepa_zoo.pretrained import RESOLUTION, TIMM_PREFIX, load_any, load_timm
+    from jepa_zoo.pretrained import TIMM_PREFIX, load_any, load_timm
 
     trained, (data, patch) = cfg.init == "trained", _data(cfg)
     ckpt = str(cfg.ckpt)
@@ -116,8 +127,7 @@ def load_model(cfg: DictConfig, overrides: Optional[List[str]] = None) -> Any:
         return load_timm(ckpt[len(TIMM_PREFIX):], "ckpt", data, cfg.timm_file, trained)
     if cfg.timm_file:
         raise ConfigError(f"timm_file: loads into ckpt={TIMM_PREFIX}<model name>, not into ckpt={ckpt}")
-    given = _set_by(command_overrides() if overrides is None else overrides, RESOLUTION)
-    own = tuple(k for k in RESOLUTION if k not in given)
+    own = own_fields(command_overrides() if overrides is None else overrides)
     return load_any(Path(ckpt), "ckpt", data, trained=trained, need_data=True, own_resolution=own,
                     data_settings=patch)
 

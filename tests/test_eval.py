@@ -74,17 +74,20 @@ def test_a_video_checkpoint_keeps_its_clips_on_other_video_data():
     from dataclasses import replace
 
     from jepa_zoo.data.schema import DataConfig
-    from jepa_zoo.eval import _set_by
-    from jepa_zoo.pretrained import RESOLUTION, at_resolution
+    from jepa_zoo.eval import own_fields
+    from jepa_zoo.pretrained import at_resolution
 
     own = DataConfig(name="video_folder", root="clips", num_frames=8, frame_step=2, img_size=64)
     group = DataConfig(name="video_folder", root="other", num_frames=16, frame_step=4, img_size=224)
     got = at_resolution(group, own)
     assert (got.num_frames, got.frame_step, got.img_size) == (8, 2, 64)
-    given = _set_by(["data=video_folder", "data.num_frames=4"], RESOLUTION)
-    assert given == ["num_frames"]
-    got = at_resolution(replace(group, num_frames=4), own, tuple(k for k in RESOLUTION if k not in given))
+    kept = own_fields(["data=video_folder", "data.num_frames=4"])
+    assert "num_frames" not in kept and {"frame_step", "fps", "img_size"} <= set(kept)
+    got = at_resolution(replace(group, num_frames=4), own, kept)
     assert (got.num_frames, got.frame_step) == (4, 2)  # the command's frames, the checkpoint's spacing
+    ckpt_at_fps = replace(own, fps=5)  # a spacing set with data.frame_step drops the checkpoint's fps too
+    got = at_resolution(replace(group, frame_step=3), ckpt_at_fps, own_fields(["data.frame_step=3"]))
+    assert (got.frame_step, got.fps, got.num_frames) == (3, None, 8)
     image = at_resolution(DataConfig(name="cifar10", root="cifar", num_frames=16), own)
     assert image.num_frames == 16 and image.img_size == 64
     assert at_resolution(group, DataConfig(name="fake", img_size=224)).num_frames == 16

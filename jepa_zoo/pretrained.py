@@ -49,15 +49,19 @@ VIDEO_FORMATS = ("official-vjepa", "official-vjepa2", "hf-vjepa2")
 METHOD_FORMATS = ("official-ijepa", *VIDEO_FORMATS)  # the formats that hold a whole method (encoders, predictor)
 
 
-def video_train_config(imported: Imported, data: Optional[DataConfig] = None) -> TrainConfig:
-    """The V-JEPA ``TrainConfig`` of video weights: the file's clip length and image size where it
-    records them (sin-cos), else ``data``'s (RoPE files record neither; without ``data``: 16 frames,
-    256 px, V-JEPA 2's pretraining clips)."""
+def video_train_config(imported: Imported, data: Optional[DataConfig] = None, own: Sequence[str] = ()) -> TrainConfig:
+    """The V-JEPA ``TrainConfig`` of video weights: the file's clip length where it records it (sin-cos)
+    and ``data`` gives images, or ``"num_frames"`` is in ``own`` (the fields the command leaves to the
+    checkpoint, :func:`load_any`'s ``own_resolution``); else ``data``'s (RoPE files record no clip
+    length; without ``data``: 16 frames, 256 px, V-JEPA 2's pretraining clips).  The image size is
+    ``data``'s (:func:`load_any` has put the file's there unless the command set one)."""
     from jepa_zoo.methods.vjepa import VJEPAConfig
 
     a = imported.arch
     data = data or DataConfig(name="moving_shapes", img_size=a["img_size"] or 256, num_frames=a["num_frames"] or 16)
-    frames = a["num_frames"] if a["num_frames"] and not data.video else data.num_frames
+    frames = a["num_frames"] if a["num_frames"] and (not data.video or "num_frames" in own) else data.num_frames
+    if data.video and data.num_frames != frames:
+        data = replace(data, num_frames=frames)  # the clips the data gives are the file's
     backbone = replace(backbone_config(a, data.img_size), num_frames=frames, tubelet_size=a["tubelet_size"],
                        pos=a["pos"])
     method = VJEPAConfig(pred_depth=a.get("pred_depth", 1), pred_dim=a.get("pred_dim", 384),
@@ -66,13 +70,13 @@ def video_train_config(imported: Imported, data: Optional[DataConfig] = None) ->
     return TrainConfig(method=method, backbone=backbone, data=data, masking=MaskingConfig(name="multiblock3d"))
 
 
-def train_config(imported: Imported, data: Optional[DataConfig] = None) -> TrainConfig:
+def train_config(imported: Imported, data: Optional[DataConfig] = None, own: Sequence[str] = ()) -> TrainConfig:
     """The ``TrainConfig`` of the method ``imported`` came from (I-JEPA, or V-JEPA for video
-    weights: :func:`video_train_config`), at ``data``'s image size."""
+    weights: :func:`video_train_config`, ``own`` its fields kept from the file), at ``data``'s image size."""
     from jepa_zoo.methods.ijepa import IJEPAConfig
 
     if imported.format in VIDEO_FORMATS:
-        return video_train_config(imported, data)
+        return video_train_config(imported, data, own)
     a = imported.arch
     data = data or DataConfig(name="fake", img_size=a["img_size"])  # the weights' own size
     method = IJEPAConfig(pred_depth=a.get("pred_depth", 1), pred_dim=a.get("pred_dim"), pred_heads=None)
@@ -178,6 +182,7 @@ class Loaded:
     config: TrainConfig
     step: Optional[int]
     format: str  # "jepa_zoo" or a jepa_zoo.weights format name
+    arch: Optional[Dict[str, Any]] = None  # foreign weights: what the file records (img_size / num_frames None: not)
 
 
 CLIP = ("num_frames", "frame_step", "fps")  # a video checkpoint's clips: kept on other video data
@@ -277,8 +282,8 @@ def load_any(path: Path, key: str, data: Optional[DataConfig] = None, trained: b
                           "data=imagenet data.root=<folder with train/ and val/> (or data=cifar10 / data=folder ...)")
     if data is not None and imported.arch["img_size"]:
         data = at_resolution(data, DataConfig(name="fake", img_size=imported.arch["img_size"]), own_resolution)
-    tc = train_config(imported, data)
+    tc = train_config(imported, data, own_resolution)
     model = build_model(tc)
     if trained:
         load_imported(model, imported)
-    return Loaded(model, tc, None, imported.format)
+    return Loaded(model, tc, None, imported.format, imported.arch)

@@ -238,3 +238,24 @@ def test_a_hub_style_vjepa2_file_loads_as_rope(tmp_path):
     ref = torch.load(FILES["vjepa2"][1], weights_only=True)
     torch.testing.assert_close(model.eval().eval_encoder.forward_tokens(ref["clips"]), ref["target_encoder_tokens"],
                                **CLOSE)
+
+
+@needs_fixtures
+@pytest.mark.parametrize("extra, frames, size", [((), 8, 64), (("data.num_frames=4",), 4, 64),
+                                                 (("data.img_size=32",), 8, 32)])
+def test_an_official_vjepa_file_on_video_data_keeps_its_clip_unless_the_command_sets_it(tmp_path, extra, frames, size):
+    """``eval ckpt=<official V-JEPA file> data=video_folder ...``: the file's 8 frames and 64 px (its stored
+    sin-cos grid), not the data group's 16 frames at 224 px, unless the command sets them (as for
+    jepa_zoo checkpoints); the model is built as the evaluation builds it (``eval.load_model``)."""
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF_DIR
+    from jepa_zoo.eval import load_model
+
+    overrides = [f"ckpt={FILES['vjepa'][0]}", "data=video_folder", f"data.root={tmp_path}", "folds=4", *extra]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("eval", overrides=overrides)
+    tc = load_model(cfg, overrides).config
+    assert (tc.data.num_frames, tc.backbone.num_frames) == (frames, frames)
+    assert (tc.data.img_size, tc.backbone.img_size) == (size, size)
+    assert tc.data.frame_step == 4  # the file records no spacing: the data group's

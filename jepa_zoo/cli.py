@@ -27,8 +27,11 @@ def _overrides(argv: Sequence[str]) -> List[str]:
     return [a for a in argv if not a.startswith("-") and "=" in a]
 
 
-def check_paths(argv: Sequence[str]) -> None:
-    """Refuse an unquoted path with ``=`` in it, with the quoting that works."""
+def check_paths(argv: Sequence[str], run_dir: str = "outputs", sweep_dir: str = "multirun") -> None:
+    """Refuse an unquoted path with ``=`` in it, with the quoting that works; and an output dir that
+    cannot be made (Hydra would raise FileNotFoundError / NotADirectoryError / PermissionError with a
+    traceback): ``hydra.run.dir`` (``hydra.sweep.dir`` with ``--multirun``) or, unset, ``run_dir``
+    (``sweep_dir``) under the working dir."""
     from jepa_zoo.runs import PATH_KEYS
 
     for arg in _overrides(argv):
@@ -36,6 +39,28 @@ def check_paths(argv: Sequence[str]) -> None:
         if key.lstrip("+") in PATH_KEYS and "=" in value and value[:1] not in ("'", '"'):
             _fail(f"{key}: the path contains '=', which Hydra's override grammar reserves; quote it: "
                   f"\"{key}='{value}'\"")
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = [a.partition("=")[2] for a in _overrides(argv) if a.partition("=")[0].lstrip("+") == key]
+    check_writable(key, given[-1].strip("'\"") if given else (sweep_dir if multirun else run_dir))
+
+
+def check_writable(key: str, path: str) -> None:
+    """Exit 2 with one line unless the folder ``path`` (up to its first ``${...}``) can be made: its
+    nearest existing ancestor is a folder this process can create a folder in (tried, then removed)."""
+    import os
+    import tempfile
+
+    literal = path.split("${", 1)[0] or "."
+    base = Path(literal).expanduser().absolute()
+    while not base.exists() and not base.is_symlink():
+        base = base.parent
+    if not base.is_dir():
+        _fail(f"{key}: cannot make {path} there: {base} is a file, not a folder; give another {key}=<dir>")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".jz-write-test-", dir=base))
+    except OSError as e:
+        _fail(f"{key}: cannot make {path} there: {base} is not writable ({e.strerror}); give another {key}=<dir>")
 
 
 def _leaves(node, prefix: str = "") -> Iterator[str]:

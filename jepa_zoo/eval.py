@@ -48,7 +48,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, Subset
 
 from jepa_zoo.config import ConfigError
@@ -382,6 +382,9 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(hc.runtime.output_dir)
     fresh = is_fresh(out_dir)
     try:
+        if cfg.get("suite") is None and OmegaConf.is_missing(cfg, "ckpt"):
+            raise ConfigError("ckpt: which weights to evaluate? ckpt=<run dir>/checkpoints/last.ckpt, an official "
+                              "or Hugging Face file, or timm:<model name> (docs/evaluation.md)")
         if cfg.get("suite") is not None:
             from jepa_zoo.suite import run_suite
 

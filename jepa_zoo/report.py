@@ -32,7 +32,7 @@ from jepa_zoo.runs import PATH_KEYS, SUMMARY, read_summary, swept_keys
 
 EXCLUDED_KEYS = PATH_KEYS  # paths and resume=auto: not hyperparameters
 EXCLUDED_PREFIXES = ("hydra.",)
-DEFAULT_METRIC_PREFIXES = ("val/", "probe/", "eval/")
+DEFAULT_METRIC_PREFIXES = ("val/", "probe/", "eval/", "final/")
 LOG_LINE = re.compile(r"^\[[^\]]*\]\[[^\]]*\]\[(\w+)\] - (.*)")  # Hydra's job log format
 
 
@@ -206,7 +206,7 @@ def run_status(run_dir: Path) -> str:
         for m in filter(None, map(LOG_LINE.match, f)):
             if m.group(1) in ("ERROR", "CRITICAL"):
                 status = "failed"
-            elif m.group(2).startswith("final metrics:"):
+            elif m.group(2).startswith("final metrics"):
                 status = "finished"
             elif status == "failed":  # logging again after an error: relaunched
                 status = "running"
@@ -283,7 +283,7 @@ def sort_runs(runs: Sequence[Run], swept: Sequence[str]) -> List[Run]:
 
 
 def select_metrics(runs: Sequence[Run], requested: Optional[Sequence[str]] = None) -> List[str]:
-    """``requested`` (names or glob patterns, in that order), or every val/, probe/, eval/ metric
+    """``requested`` (names or glob patterns, in that order), or every val/, probe/, eval/, final/ metric
     and train/loss found."""
     found = sorted({k for r in runs for k in r.metrics})
     if requested is None:

@@ -129,8 +129,9 @@ def remove_launch(run_dir: Path, log_name: str) -> None:
     for name in (*LAUNCH_FILES, log_name):
         (run_dir / name).unlink(missing_ok=True)
     cwd = Path.cwd().resolve()
-    for d in (run_dir / ".hydra", run_dir / "checkpoints"):
-        if d.is_dir() and not any(d.iterdir()):
+    # the dirs it made and left empty (.hydra, checkpoints, a logger's csv/version_0), deepest first
+    for d in sorted((p for p in run_dir.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(d.iterdir()):
             d.rmdir()
     if run_dir == cwd or any(run_dir.iterdir()):
         return

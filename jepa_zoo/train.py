@@ -109,11 +109,21 @@ def run(cfg: DictConfig) -> Dict[str, float]:
         if status.started:
             _STARTED.append(run_dir)
     metrics = {k: float(v) for k, v in trainer.logged_metrics.items() if k not in ("step", "epoch")}
-    log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
+    for callback in trainer.callbacks:  # what callbacks measured at the end (final/knn_trained, ...)
+        metrics.update(getattr(callback, "final_metrics", {}))
+    last = ckpt_dir / "last.ckpt"
+    log.info("final metrics (step %d):\n%s", trainer.global_step, metrics_table(metrics))
+    log.info("run dir: %s%s", run_dir, f"\ncheckpoint: {last}" if last.is_file() else "")
     if rank_zero_only.rank == 0:
         write_summary(run_dir, "finished", step=trainer.global_step, metrics=metrics, val_images=_val_images(trainer, dm),
-                      checkpoint="checkpoints/last.ckpt" if (ckpt_dir / "last.ckpt").is_file() else None)
+                      checkpoint="checkpoints/last.ckpt" if last.is_file() else None)
     return metrics
+
+
+def metrics_table(metrics: Dict[str, float]) -> str:
+    """One ``name  value`` line a metric, sorted, four significant digits (``train/lr`` 6.3e-06, not 0.0)."""
+    width = max((len(k) for k in metrics), default=0)
+    return "\n".join(f"  {k:<{width}}  {v:.4g}" for k, v in sorted(metrics.items()))
 
 
 def _val_images(trainer: Any, dm: Any) -> Optional[int]:

@@ -254,6 +254,13 @@ def test_the_end_of_training_compares_the_encoder_with_its_initialisation(tmp_pa
     assert re.search(r"random init +[\d.]+ %", log)
     rows = [x for x in read_metrics(tmp_path) if x.get("final/knn_init")]
     assert len(rows) == 1 and rows[0].get("final/knn_trained")
+    summary = json.loads((tmp_path / "run_summary.json").read_text())["metrics"]  # the answer is in the summary
+    assert summary["final/knn_init"] == pytest.approx(float(rows[0]["final/knn_init"]))
+    assert summary["final/knn_trained"] == pytest.approx(float(rows[0]["final/knn_trained"]))
+    assert re.search(r"final metrics \(step \d+\):\n(  .*\n)*  final/knn_trained +[\d.]+\n", log)  # and in the last lines
+    from jepa_zoo.report import load_run, select_metrics
+
+    assert {"final/knn_trained", "final/knn_init"} <= set(select_metrics([load_run(tmp_path, tmp_path.parent)]))
     # the "init" row is the encoder python -m jepa_zoo.eval init=random rebuilds: same images, same score
     e = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={tmp_path / 'checkpoints' / 'last.ckpt'}",
                         "init=random", "knn.k=[20]", "num_workers=0", f"hydra.run.dir={tmp_path}/ev"],
@@ -288,7 +295,7 @@ def test_the_initial_encoder_compared_is_the_seeded_initialisation(compose_cfg, 
 
     monkeypatch.setattr(features.FeatureCache, "__init__", record)
     logged = {}
-    trainer = SimpleNamespace(global_rank=0, global_step=7, loggers=[SimpleNamespace(
+    trainer = SimpleNamespace(global_rank=0, global_step=7, received_sigterm=False, loggers=[SimpleNamespace(
         log_metrics=lambda metrics, step: logged.update(metrics))])
     TrainedVsInit(images=32).on_train_end(trainer, model)
     assert seen[0] is model.eval_encoder and set(logged) == {"final/knn_trained", "final/knn_init"}

@@ -13,7 +13,9 @@ module sets ``example_input_array`` (``perf/tflops_per_device`` counts the real 
 Lightning sizes the bar by the epoch's batches unless ``max_epochs=-1``, so ``max_steps=3`` showed
 ``3/6250`` with a 126-hour estimate.  Here the total is the batches that will run in this epoch:
 the loader's batches, capped by the optimiser steps left before ``max_steps`` (times the gradient
-accumulation); the description names the epoch and the optimiser step.
+accumulation); the description names the epoch and the optimiser step.  Under ``trainer.max_time``
+the total is re-estimated at every step from the time left (it showed ``7/781 [04:11<7:43:49]`` in
+a 2-minute run).
 """
 
 from __future__ import annotations
@@ -69,6 +71,23 @@ class StepProgressBar(TQDMProgressBar):
     def on_train_epoch_start(self, trainer: Any, *args: Any) -> None:
         super().on_train_epoch_start(trainer, *args)
         self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch} (from step {trainer.global_step})")
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Under ``trainer.max_time`` the epoch ends when the time does: the bar's total (hence its
+        ETA) is the batches the budget allows at the run's pace (the schedules' horizon,
+        ``total_steps``), capped by the epoch's."""
+        if _time_budgeted(trainer) and isinstance(getattr(pl_module, "total_steps", None), (int, float)):
+            bar = self.train_progress_bar
+            left = max(math.ceil(pl_module.total_steps - trainer.global_step), 0) * trainer.accumulate_grad_batches
+            total = batch_idx + 1 + left
+            bar.total = min(total, trainer.num_training_batches) if math.isfinite(trainer.num_training_batches) else total
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+def _time_budgeted(trainer: Any) -> bool:
+    from lightning.pytorch.callbacks import Timer
+
+    return any(isinstance(c, Timer) and c.time_remaining("train") is not None for c in trainer.callbacks)
 
 
 class ParamSummary(ModelSummary):

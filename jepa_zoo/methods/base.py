@@ -128,6 +128,10 @@ class JEPAModule(L.LightningModule):
     def _build_probe(self, num_classes: int) -> None:
         if not self.cfg.method.probe.enabled or num_classes <= 0:
             return
+        if num_classes == 1:  # torchmetrics refuses it with a traceback; say what to do instead
+            raise ConfigError(f"data.root: {self.cfg.data.root} holds one class folder: the online probe needs 2 or "
+                              "more classes; put the images in data.root itself (unlabelled: probe off) or set "
+                              "method.probe.enabled=false")
         self.probe = linear_probe(self.backbone.embed_dim, num_classes)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=-1)
         self.hparams["num_classes"] = num_classes

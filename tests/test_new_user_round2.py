@@ -1,0 +1,144 @@
+"""What a new user found in the second round (issue 33), through the entry points with the defaults a
+user types where the launch is what is tested, in-process otherwise."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from test_new_user import ENV, run
+from test_train_entry import FAST, train
+
+
+def one_line_refusal(r: subprocess.CompletedProcess, needle: str) -> None:
+    out = r.stdout + r.stderr
+    assert r.returncode == 2 and "Traceback" not in out, out[-3000:]
+    assert needle in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_eval_without_a_checkpoint_says_what_to_give(tmp_path):
+    r = run("jepa_zoo.eval", cwd=tmp_path)
+    one_line_refusal(r, "ckpt: which weights to evaluate? ckpt=<run dir>/checkpoints/last.ckpt")
+    assert not (tmp_path / "outputs").exists()  # nothing left behind
+
+
+@pytest.mark.slow
+def test_a_run_dir_under_a_file_is_refused_in_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    r = train(tmp_path / "afile" / "run", *FAST)
+    one_line_refusal(r, f"hydra.run.dir: cannot make {tmp_path}/afile/run there: {tmp_path}/afile is a file")
+    # the default run dir (outputs/ under the working dir) too, and a sweep's
+    (tmp_path / "outputs").write_text("x")
+    r = run("jepa_zoo.train", *FAST, cwd=tmp_path)
+    one_line_refusal(r, f"hydra.run.dir: cannot make outputs there: {tmp_path}/outputs is a file")
+    r = run("jepa_zoo.eval", "ckpt=x", f"hydra.run.dir={tmp_path}/afile/e", cwd=tmp_path)
+    one_line_refusal(r, "hydra.run.dir: cannot make")
+
+
+def test_an_output_dir_that_cannot_be_written_is_named(tmp_path, monkeypatch, capsys):
+    """A read-only folder (as root, only a read-only mount refuses: simulated here)."""
+    import tempfile
+
+    from jepa_zoo.cli import check_paths
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    check_paths([f"hydra.run.dir={tmp_path}/a/b"])  # writable: passes, and leaves nothing
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with pytest.raises(SystemExit) as e:
+        check_paths(["--multirun", f"hydra.sweep.dir={tmp_path}/s/${{now:%H}}", "method.lambd=0.1,0.2"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: hydra.sweep.dir: cannot make {tmp_path}/s/${{now:%H}} there: {tmp_path} is not writable "
+        "(Permission denied); give another hydra.sweep.dir=<dir>")
+
+
+@pytest.mark.slow
+def test_a_training_folder_with_one_class_is_refused_in_one_line(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "data"
+    (root / "cats").mkdir(parents=True)
+    for i in range(8):
+        Image.new("RGB", (40, 40), (i * 30, 0, 0)).save(root / "cats" / f"{i}.jpg")
+    r = train(tmp_path / "run", "data=folder", f"data.root={root}", "backbone=resnet18", "backbone.cifar_stem=true",
+              "data.img_size=32", "data.batch_size=4", "data.num_workers=0", "trainer.max_steps=1")
+    one_line_refusal(r, f"data.root: {root} holds one class folder: the online probe needs 2 or more classes")
+    assert not (tmp_path / "run").exists()  # a refused launch leaves no run dir (not even a logger's csv/)
+
+
+def test_the_verdict_on_trained_against_init_is_a_paired_test():
+    from jepa_zoo.callbacks.learned import verdict
+
+    def hits(right_only_trained: int, right_only_init: int, both: int, n: int = 1000):
+        t = torch.zeros(n, dtype=torch.bool)
+        i = torch.zeros(n, dtype=torch.bool)
+        t[:right_only_trained] = True
+        i[right_only_trained:right_only_trained + right_only_init] = True
+        t[-both:] = i[-both:] = True
+        return t, i
+
+    # +1.5 points on 1,000 queries with 249 discordant pairs: within noise (band 1.96*sqrt(249)/10 = 3.09)
+    assert verdict(*hits(132, 117, 200)).startswith("+1.50 points: within the noise band ±3.09 on 1000 queries")
+    assert verdict(*hits(160, 100, 200)).endswith("it learned")  # 60 > 1.96*sqrt(260) = 31.6
+    assert verdict(*hits(100, 160, 200)).endswith("worse than its initialisation")
+    assert "within the noise band ±0.00" in verdict(*hits(0, 0, 5))  # identical answers
+
+
+def test_the_progress_bar_total_follows_the_time_budget():
+    """Under trainer.max_time the epoch ends when the time does: the total is the batches the budget
+    allows (it showed 7/781 and an ETA of hours in a 2-minute run)."""
+    from lightning.pytorch.callbacks import Timer
+
+    from jepa_zoo.callbacks.progress import StepProgressBar
+
+    timer = Timer(duration="00:00:02:00")
+    timer._start_time["train"] = 0.0  # started: time_remaining is known
+    bar = StepProgressBar()
+    bar._train_progress_bar = SimpleNamespace(total=781, n=7, refresh=lambda: None)
+    trainer = SimpleNamespace(callbacks=[timer], global_step=7, accumulate_grad_batches=1, num_training_batches=781)
+    bar._trainer = trainer
+    module = SimpleNamespace(total_steps=20.4)
+    with pytest.MonkeyPatch.context() as mp:  # Lightning's own update is not under test
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        mp.setattr(TQDMProgressBar, "on_train_batch_end", lambda *a, **k: None)
+        bar.on_train_batch_end(trainer, module, None, None, batch_idx=6)
+        assert bar.train_progress_bar.total == 7 + 14  # 14 steps left of 20.4
+        module.total_steps = 5000.0
+        bar.on_train_batch_end(trainer, module, None, None, batch_idx=6)
+        assert bar.train_progress_bar.total == 781  # capped by the epoch
+        trainer.callbacks = []  # no time budget: Lightning's total stays
+        bar.train_progress_bar.total = 100
+        bar.on_train_batch_end(trainer, module, None, None, batch_idx=6)
+        assert bar.train_progress_bar.total == 100
+
+
+@pytest.mark.slow
+def test_a_sigterm_during_the_final_knn_skips_it_and_ends_the_run(tmp_path):
+    """The end-of-run kNN is skipped at a SIGTERM (under SLURM a kill follows): the test's feature
+    extraction sends the SIGTERM, then sleeps a minute and would leave a marker file if not stopped."""
+    marker = tmp_path / "slept"
+    code = ("import os, runpy, signal, sys, time; from pathlib import Path\n"
+            "import jepa_zoo.evaluation.features as f\n"
+            "def get(self, *a, **k):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(60)\n"
+            f"    Path({str(marker)!r}).write_text('not stopped')\n"
+            "f.FeatureCache.get = get\n"
+            f"sys.argv = ['train.py', {f'hydra.run.dir={tmp_path}/run'!r}, *{FAST!r}, 'monitors.final_knn=64']\n"
+            "runpy.run_module('jepa_zoo.train', run_name='__main__')\n")
+    r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not marker.exists()
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "SIGTERM: the end-of-run kNN (monitors.final_knn) is skipped" in log
+    summary = json.loads((tmp_path / "run" / "run_summary.json").read_text())
+    assert summary["status"] == "finished" and "final/knn_trained" not in summary["metrics"]
+    assert Path(tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

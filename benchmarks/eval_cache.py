@@ -48,7 +48,7 @@ def main() -> None:
             wall = time.perf_counter() - start
             if r.returncode != 0:
                 sys.exit(f"{name}: exit {r.returncode}\n{(r.stdout + r.stderr)[-2000:]}")
-            record = json.loads((Path(tmp) / "eval_linear_trained.json").read_text())
+            record = json.loads(r.stdout.strip().splitlines()[-1])
             print(json.dumps({"case": name, "wall_s": round(wall, 1), "top1": round(record["top1"], 2),
                               "train_images": record["train_images"], "epochs": args.epochs}), flush=True)
 

@@ -26,10 +26,9 @@ Low-shot: ``shots=N`` images per class or ``fraction=f`` of each class, over ``s
 (mean ± std; :mod:`jepa_zoo.evaluation.lowshot`). Probe heads are chosen on training images held
 out before the draw. Features are extracted once for every seed (:mod:`jepa_zoo.evaluation.features`).
 
-Prints and writes ``eval_<protocol>[_predictor][_context][_<N>shot|_frac<f>][_cv<K>][_on-<data>][_<S>px][_<C>clips]_<init>.json``
-next to the checkpoint (for ``timm:`` in the run dir); ``<data>``: the folder's name (or the group's),
-``_<S>px``, ``_<C>clips``: a resolution, a number of clips per video the command chose (video records
-also hold ``num_frames`` and ``clips``).
+Writes ``eval_<protocol>[...]_<init>.json`` next to the checkpoint (for ``timm:`` in the run dir), or
+into ``out=<dir>``, one file per result: every setting the command gives that changes it is in the
+name (:mod:`jepa_zoo.evaluation.records`); logs its path and a table, and prints it as one JSON line.
 """
 
 from __future__ import annotations
@@ -53,6 +52,7 @@ from torch.utils.data import Dataset, Subset
 
 from jepa_zoo.config import ConfigError
 from jepa_zoo.data.datasets import DataError
+from jepa_zoo.evaluation.records import hashed_settings, record_path, result_tag, set_by, write_record
 
 log = logging.getLogger("jepa_zoo.eval")
 
@@ -83,7 +83,8 @@ def _data(cfg: DictConfig) -> Tuple[Optional[Any], Dict[str, Any]]:
     return typed_data(DataConfig, cfg.data), {}
 
 
-OWN_DATA_KEYS = ("img_size", "mean", "std", "eval_clips")  # settings that keep a dataset's name in the record file
+# settings that keep a dataset's name in the record file (each its own tag, or the settings hash)
+OWN_DATA_KEYS = ("img_size", "mean", "std", "eval_clips", "num_frames", "frame_step", "fps")
 
 
 def command_overrides() -> List[str]:
@@ -95,18 +96,12 @@ def command_overrides() -> List[str]:
     return OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)  # as typed: ${...} unresolved
 
 
-def _set_by(overrides: List[str], keys: Tuple[str, ...]) -> List[str]:
-    """Those of ``keys`` (``data.<key>``) that ``overrides`` set."""
-    names = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
-    return [k for k in keys if f"data.{k}" in names]
-
-
 def own_fields(overrides: List[str]) -> Tuple[str, ...]:
     """The fields of ``RESOLUTION`` that keep the checkpoint's values: those ``overrides`` do not set.
     A clip's spacing is one choice: setting ``frame_step`` or ``fps`` sets both (``fps`` wins when set)."""
     from jepa_zoo.pretrained import RESOLUTION
 
-    given = set(_set_by(overrides, RESOLUTION))
+    given = set(set_by(overrides, RESOLUTION))
     if given & {"frame_step", "fps"}:
         given |= {"frame_step", "fps"}
     return tuple(k for k in RESOLUTION if k not in given)
@@ -279,19 +274,6 @@ def run_once(cfg: DictConfig, model: Any, encoder: torch.nn.Module, cache, sets,
                      sets.num_classes), counts
 
 
-def result_tag(cfg: DictConfig, data_name: Optional[str], img_size: Optional[int] = None,
-               clips: Optional[int] = None) -> str:
-    """``<protocol>[_predictor][_context][_<N>shot|_frac<f>][_cv<K>][_on-<data>][_<S>px][_<C>clips]``: one
-    file per evaluation (``_<S>px``, ``_<C>clips``: a resolution, clips per video the command chose)."""
-    return "_".join([cfg.protocol, *(["predictor"] if cfg.features == "predictor" else []),
-                     *(["context"] if cfg.weights == "context" else []),
-                     *([f"{cfg.shots}shot"] if cfg.shots is not None else []),
-                     *([f"frac{cfg.fraction:g}"] if cfg.fraction is not None else []),
-                     *([f"cv{cfg.folds}"] if cfg.get("folds") else []),
-                     *([f"on-{data_name}"] if data_name else []), *([f"{img_size}px"] if img_size else []),
-                     *([f"{clips}clips"] if clips else [])])
-
-
 def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
              overrides: Optional[List[str]] = None) -> Dict[str, Any]:
     """Evaluate ``cfg.ckpt`` as ``cfg`` says; write and print the record; return it. ``caches``: the
@@ -347,30 +329,25 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     result = runs[0][0] if len(runs) == 1 else summarize([r for r, _ in runs])
     if cfg.folds:
         result["per_fold"] = result.pop("per_seed")
-    chosen = _set_by(overrides, ("img_size", "eval_clips"))
     chosen_data = cfg.get("data") or {}  # a data=<group>, or settings that change the checkpoint's own dataset
     other = "name" in chosen_data or any(k not in OWN_DATA_KEYS for k in chosen_data)
-    tag = result_tag(cfg, root_name(data) if other else None,
-                     data.img_size if "img_size" in chosen else None,
-                     data.eval_clips if data.video and "eval_clips" in chosen else None)
+    tag = result_tag(cfg, data, root_name(data) if other else None, overrides)
     record = {"ckpt": ckpt, "protocol": cfg.protocol, "features": cfg.features, "init": init,
               "weights": cfg.weights, "step": step, **runs[0][1], "queries": len(test_idx),
               "data": root_name(data), "split": sets.split, "img_size": data.img_size,
-              **({"num_frames": data.num_frames, "clips": data.eval_clips} if data.video else {}),
+              **({"num_frames": data.num_frames, "frame_step": data.frame_step, "fps": data.fps,
+                  "clips": data.eval_clips} if data.video else {}),
               **({"shots": cfg.shots} if cfg.shots is not None else {}),
               **({"fraction": cfg.fraction} if cfg.fraction is not None else {}),
               **({"seeds": cfg.seeds} if cfg.seeds > 1 else {}), **({"folds": cfg.folds} if cfg.folds else {}),
+              **({"train_limit": cfg.train_limit} if cfg.train_limit is not None else {}),
+              **({"test_limit": cfg.test_limit} if cfg.test_limit is not None else {}),
+              **({"settings": hashed_settings(overrides)} if hashed_settings(overrides) else {}),
               "init_key": init_key, "unit": "percent", **result}
     where = Path(HydraConfig.get().runtime.output_dir) if timm and HydraConfig.initialized() else Path(ckpt).parent
-    out = where / f"eval_{tag}_{init}.json"
-    try:
-        out.write_text(json.dumps(record, indent=2) + "\n")
-    except OSError as e:
-        print(json.dumps(record))
-        raise ConfigError(f"ckpt: cannot write {out} beside the checkpoint ({e.strerror}); the result is printed "
-                          "above") from None
-    print(json.dumps(record))
+    out = record_path(cfg, tag, init, where)
     record["file"] = str(out)
+    write_record(record, out)
     return record
 
 

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,18 +42,29 @@ def test_eval_entry_point_trained_and_random(tmp_path):
                             "knn.k=[5]", f"hydra.run.dir={tmp_path}/eval_{init}"],
                            cwd=REPO, capture_output=True, text=True, timeout=600)
         assert e.returncode == 0, e.stderr[-3000:]
-        results[init] = json.loads((ckpt.parent / f"eval_knn_{init}.json").read_text())
+        (path,) = ckpt.parent.glob(f"eval_knn_s*_{init}.json")  # knn.k=[5]: the settings hash keeps it apart
+        results[init] = json.loads(path.read_text())
+        assert results[init] == json.loads(e.stdout.strip().splitlines()[-1])  # the printed line is the record
         assert 0.0 <= results[init]["knn5_top1"] <= 100.0 and results[init]["train_images"] == 64
     # data settings without a data= group change the checkpoint's own dataset (its 64 fake images, not a
     # default dataset); a resolution keeps the record's name apart (_16px), another dataset size adds _on-<data>
-    for settings, name, images in ((["+data.img_size=16"], "eval_knn_16px_trained.json", 64),
-                                   (["+data.img_size=16", "+data.fake_size=48"], "eval_knn_on-fake_16px_trained.json", 48)):
+    for settings, name, images in ((["+data.img_size=16"], "eval_knn_16px_s*_trained.json", 64),
+                                   (["+data.img_size=16", "+data.fake_size=48"], "eval_knn_on-fake_16px_s*_trained.json", 48)):
         e = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={ckpt}", *settings, "knn.k=[5]",
                             f"hydra.run.dir={tmp_path}/eval_{len(settings)}"], cwd=REPO, capture_output=True, text=True,
                            timeout=600)
         assert e.returncode == 0, e.stderr[-3000:]
-        record = json.loads((ckpt.parent / name).read_text())
+        (path,) = ckpt.parent.glob(name)
+        record = json.loads(path.read_text())
         assert (record["img_size"], record["data"], record["train_images"]) == (16, "fake", images)
+    # a smoke test with test_limit no longer replaces the full record; out= redirects; the path is logged
+    before = {p.name: p.read_text() for p in ckpt.parent.glob("eval_*.json")}
+    e = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={ckpt}", "test_limit=8", f"out={tmp_path}/rec",
+                        f"hydra.run.dir={tmp_path}/eval_limit"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert e.returncode == 0, e.stderr[-3000:]
+    assert f"record: {tmp_path}/rec/eval_knn_test8_trained.json" in e.stdout + e.stderr
+    assert json.loads((tmp_path / "rec" / "eval_knn_test8_trained.json").read_text())["queries"] == 8
+    assert {p.name: p.read_text() for p in ckpt.parent.glob("eval_*.json")} == before
     bad = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={ckpt}", "+data.nope=1"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     out = bad.stdout + bad.stderr
@@ -189,18 +201,19 @@ def test_eval_probes_and_predictor_finetuning_through_the_entry_point(tmp_path):
 
     e = evaluate("protocol=attentive", "features=predictor", "probe.lrs=[1e-3]", "probe.wds=[0.0,0.05]")
     assert e.returncode == 0, (e.stdout + e.stderr)[-3000:]
-    res = json.loads((ckpt.parent / "eval_attentive_predictor_trained.json").read_text())
+    res = json.loads(e.stdout.strip().splitlines()[-1])
+    assert Path(res["file"]).name.startswith("eval_attentive_predictor_s")  # probe settings: hashed
     assert len(res["heads"]) == 2 and 0.0 <= res["top1"] <= res["top5"] <= 100.0 and res["features"] == "predictor"
     assert res["select_images"] == 6 and res["train_images"] == 58 and res["unit"] == "percent"  # 10 % held out
     e = evaluate("protocol=linear", "init=random")
     assert e.returncode == 0, (e.stdout + e.stderr)[-3000:]
-    res = json.loads((ckpt.parent / "eval_linear_random.json").read_text())
+    res = json.loads(e.stdout.strip().splitlines()[-1])
     assert len(res["heads"]) == 4 and res["train_images"] + res["select_images"] == 64
     e = evaluate("protocol=knn", "features=predictor")
     assert e.returncode == 2 and "features" in e.stdout + e.stderr
     e = evaluate("protocol=finetune", "finetune.epochs=1")
     assert e.returncode == 0, (e.stdout + e.stderr)[-3000:]
-    res = json.loads((ckpt.parent / "eval_finetune_trained.json").read_text())
+    res = json.loads(e.stdout.strip().splitlines()[-1])
     assert 0.0 <= res["top1"] <= res["top5"] <= 100.0 and res["train_images"] == 64
 
     # timm export of the same checkpoint: a stock timm model, strictly loaded, computes our features

@@ -117,7 +117,8 @@ def test_eval_with_fewer_training_images_than_a_batch_trains_on_them(trained, tm
     r = run("jepa_zoo.eval", f"ckpt={ckpt}", "protocol=linear", "train_limit=20", "probe.epochs=2",
             f"hydra.run.dir={tmp_path}/ev")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    res = json.loads((ckpt.parent / "eval_linear_trained.json").read_text())
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert Path(res["file"]).name.startswith("eval_linear_train20_s")  # train_limit and probe.epochs in the name
     assert res["train_images"] == 18 and res["select_images"] == 2 and res["unit"] == "percent"
     assert 0 <= res["top1"] <= 100 and res["heads"][res["best_head"]]["top1"] == res["top1"]
     r = run("jepa_zoo.eval", f"ckpt={ckpt}", "protocol=linear", "train_limit=1", f"hydra.run.dir={tmp_path}/ev1")

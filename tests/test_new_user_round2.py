@@ -142,3 +142,26 @@ def test_a_sigterm_during_the_final_knn_skips_it_and_ends_the_run(tmp_path):
     summary = json.loads((tmp_path / "run" / "run_summary.json").read_text())
     assert summary["status"] == "finished" and "final/knn_trained" not in summary["metrics"]
     assert Path(tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_every_setting_that_changes_an_evaluation_names_its_own_record():
+    """A smoke test with test_limit=200 replaced the full record: the limits, the clip length and
+    spacing have readable tags, other settings a hash; workers, paths and progress do not count."""
+    from omegaconf import OmegaConf
+
+    from jepa_zoo.evaluation.records import result_tag
+
+    cfg = OmegaConf.create({"protocol": "knn", "features": "encoder", "weights": "target", "shots": None,
+                            "fraction": None, "seeds": 1, "folds": None, "train_limit": None, "test_limit": None})
+    video = SimpleNamespace(video=True, img_size=64, eval_clips=1, num_frames=8, frame_step=2, fps=None)
+    assert result_tag(cfg, video, None, ["num_workers=0", "ckpt=a.ckpt", "data_root=/d", "progress_bar=true"]) == "knn"
+    clips = SimpleNamespace(video=True, img_size=64, eval_clips=1, num_frames=16, frame_step=4, fps=None)
+    assert result_tag(cfg, clips, "weizmann", ["data=video_folder", "data.num_frames=16", "data.frame_step=4"]) == \
+        "knn_on-weizmann_16f_every4"
+    limited = OmegaConf.merge(cfg, {"train_limit": 500, "test_limit": 200})
+    assert result_tag(limited, video, None, ["train_limit=500", "test_limit=200"]) == "knn_train500_test200"
+    a = result_tag(cfg, video, None, ["knn.k=[5]"])
+    b = result_tag(cfg, video, None, ["knn.k=[10]"])
+    assert a.startswith("knn_s") and b.startswith("knn_s") and a != b
+    assert result_tag(cfg, video, None, ["knn.k=[5]", "num_workers=3"]) == a  # a neutral key changes nothing
+    assert result_tag(cfg, video, None, ["+data.mean=[0.5,0.5,0.5]"]).startswith("knn_s")  # no readable tag: hashed

@@ -112,13 +112,14 @@ def test_eval_runs_knn_and_a_linear_probe_on_official_weights(tmp_path):
     for weights in ("target", "context"):
         r = run_eval(tmp_path, *common, f"weights={weights}", f"hydra.run.dir={tmp_path}/knn_{weights}")
         assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-        name = f"eval_knn{'_context' if weights == 'context' else ''}_on-fake_64px_trained.json"
-        out[weights] = json.loads((tmp_path / name).read_text())  # one file each: neither overwrites the other
+        name = f"eval_knn{'_context' if weights == 'context' else ''}_on-fake_64px_s*_trained.json"  # s*: knn.k
+        (path,) = tmp_path.glob(name)
+        out[weights] = json.loads(path.read_text())  # one file each: neither overwrites the other
         assert out[weights]["weights"] == weights and 0 <= out[weights]["knn5_top1"] <= 100
     r = run_eval(tmp_path, *common, "protocol=linear", "probe.max_steps=2", "probe.lrs=[0.01]", "probe.wds=[0.0]",
                  f"hydra.run.dir={tmp_path}/linear")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    linear = json.loads((tmp_path / "eval_linear_on-fake_64px_trained.json").read_text())
+    linear = json.loads(r.stdout.strip().splitlines()[-1])
     assert 0 <= linear["top1"] <= 100
     r = run_eval(tmp_path, f"ckpt={ckpt}", f"hydra.run.dir={tmp_path}/nodata")
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]

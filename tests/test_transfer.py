@@ -170,7 +170,8 @@ def test_a_timm_baseline_on_a_folder_of_odd_images_and_its_bad_inputs(tmp_path):
               "knn.k=[3]"]
     r = run_eval(*common, f"hydra.run.dir={tmp_path}/ok")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    record = json.loads((tmp_path / "ok" / "eval_knn_on-odd_32px_random.json").read_text())  # no weights: random
+    (path,) = (tmp_path / "ok").glob("eval_knn_on-odd_32px_s*_random.json")  # no weights: random; s*: knn.k
+    record = json.loads(path.read_text())
     assert record["split"] == "validation" and record["img_size"] == 32 and record["train_images"] == 8
     assert "evaluating on split 'validation'" in r.stdout + r.stderr
     r = run_eval(*common, "protocol=linear", "shots=5", "seeds=2", f"hydra.run.dir={tmp_path}/shots")
@@ -205,19 +206,19 @@ def test_a_cifar10_checkpoint_transfers_to_the_clothing_photos(tmp_path, shared_
     # (kNN only here: the linear protocol runs below, 5-shot; both read the same features at 32 px)
     r = run_eval(f"ckpt={ckpt}", *clothing, "protocol=knn", f"hydra.run.dir={tmp_path}/knn")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    rec = json.loads((ckpt.parent / "eval_knn_on-clothing-small-160_trained.json").read_text())
+    rec = json.loads((ckpt.parent / "eval_knn_on-clothing-small-160_train300_test100_trained.json").read_text())
     assert rec["img_size"] == 32 and rec["split"] == "test" and rec["queries"] == 100
     assert rec["data"] == "clothing-small-160" and 0 <= rec["knn20_top1"] <= 100
     r = run_eval(f"ckpt={ckpt}", *cifar, "train_limit=1000", "test_limit=200", "protocol=linear", "shots=5", "seeds=3",
                  "num_workers=0", f"hydra.run.dir={tmp_path}/shots")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    rec = json.loads((ckpt.parent / "eval_linear_5shot_on-cifar10_trained.json").read_text())
+    rec = json.loads((ckpt.parent / "eval_linear_5shot_3seeds_on-cifar10_train1000_test200_trained.json").read_text())
     assert rec["shots"] == 5 and rec["seeds"] == 3 and rec["train_images"] == 50 and len(rec["per_seed"]) == 3
     tops = [s["top1"] for s in rec["per_seed"]]
     assert abs(rec["top1"] - sum(tops) / 3) < 1e-9 and rec["top1_std"] > 0  # three different draws
     r = run_eval(f"ckpt={ckpt}", "train_limit=500", "test_limit=200", "num_workers=0", f"hydra.run.dir={tmp_path}/own")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    assert json.loads((ckpt.parent / "eval_knn_trained.json").read_text())["data"] == "cifar10"
+    assert json.loads((ckpt.parent / "eval_knn_train500_test200_trained.json").read_text())["data"] == "cifar10"
 
 
 @pytest.mark.slow
@@ -251,7 +252,8 @@ def test_a_suite_table_over_a_two_run_sweep_with_one_random_baseline(tmp_path):
     for row in table["rows"]:
         assert row["records"]["fake_knn"]["metric"] == "knn5_top1" and row["records"]["fake_2shot"]["seeds"] == 2
     first = sweep / "0_method.lambd=0.01" / "checkpoints"
-    assert json.loads((first / "eval_knn_on-fake_48px_trained.json").read_text())["img_size"] == 48  # the entry's
+    (path,) = first.glob("eval_knn_on-fake_48px_s*_trained.json")  # s*: the command's knn.k
+    assert json.loads(path.read_text())["img_size"] == 48  # the entry's
     md = (sweep / "suite_mini.md").read_text()
     assert "| run | init | fake_ft | fake_knn | fake_2shot | fake_48px |" in md and " ± " in md
     header = (sweep / "suite_mini.csv").read_text().splitlines()[0]
@@ -260,7 +262,7 @@ def test_a_suite_table_over_a_two_run_sweep_with_one_random_baseline(tmp_path):
     alone = run_eval(f"ckpt='{first / 'last.ckpt'}'", "data=fake", "knn.k=[5]", "num_workers=0",
                      f"hydra.run.dir={tmp_path}/alone")
     assert alone.returncode == 0, alone.stderr[-2000:]
-    knn_alone = json.loads((first / "eval_knn_on-fake_trained.json").read_text())["knn5_top1"]
+    knn_alone = json.loads(alone.stdout.strip().splitlines()[-1])["knn5_top1"]
     assert table["rows"][0]["records"]["fake_knn"]["value"] == knn_alone
     r = subprocess.run([sys.executable, "-m", "jepa_zoo.report", str(sweep)], cwd=REPO, env=ENV,
                        capture_output=True, text=True, timeout=300)

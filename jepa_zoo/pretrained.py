@@ -228,15 +228,21 @@ def load_timm(name: str, key: str, data: Optional[DataConfig], weights: Optional
     if data is None:
         raise ConfigError(f"data: {key}={TIMM_PREFIX}{name} names no dataset; choose one: data=cifar10 "
                           "data.root=<folder> (or data=folder / data=imagenet ...)")
-    try:
-        backbone = BackboneConfig(kind="timm", name=name, img_size=data.img_size)
+    state = load_file(Path(weights), "timm_file", mmap=True) if weights is not None else None
+    exported = timm_weights.export_kwargs(Path(weights).expanduser()) if weights is not None else None
+    if exported and exported[0] != name:
+        raise ConfigError(f"timm_file: {weights} is a jepa_zoo export of {exported[0]}; use "
+                          f"{key}={TIMM_PREFIX}{exported[0]}")
+    try:  # a jepa_zoo export: the architecture it was created with (no class token, patch size, depth, ...)
+        backbone = BackboneConfig(kind="timm", name=name, img_size=data.img_size,
+                                  kwargs=exported[1] if exported else {})
     except ConfigError as e:
         raise ConfigError(f"{key}: {str(e).partition(': ')[2]}") from None
     tc = TrainConfig(method=LeJEPAConfig(), backbone=backbone, data=data, masking=MaskingConfig(name="none"))
     torch.manual_seed(tc.seed)
     model = build_model(tc)
-    if weights is not None and trained:
-        imported = read_imported(Path(weights), "timm_file", load_file(Path(weights), "timm_file", mmap=True))
+    if state is not None and trained:
+        imported = read_imported(Path(weights), "timm_file", state)
         if imported.format != timm_weights.NAME:
             raise ConfigError(f"timm_file: {weights} holds {imported.format} weights, not a timm state dict")
         timm_weights.load_into(model.backbone, imported.encoder, load_part, "timm_file")
@@ -273,9 +279,12 @@ def load_any(path: Path, key: str, data: Optional[DataConfig] = None, trained: b
         return Loaded(model, tc, state.get("global_step"), "jepa_zoo")
     imported = read_imported(path, key, state)
     if imported.format not in METHOD_FORMATS:
+        from jepa_zoo.weights.timm_weights import export_kwargs
+
+        name = (export_kwargs(path) or ("<model name>",))[0] if imported.format == "timm" else "<model name>"
         raise ConfigError(f"{key}: {path} is {imported.format} weights: a backbone without a method; "
                           f"start a run from them with init_from= instead"
-                          + (f", or evaluate it with {key}={TIMM_PREFIX}<model name> timm_file={path}"
+                          + (f", or evaluate it with {key}={TIMM_PREFIX}{name} timm_file={path}"
                              if key == "ckpt" else ""))
     if need_data and data is None:
         raise ConfigError(f"data: {path} holds {imported.format} weights, which name no dataset; choose one: "

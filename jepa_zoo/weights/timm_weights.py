@@ -15,8 +15,10 @@ Recognised as a flat mapping of tensor names to tensors (no nested dicts, no jep
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import Any, Callable, Dict, List, Mapping
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from torch import Tensor, nn
 
@@ -33,6 +35,26 @@ def detect(state: Any) -> bool:
 
 def read(state: Mapping[str, Tensor]) -> Imported:
     return Imported(NAME, {}, dict(state))
+
+
+# what jepa_zoo.pretrained.load_timm's TimmEncoder passes itself (for the run's image size)
+OWN_KWARGS = ("num_classes", "img_size", "dynamic_img_size")
+
+
+def export_kwargs(path: Path) -> Optional[Tuple[str, Dict[str, Any]]]:
+    """``(timm model name, create_model kwargs)`` that a jepa_zoo ``export --format timm`` file records in
+    its safetensors metadata (:mod:`jepa_zoo.export`), less :data:`OWN_KWARGS`; None for other files."""
+    from safetensors import safe_open
+
+    with open(path, "rb") as f:
+        if f.read(9)[8:9] != b"{":  # not safetensors (a .pth state dict records nothing)
+            return None
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if "timm_model" not in meta:
+        return None
+    kwargs = json.loads(meta.get("create_kwargs") or "{}")
+    return meta["timm_model"], {k: v for k, v in kwargs.items() if k not in OWN_KWARGS}
 
 
 def _classifier(model: nn.Module) -> List[str]:

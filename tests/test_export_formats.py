@@ -187,6 +187,8 @@ def test_a_rope_file_exports_for_the_clip_size_the_command_gives(tmp_path, capsy
     assert len(notes) == 1 and "records no image size or clip length" in notes[0] and "256-px clips of 16" in notes[0]
     config = json.loads((tmp_path / "assumed" / "config.json").read_text())
     assert (config["crop_size"], config["frames_per_clip"]) == (256, 16)
+    assumed = VJEPA2Model.from_pretrained(str(tmp_path / "assumed")).eval()(ref["clips"].transpose(1, 2))
+    assert (assumed.last_hidden_state - ref["target_encoder_tokens"]).abs().max() > 1e-3  # another clip size: off
     assert main([str(VJEPA2), "--format", "hf", "--out", str(tmp_path / "hf"), "--img-size", "64",
                  "--num-frames", "8"]) == 0
     assert "note: " not in capsys.readouterr().err

@@ -246,6 +246,11 @@ def _draw(cfg: DictConfig, sets, pool: List[int], seed: int) -> List[int]:
     return draw(sets.labels, pool, seed, shots=cfg.shots, fraction=cfg.fraction, class_names=sets.classes)
 
 
+def readable(cache, key: str, indices: List[int]) -> int:
+    """How many of ``indices`` the feature cache could read (after it has extracted them)."""
+    return len(indices) - len(set(indices) & cache.unreadable.get(key, {}).keys())
+
+
 def run_once(cfg: DictConfig, model: Any, encoder: torch.nn.Module, cache, sets, augmented_set: Callable[[], Dataset],
              pool: List[int], test_idx: List[int], seed: int) -> Tuple[Dict[str, Any], Dict[str, int]]:
     """One evaluation (one seed's draw): (its result, the image counts). ``augmented_set()``: the
@@ -254,7 +259,8 @@ def run_once(cfg: DictConfig, model: Any, encoder: torch.nn.Module, cache, sets,
 
     if cfg.protocol == "knn":  # the bank: clean, centre-cropped training images
         train_idx = _draw(cfg, sets, pool, seed)
-        return run_knn(cfg, cache, sets, train_idx, test_idx), {"train_images": len(train_idx)}
+        result = run_knn(cfg, cache, sets, train_idx, test_idx)
+        return result, {"train_images": readable(cache, "train", train_idx)}
     if cfg.protocol == "finetune":
         train_idx = _draw(cfg, sets, pool, seed)
         train_set = Subset(augmented_set(), train_idx)
@@ -267,7 +273,9 @@ def run_once(cfg: DictConfig, model: Any, encoder: torch.nn.Module, cache, sets,
     counts = {"train_images": len(fit_idx), "select_images": len(select_idx)}
     if cfg.protocol == "linear" and cfg.probe.cache and cfg.features == "encoder":
         augmented = augmented_set() if cfg.probe.copies else None
-        return run_cached_linear(cfg, cache, sets, augmented, fit_idx, select_idx, test_idx, seed), counts
+        result = run_cached_linear(cfg, cache, sets, augmented, fit_idx, select_idx, test_idx, seed)
+        return result, {"train_images": readable(cache, "train", fit_idx),
+                        "select_images": readable(cache, "train", select_idx)}
     torch.manual_seed(seed)
     probe_sets = {"select": Subset(sets.train, select_idx), "test": Subset(sets.test, test_idx)}
     return run_probe(cfg, model, encoder, Subset(augmented_set(), fit_idx), probe_sets,
@@ -279,7 +287,8 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     """Evaluate ``cfg.ckpt`` as ``cfg`` says; write and print the record; return it. ``caches``: the
     :class:`FeatureCache` of each encoder and dataset seen so far (a suite's entries share them);
     ``overrides``: those that made ``cfg`` (a suite entry's; default: the command line's)."""
-    from jepa_zoo.evaluation.eval_data import augmented_set, build_sets, cv_folds, duplicate_groups, root_name
+    from jepa_zoo.evaluation.eval_data import (augmented_set, build_sets, cv_folds, drop_unreadable_first,
+                                               duplicate_groups, root_name, skipped)
     from jepa_zoo.evaluation.features import FeatureCache
     from jepa_zoo.evaluation.lowshot import summarize
     from jepa_zoo.loggers import quiet_logs
@@ -314,6 +323,7 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     cache = caches.setdefault(key, FeatureCache(encoder, cfg.batch_size, cfg.num_workers))
     pool = _subset(sets.train, cfg.train_limit, tc.seed)
     test_idx = _subset(sets.test, cfg.test_limit, tc.seed + 2)
+    pool, test_idx, dropped = drop_unreadable_first(cfg, sets, pool, test_idx)  # dropped, never replaced
     augmented = functools.lru_cache(maxsize=None)(lambda: augmented_set(data, cfg.probe.crop_scale, tc.seed))
     if cfg.folds:  # cross-validation: each fold is the test set once, the others train
         groups = duplicate_groups(sets.train, pool)
@@ -333,7 +343,8 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     other = "name" in chosen_data or any(k not in OWN_DATA_KEYS for k in chosen_data)
     tag = result_tag(cfg, data, root_name(data) if other else None, overrides)
     record = {"ckpt": ckpt, "protocol": cfg.protocol, "features": cfg.features, "init": init,
-              "weights": cfg.weights, "step": step, **runs[0][1], "queries": len(test_idx),
+              "weights": cfg.weights, "step": step, **runs[0][1],
+              "queries": readable(cache, "test", test_idx),
               "data": root_name(data), "split": sets.split, "img_size": data.img_size,
               **({"num_frames": data.num_frames, "frame_step": data.frame_step, "fps": data.fps,
                   "clips": data.eval_clips} if data.video else {}),
@@ -343,7 +354,7 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
               **({"train_limit": cfg.train_limit} if cfg.train_limit is not None else {}),
               **({"test_limit": cfg.test_limit} if cfg.test_limit is not None else {}),
               **({"settings": hashed_settings(overrides)} if hashed_settings(overrides) else {}),
-              "init_key": init_key, "unit": "percent", **result}
+              "skipped": skipped(dropped, cache, pool, test_idx), "init_key": init_key, "unit": "percent", **result}
     where = Path(HydraConfig.get().runtime.output_dir) if timm and HydraConfig.initialized() else Path(ckpt).parent
     out = record_path(cfg, tag, init, where)
     record["file"] = str(out)

@@ -165,3 +165,51 @@ def test_every_setting_that_changes_an_evaluation_names_its_own_record():
     assert a.startswith("knn_s") and b.startswith("knn_s") and a != b
     assert result_tag(cfg, video, None, ["knn.k=[5]", "num_workers=3"]) == a  # a neutral key changes nothing
     assert result_tag(cfg, video, None, ["+data.mean=[0.5,0.5,0.5]"]).startswith("knn_s")  # no readable tag: hashed
+
+
+def corrupt_folder(root: Path) -> Path:
+    """train/{a,b}: 6 images and one corrupt file each; test/{a,b}: 3 images, and one corrupt file in a."""
+    from PIL import Image
+
+    for split, n in (("train", 6), ("test", 3)):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (40, 40), (40 * i, 120 * (c == "a"), 0)).save(root / split / c / f"{i}.jpg")
+    for where in ("train/a", "train/b", "test/a"):
+        (root / where / "zz_corrupt.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+def test_evaluation_drops_an_unreadable_sample_instead_of_replacing_it(tmp_path):
+    from jepa_zoo.data.datasets import SkipUnreadable, Unreadable, drop_unreadable, image_folder
+
+    root = corrupt_folder(tmp_path / "data")
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    ds = SkipUnreadable(image_folder(root / "train", pil_to_tensor), "drop")
+    bad = [i for i in range(len(ds)) if isinstance(ds[i], Unreadable)]
+    assert [Path(ds[i].path).name for i in bad] == ["zz_corrupt.jpg"] * 2 and len(ds) == 14
+    skip = SkipUnreadable(image_folder(root / "train", pil_to_tensor), "skip")
+    with pytest.warns(UserWarning):
+        assert torch.equal(skip[bad[0]][0], ds[bad[0] + 1][0])  # training: the next one stands in
+    batch, dropped = drop_unreadable([ds[bad[0] - 1], ds[bad[0]]])
+    assert list(dropped) == [1] and batch is not None  # the readable one, collated
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,queries,train", [(["protocol=knn"], 6, 12), (["protocol=knn", "folds=2"], 12, 6),
+                                                (["protocol=linear", "probe.cache=false", "probe.max_steps=2"], 6, 11)],
+                         ids=["knn", "folds", "on-the-fly"])
+def test_an_evaluation_set_with_corrupt_files_counts_only_readable_samples(tmp_path, args, queries, train):
+    """24 good + 2 corrupt gave "queries": 26 (the next readable sample stood in, under folds possibly a
+    sample of another fold): now the corrupt ones are dropped and listed."""
+    root = corrupt_folder(tmp_path / "data")
+    r = run("jepa_zoo.eval", "ckpt=timm:resnet18", "data=folder", f"data.root={root}", "data.img_size=32",
+            "num_workers=0", "knn.k=[3]", *args, f"hydra.run.dir={tmp_path}/ev")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    record = json.loads(r.stdout.strip().splitlines()[-1])
+    assert record["queries"] == queries and record["train_images"] == train
+    expected = ["train/a", "train/b"] + ([] if "folds=2" in args else ["test/a"])
+    assert sorted(record["skipped"]) == sorted(str(root / w / "zz_corrupt.jpg") for w in expected)
+    assert "unreadable samples dropped (not replaced)" in r.stdout + r.stderr

@@ -73,14 +73,18 @@ class TookBatch(L.Callback):
 
 class JEPADataModule(L.LightningDataModule):
     def __init__(self, cfg: DataConfig, train_transform: Optional[Callable], collate_fn: Optional[Callable] = None,
-                 seed: int = 0, compile_photometric: bool = False, evaluation: bool = False):
+                 seed: int = 0, compile_photometric: bool = False, evaluation: bool = False,
+                 drop_unreadable: bool = False):
         """``train_transform`` with ``photometric == "device"`` (LeJEPA, IWM under
         ``views.photometric=device``) leaves its photometric ops to :meth:`on_after_batch_transfer`,
         compiled with ``compile_photometric`` (``compile=true``).  ``evaluation``: every split as
         evaluation sees it (the evaluation transform, and for clips the evaluation sampling:
-        ``data.eval_clips`` fixed clips per video), whatever ``train_transform`` is."""
+        ``data.eval_clips`` fixed clips per video), whatever ``train_transform`` is.  ``evaluation``
+        or ``drop_unreadable``: under ``data.bad_images=skip`` an unreadable sample is returned as
+        :class:`jepa_zoo.data.datasets.Unreadable` (dropped and counted) instead of being replaced."""
         super().__init__()
         self.evaluation = evaluation
+        self.unreadable = "drop" if (evaluation or drop_unreadable) and cfg.bad_images == "skip" else cfg.bad_images
         self.cfg = cfg
         self.train_transform = train_transform
         self.device_photometric: Optional[DevicePhotometric] = None
@@ -166,10 +170,10 @@ class JEPADataModule(L.LightningDataModule):
         train_dir = self._split(root, c.train_split, required=True)
         val_dir = self._split(root, c.val_split, required=False)
         self.train_set = SkipUnreadable(self._folder(train_dir, self.train_transform, not self.evaluation),
-                                        c.bad_images)
+                                        self.unreadable)
         if len(self.train_set) == 0:
             raise DataError(f"no images found under {train_dir}")
-        self.val_set = (self._shuffled(SkipUnreadable(self._folder(val_dir, self.val_transform, False), c.bad_images))
+        self.val_set = (self._shuffled(SkipUnreadable(self._folder(val_dir, self.val_transform, False), self.unreadable))
                         if val_dir is not None else None)
         if val_dir is None and c.val_split is not None and stage in (None, "fit"):
             log.warning("data.root %s has no validation split '%s/': validation is off (no probe/val_acc, val/ "

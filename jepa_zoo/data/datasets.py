@@ -18,7 +18,8 @@ import tarfile
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from PIL import Image
 from torch.utils.data import Dataset
@@ -115,17 +116,38 @@ class FlatImageDataset(Dataset):
         return (self.transform(img) if self.transform else img), -1
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """What :class:`SkipUnreadable` returns under ``policy="drop"`` for a sample it cannot read."""
+
+    path: str
+    error: str
+
+
+def drop_unreadable(batch: List[Any]) -> Tuple[Any, Dict[int, "Unreadable"]]:
+    """(the readable samples collated as the default collate does, or None if none is; the
+    :class:`Unreadable` ones by their position in ``batch``): a loader's ``collate_fn`` for
+    ``policy="drop"`` datasets."""
+    from torch.utils.data import default_collate
+
+    dropped = {k: s for k, s in enumerate(batch) if isinstance(s, Unreadable)}
+    kept = [s for s in batch if not isinstance(s, Unreadable)]
+    return (default_collate(kept) if kept else None), dropped
+
+
 class SkipUnreadable(Dataset):
     """Wrap an image dataset so that a corrupt, truncated or non-image file is skipped with a
-    warning (``policy="skip"``: the next readable index is returned instead, so batches stay full)
-    or stops the run with the file's path (``policy="fail"``).  ``skipped`` counts the skips in
-    this process (each loader worker counts its own)."""
+    warning (``policy="skip"``: the next readable index is returned instead, so batches stay full),
+    stops the run with the file's path (``policy="fail"``), or is returned as an :class:`Unreadable`
+    (``policy="drop"``: evaluation, where a substitute would be a duplicate, possibly from another
+    fold, drops it and counts it; :func:`drop_unreadable`).  ``skipped`` counts the skips in this
+    process (each loader worker counts its own)."""
 
     MAX_TRIES = 100
 
     def __init__(self, ds: Dataset, policy: str = "skip"):
-        if policy not in ("skip", "fail"):
-            raise ValueError(f"policy must be 'skip' or 'fail', got {policy!r}")
+        if policy not in ("skip", "fail", "drop"):
+            raise ValueError(f"policy must be 'skip', 'fail' or 'drop', got {policy!r}")
         self.ds, self.policy, self.skipped = ds, policy, 0
         self.classes = getattr(ds, "classes", [])
         self.kind = getattr(ds, "kind", "image")  # what the messages call a sample (VideoClips: video)
@@ -150,6 +172,8 @@ class SkipUnreadable(Dataset):
             except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for bad image files
                 if self.policy == "fail":
                     raise DataError(f"unreadable {self.kind} {self._path(j)}: {e} (data.bad_images=skip skips)") from e
+                if self.policy == "drop":
+                    return Unreadable(self._path(j), f"{type(e).__name__}: {e}")
                 self.skipped += 1
                 warnings.warn(f"skipped unreadable {self.kind} {self._path(j)} ({type(e).__name__}: {e}); "
                               f"{self.skipped} skipped so far in this process", stacklevel=2)

@@ -11,6 +11,11 @@ With ``folds=K`` (cross-validation, :func:`cv_folds`) the training split is the 
 folds taking turns, near-duplicate and mirrored samples kept together (:func:`duplicate_groups`).
 Clips are sampled the evaluation way in every split (``data.eval_clips`` fixed clips per video).
 
+An unreadable sample (a corrupt file) is dropped, not replaced by the next one as training does: a
+substitute would be a duplicate, and under ``folds=K`` possibly a sample of another fold; the record
+lists it under ``skipped`` and counts only readable queries (:func:`drop_unreadable_first`,
+:class:`jepa_zoo.evaluation.features.FeatureCache`).
+
 Refused, each in one line (``DataError``, exit 2): unlabelled images, fewer
 than two classes, an empty split, a test split whose class folders differ from
 the training split's.
@@ -204,7 +209,41 @@ def augmented_set(data: DataConfig, crop_scale: Sequence[float], seed: int) -> D
     else:
         transform = view_transform(data.img_size, list(crop_scale), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0,
                                    solarize_p=0.0, mean=data.mean, std=data.std)
-    dm = JEPADataModule(data, train_transform=transform, seed=seed)
+    dm = JEPADataModule(data, train_transform=transform, seed=seed, drop_unreadable=True)
     dm.prepare_data()
     dm.setup("fit")
     return dm.train_set
+
+
+def cached(cfg: Any) -> bool:
+    """Whether the protocol reads features extracted once (:class:`FeatureCache`), which drops
+    unreadable samples as it meets them; the others train on the fly."""
+    return cfg.protocol == "knn" or (cfg.protocol == "linear" and cfg.probe.cache and cfg.features == "encoder")
+
+
+def drop_unreadable_first(cfg: Any, sets, pool: List[int], test_idx: List[int]):
+    """(pool, test indices, {index: path} dropped) with the unreadable samples found by one decoding
+    pass taken out, where the feature cache would not drop them itself: under ``folds`` (folds are
+    drawn from readable samples) and for the protocols that train on the fly."""
+    from jepa_zoo.evaluation.features import unreadable_in
+
+    if not cfg.folds and cached(cfg):
+        return pool, test_idx, {}
+    dropped = unreadable_in(sets.train, pool, cfg.batch_size, cfg.num_workers)
+    pool = [i for i in pool if i not in dropped]
+    if not cfg.folds:
+        bad_test = unreadable_in(sets.test, test_idx, cfg.batch_size, cfg.num_workers)
+        test_idx = [i for i in test_idx if i not in bad_test]
+        dropped = {**dropped, **{("test", i): p for i, p in bad_test.items()}}
+    return pool, test_idx, dropped
+
+
+def skipped(dropped: Dict[Any, str], cache, pool: List[int], test_idx: List[int]) -> List[str]:
+    """The unreadable samples this evaluation dropped (paths, sorted), logged in one line."""
+    seen = {p for k, p in cache.unreadable.get("train", {}).items() if k in set(pool)}
+    seen |= {p for k, p in cache.unreadable.get("test", {}).items() if k in set(test_idx)}
+    paths = sorted(seen | set(dropped.values()))
+    if paths:
+        log.warning("%d unreadable sample%s dropped (not replaced), listed in the record's 'skipped': %s%s",
+                    len(paths), "s" * (len(paths) > 1), ", ".join(paths[:3]), ", ..." if len(paths) > 3 else "")
+    return paths

@@ -213,3 +213,26 @@ def test_an_evaluation_set_with_corrupt_files_counts_only_readable_samples(tmp_p
     expected = ["train/a", "train/b"] + ([] if "folds=2" in args else ["test/a"])
     assert sorted(record["skipped"]) == sorted(str(root / w / "zz_corrupt.jpg") for w in expected)
     assert "unreadable samples dropped (not replaced)" in r.stdout + r.stderr
+
+
+def test_the_world_model_mrr_is_bounded_by_limit_val_batches_and_shows_progress():
+    """IWM's val/mrr ran minutes at every validation (16 images x 256 views) with no progress, whatever
+    trainer.limit_val_batches said: now one image per validation batch at most, progress logged."""
+    from test_iwm import PixelWorld
+
+    from jepa_zoo.callbacks.mrr import MRRCallback
+    from jepa_zoo.evaluation.mrr import world_model_mrr
+
+    cb = MRRCallback(num_images=16)
+    val = [None] * 40
+    trainer = SimpleNamespace(num_val_batches=[2], datamodule=SimpleNamespace(val_set=val))
+    assert cb._count(trainer) == 2
+    trainer.num_val_batches = [float("inf")]
+    assert cb._count(trainer) == 16
+    trainer.num_val_batches, trainer.datamodule.val_set = [50], val[:5]
+    assert cb._count(trainer) == 5
+    seen = []
+    imgs = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    world_model_mrr(PixelWorld(True), imgs, PixelWorld.mean, PixelWorld.std, 8,
+                    generator=torch.Generator().manual_seed(0), progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]

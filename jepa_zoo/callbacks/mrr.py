@@ -2,12 +2,15 @@
 
 Uses the first ``num_images`` images of the validation split (their
 normalisation undone) and a fixed generator, so successive values compare
-the same queries and banks.
+the same queries and banks.  Each image costs ``bank_size`` passes of the predictor and the target
+encoder, so ``trainer.limit_val_batches`` bounds it too: at most one image per validation batch
+the run scores (``limit_val_batches=2``: 2 images).  Progress is logged about every 10 %.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import lightning as L
 import torch
@@ -27,9 +30,14 @@ class MRRCallback(L.Callback):
         self.bank_size = bank_size
         self.seed = seed
 
-    def _images(self, trainer: L.Trainer, pl_module) -> torch.Tensor:
+    def _count(self, trainer: L.Trainer) -> int:
+        """The images ranked: ``num_images``, at most one per validation batch the run scores."""
+        batches = sum(trainer.num_val_batches) if isinstance(trainer.num_val_batches, list) else trainer.num_val_batches
+        n = min(self.num_images, len(trainer.datamodule.val_set))
+        return int(min(n, batches)) if batches == batches and batches >= 1 else n  # NaN / inf: no limit
+
+    def _images(self, trainer: L.Trainer, pl_module, n: int) -> torch.Tensor:
         dm = trainer.datamodule
-        n = min(self.num_images, len(dm.val_set))
         x = torch.stack([dm.val_set[i][0] for i in range(n)]).to(pl_module.device)
         mean = torch.tensor(dm.cfg.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(dm.cfg.std, device=x.device).view(1, 3, 1, 1)
@@ -42,9 +50,20 @@ class MRRCallback(L.Callback):
         if getattr(dm, "val_set", None) is None:
             return  # no validation split: nothing to rank
         gen = torch.Generator().manual_seed(self.seed)
-        log.info("val/mrr: ranking %d images against %d target augmentations each (method.mrr.*) ...",
-                 min(self.num_images, len(dm.val_set)), self.bank_size)
-        scores = world_model_mrr(pl_module, self._images(trainer, pl_module), dm.cfg.mean, dm.cfg.std,
-                                 self.bank_size, generator=gen)
+        n = self._count(trainer)
+        log.info("val/mrr: ranking %d images against %d target augmentations each (method.mrr.*%s) ...", n,
+                 self.bank_size, "; trainer.limit_val_batches caps it" if n < min(self.num_images, len(dm.val_set))
+                 else "")
+        start, every = time.perf_counter(), max(1, n // 10)
+
+        def progress(done: int, total: int) -> None:
+            if done % every == 0 and done < total:
+                spent = time.perf_counter() - start
+                log.info("  val/mrr: %d/%d images, %.0f s (about %.0f s left)", done, total, spent,
+                         spent / done * (total - done))
+
+        scores = world_model_mrr(pl_module, self._images(trainer, pl_module, n), dm.cfg.mean, dm.cfg.std,
+                                 self.bank_size, generator=gen, progress=progress)
+        log.info("val/mrr: %.4f (chance %.4f) in %.0f s", scores["mrr"], scores["chance"], time.perf_counter() - start)
         pl_module.log("val/mrr", scores["mrr"])
         pl_module.log("val/mrr_cos", scores["mrr_cos"])

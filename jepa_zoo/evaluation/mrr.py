@@ -16,7 +16,7 @@ target uniformly at random: ``chance = H_M / M`` (0.024 for M = 256).
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,12 +58,14 @@ def world_model_mrr(
     bank_size: int = 256,
     generator: Optional[torch.Generator] = None,
     chunk: int = 64,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> Dict[str, float]:
     """MRR of ``model``'s world model on ``images [B, 3, H, W]`` (floats in [0, 1]).
 
     ``model`` provides ``predict_all(images, action) -> [n, N, D]``, ``target_features(images)
     -> [n, N, D]`` and ``action_strength`` (the jitter strengths: the bank's jitter is drawn with
     them, always applied so bank items differ).  Returns ``{"mrr", "mrr_cos", "chance"}``.
+    ``progress(done, total)`` is called after each image.
     """
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
@@ -84,6 +86,8 @@ def world_model_mrr(
         p, h = torch.cat(preds)[None], torch.cat(bank)[None]  # (1, M, N, D)
         scores["mrr"].append(mean_reciprocal_rank(p.flatten(2), h.flatten(2)))
         scores["mrr_cos"].append(mean_reciprocal_rank(p.mean(2), h.mean(2), "cosine"))
+        if progress is not None:
+            progress(len(scores["mrr"]), len(images))
     out = {k: float(torch.stack(v).mean()) for k, v in scores.items()}
     out["chance"] = chance_mrr(bank_size)
     return out

@@ -236,3 +236,19 @@ def test_the_world_model_mrr_is_bounded_by_limit_val_batches_and_shows_progress(
     world_model_mrr(PixelWorld(True), imgs, PixelWorld.mean, PixelWorld.std, 8,
                     generator=torch.Generator().manual_seed(0), progress=lambda d, t: seen.append((d, t)))
     assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_training_validates_on_the_split_evaluation_tests_on(tmp_path):
+    """A folder with train/ and validation/: training turned validation off ("no validation split
+    'val/'") while evaluation found it; one rule for both now."""
+    from jepa_zoo.data.datamodule import JEPADataModule
+    from jepa_zoo.data.schema import DataConfig
+    from jepa_zoo.evaluation.eval_data import find_test_split
+
+    root = corrupt_folder(tmp_path / "data")
+    (root / "test").rename(root / "validation")
+    data = DataConfig(name="folder", root=str(root), img_size=32)
+    dm = JEPADataModule(data, train_transform=None)
+    dm.setup("fit")
+    assert dm.val_set is not None and len(dm.val_set) == 7
+    assert find_test_split(data).val_split == "validation"

@@ -31,6 +31,8 @@ from jepa_zoo.data.datasets import (
     SkipUnreadable,
     count_classes,
     fake_dataset,
+    HELD_OUT_SPLITS,
+    find_held_out,
     find_split,
     image_folder,
     locate_cifar10,
@@ -168,7 +170,10 @@ class JEPADataModule(L.LightningDataModule):
             self.val_set = self._shuffled(_torchvision_cifar10(c.root, False, self.val_transform, False, str(e)))
             return
         train_dir = self._split(root, c.train_split, required=True)
-        val_dir = self._split(root, c.val_split, required=False)
+        held_out = find_held_out(root, c.val_split) if c.val_split is not None else None
+        val_dir = held_out[1] if held_out else None
+        if held_out and held_out[0] != c.val_split and not self.evaluation:
+            log.info("validating on split '%s/' of %s (data.val_split=%s is not there)", held_out[0], root, c.val_split)
         self.train_set = SkipUnreadable(self._folder(train_dir, self.train_transform, not self.evaluation),
                                         self.unreadable)
         if len(self.train_set) == 0:
@@ -176,8 +181,9 @@ class JEPADataModule(L.LightningDataModule):
         self.val_set = (self._shuffled(SkipUnreadable(self._folder(val_dir, self.val_transform, False), self.unreadable))
                         if val_dir is not None else None)
         if val_dir is None and c.val_split is not None and stage in (None, "fit"):
-            log.warning("data.root %s has no validation split '%s/': validation is off (no probe/val_acc, val/ "
-                        "monitors or image panels); data.val_split=<folder> names another one", root, c.val_split)
+            log.warning("data.root %s has no validation split (looked for %s): validation is off (no probe/val_acc, "
+                        "val/ monitors or image panels); data.val_split=<folder> names another one", root,
+                        ", ".join(f"{s}/" for s in dict.fromkeys((c.val_split, *HELD_OUT_SPLITS))))
 
     def _folder(self, path: Path, transform: Optional[Callable], train: bool) -> Dataset:
         """The images (or, for video data, the clips) under ``path``."""

@@ -194,6 +194,20 @@ def image_folder(root: Path, transform: Optional[Callable] = None) -> Dataset:
     return FlatImageDataset(root, transform)
 
 
+HELD_OUT_SPLITS = ("test", "val", "validation")
+
+
+def find_held_out(root: Path, preferred: Optional[str]) -> Optional[Tuple[str, Path]]:
+    """(name, path) of the held-out split that training validates on and evaluation tests on, one rule
+    for both: ``preferred`` (``data.val_split``) if present, else the first of ``test``, ``val``,
+    ``validation``; None if there is none."""
+    for split in dict.fromkeys(s for s in (preferred, *HELD_OUT_SPLITS) if s):
+        path = find_split(root, split)
+        if path is not None:
+            return split, path
+    return None
+
+
 def find_split(root: Path, split: str) -> Optional[Path]:
     """``root/split`` or ``root/<single top folder>/split`` if present."""
     if (root / split).is_dir():

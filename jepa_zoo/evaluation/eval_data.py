@@ -30,12 +30,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from torch.utils.data import Dataset, Subset
 
-from jepa_zoo.data.datasets import DataError, find_split, resolve_root
+from jepa_zoo.data.datasets import HELD_OUT_SPLITS as TEST_SPLITS
+from jepa_zoo.data.datasets import DataError, find_held_out, resolve_root
 from jepa_zoo.data.schema import DataConfig
 
 log = logging.getLogger("jepa_zoo.eval")
-
-TEST_SPLITS = ("test", "val", "validation")
 
 
 def find_test_split(data: DataConfig) -> DataConfig:
@@ -44,7 +43,8 @@ def find_test_split(data: DataConfig) -> DataConfig:
         return data
     root = resolve_root(data.root, data.cache_dir)
     wanted = [s for s in (data.val_split, *TEST_SPLITS) if s]
-    found = next((s for s in wanted if find_split(root, s) is not None), None)
+    held_out = find_held_out(root, data.val_split)
+    found = held_out[0] if held_out else None
     if found is None:
         raise DataError(f"data.root {root} has no test split: looked for {', '.join(dict.fromkeys(wanted))}/ "
                         "(data.val_split=<folder> names another one; folds=<K> cross-validates on the training split)")

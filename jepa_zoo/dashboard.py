@@ -160,6 +160,24 @@ def spec_path(out: Path, job: dict) -> Path:
     return out / (f"workspace_{job['method']}" + (f"_{slug(job['group'])}" if job["group"] else "") + ".json")
 
 
+def option_method(option: str) -> str:
+    """The method of a training ``method=<option>`` (``conf/method/<option>.yaml`` composed as training
+    composes it: vjepa2 is V-JEPA's module, iwm_inv IWM's); a name with no such file is taken as a
+    method's own."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from jepa_zoo.train import register_resolvers
+
+    conf = Path(__file__).parent / "conf"
+    if not (conf / "method" / f"{option}.yaml").is_file():
+        return option
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        name = OmegaConf.select(compose("train", overrides=[f"method={option}"]), "method.name", default=None)
+    return name if isinstance(name, str) else option
+
+
 def jobs(cfg: DashboardConfig, offline: bool) -> List[dict]:
     """What the command builds: one job per workspace, or the report. Online, the swept keys of a
     ``group=`` without ``sweep=`` are read from the group's runs in W&B."""
@@ -170,7 +188,7 @@ def jobs(cfg: DashboardConfig, offline: bool) -> List[dict]:
         raise UsageError("entity=<W&B entity> and project=<W&B project> are required")
     if cfg.module and not cfg.method:
         raise UsageError("module= names the module of method=<name>; give both")
-    group, methods, swept, table = cfg.group, [cfg.method] if cfg.method else builtin_methods(), [], None
+    group, methods, swept, table = cfg.group, [option_method(cfg.method)] if cfg.method else builtin_methods(), [], None
     if cfg.sweep:
         sweep_group, sweep_methods, swept, table = read_sweep(cfg.sweep)
         if cfg.group and cfg.group != sweep_group:
@@ -273,8 +291,15 @@ def run(cfg: DashboardConfig) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)  # others' INFO stays out
     log.setLevel(logging.INFO)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__.strip())
+        print("\nkeys (key=value):")
+        for f in dataclasses.fields(DashboardConfig):
+            print(f"  {f.name}")
+        return 0
     try:
-        return run(parse(sys.argv[1:] if argv is None else argv))
+        return run(parse(args))
     except UsageError as e:
         print(f"dashboard: error: {e}", file=sys.stderr)
         return 2

@@ -252,3 +252,19 @@ def test_training_validates_on_the_split_evaluation_tests_on(tmp_path):
     dm.setup("fit")
     assert dm.val_set is not None and len(dm.val_set) == 7
     assert find_test_split(data).val_split == "validation"
+
+
+@pytest.mark.parametrize("option,method", [("vjepa2", "vjepa"), ("iwm_inv", "iwm"), ("lejepa", "lejepa")])
+def test_the_dashboard_takes_every_method_option_of_training(option, method):
+    from jepa_zoo.dashboard import DashboardConfig, jobs
+
+    (job,) = jobs(DashboardConfig(entity="e", project="p", method=option), offline=True)
+    assert job["method"] == method
+
+
+def test_dashboard_help_prints_the_usage(capsys):
+    from jepa_zoo.dashboard import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "python -m jepa_zoo.dashboard entity=<e> project=<p>" in out and "  publish" in out

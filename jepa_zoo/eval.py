@@ -294,6 +294,8 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     from jepa_zoo.loggers import quiet_logs
     from jepa_zoo.pretrained import TIMM_PREFIX
 
+    import lightning  # noqa: F401 - before quiet_logs: its import adds the console handlers quiet_logs removes
+
     quiet_logs()
     _check_args(cfg)
     overrides = command_overrides() if overrides is None else overrides

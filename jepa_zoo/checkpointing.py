@@ -125,8 +125,16 @@ def read_checkpoint(path: str | Path, key: str, mmap: bool = False) -> Dict[str,
 
 
 def check_compatible(path: str, tc: TrainConfig) -> None:
-    """Refuse a checkpoint written by another method or backbone (before Lightning loads it)."""
-    state = read_checkpoint(path, "resume", mmap=True)
+    """Refuse a checkpoint written by another method or backbone (before Lightning loads it); an
+    unreadable one names the step checkpoints beside it that may be intact."""
+    try:
+        state = read_checkpoint(path, "resume", mmap=True)
+    except ConfigError as e:
+        others = sorted((p for p in Path(path).parent.glob("step*.ckpt") if p != Path(path)),
+                        key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        if not others:
+            raise
+        raise ConfigError(f"{e}; the newest step checkpoint beside it may be intact: resume={others[0]}") from None
     cfg = state["hyper_parameters"]["cfg"]
     if tc.trainer.get("strategy") == "fsdp" and (cfg.get("trainer") or {}).get("strategy") != "fsdp":
         # Lightning maps a full checkpoint's optimiser state onto sharded parameters by their order in

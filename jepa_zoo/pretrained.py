@@ -8,6 +8,7 @@ encoder and predictor), and loads every part it holds, strictly.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -88,10 +89,25 @@ def train_config(imported: Imported, data: Optional[DataConfig] = None, own: Seq
 CONDITIONING = ("action_mlp.", "action_weight", "action_bias")
 
 
+# the setting that gives each part its depth, for the hint when a file's depth differs
+DEPTH_KEYS = {"backbone": "+backbone.kwargs.depth", "encoder": "+backbone.kwargs.depth",
+              "target_encoder": "+backbone.kwargs.depth", "predictor": "method.pred_depth"}
+
+
+def _depth(state: Dict[str, Any]) -> int:
+    """Transformer blocks in a state dict: 1 + the highest ``blocks.<i>.`` index (0 without blocks)."""
+    found = [int(m.group(1)) for k in state for m in [re.search(r"(?:^|\.)blocks\.(\d+)\.", k)] if m]
+    return max(found) + 1 if found else 0
+
+
 def load_part(module: Any, state: Dict[str, Tensor], name: str, key: str, partial: bool = False) -> List[str]:
     """``module.load_state_dict(state)``: strictly, or with ``partial`` only the action conditioning
     (:data:`CONDITIONING`: IWM's from an I-JEPA predictor) may stay as it is.  Returns the keys left;
     a tensor that does not fit or is missing is a ConfigError naming ``key``, the part and the tensor."""
+    have, want = _depth(state), _depth(module.state_dict())
+    if have != want:
+        hint = DEPTH_KEYS.get(name, "the depth")
+        raise ConfigError(f"{key}: {name}: the file has {have} blocks and the model {want}: set {hint}={have}")
     try:
         missing, _ = module.load_state_dict(state, strict=not partial)
     except RuntimeError as e:

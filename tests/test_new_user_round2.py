@@ -268,3 +268,34 @@ def test_dashboard_help_prints_the_usage(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "python -m jepa_zoo.dashboard entity=<e> project=<p>" in out and "  publish" in out
+
+
+def test_weights_of_another_depth_say_which_setting_fits_them():
+    from torch import nn
+
+    from jepa_zoo.errors import ConfigError
+    from jepa_zoo.pretrained import load_part
+
+    def blocks(n):
+        return nn.ModuleDict({"blocks": nn.ModuleList([nn.Linear(2, 2) for _ in range(n)])})
+
+    with pytest.raises(ConfigError, match=r"^init_from: backbone: the file has 2 blocks and the model 1: set "
+                                          r"\+backbone.kwargs.depth=2$"):
+        load_part(blocks(1), blocks(2).state_dict(), "backbone", "init_from")
+    with pytest.raises(ConfigError, match=r"predictor: the file has 1 blocks and the model 3: set method.pred_depth=1"):
+        load_part(blocks(3), blocks(1).state_dict(), "predictor", "init_from")
+    assert load_part(blocks(2), blocks(2).state_dict(), "backbone", "init_from") == []
+
+
+def test_resume_from_a_corrupt_last_checkpoint_points_to_an_intact_step_checkpoint(tmp_path):
+    from jepa_zoo.checkpointing import check_compatible
+    from jepa_zoo.errors import ConfigError
+
+    torch.save({"x": torch.zeros(1000)}, tmp_path / "full.ckpt")
+    (tmp_path / "last.ckpt").write_bytes((tmp_path / "full.ckpt").read_bytes()[:3000])  # killed while written
+    (tmp_path / "full.ckpt").rename(tmp_path / "step00000002.ckpt")
+    with pytest.raises(ConfigError) as e:
+        check_compatible(str(tmp_path / "last.ckpt"), None)
+    message = str(e.value)
+    assert "truncated or corrupt" in message and message.endswith(
+        f"the newest step checkpoint beside it may be intact: resume={tmp_path / 'step00000002.ckpt'}")

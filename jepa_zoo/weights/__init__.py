@@ -55,8 +55,9 @@ def load_file(path: Path, key: str, mmap: bool = False) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure (truncated file, unsafe pickle): one line
         first = str(e).splitlines()[0] if str(e) else ""
-        raise ConfigError(f"{key}: {path} is not a readable weights-only PyTorch checkpoint "
-                          f"({type(e).__name__}: {first[:200]})") from e
+        first = first if len(first) <= 200 else first[:200].rsplit(" ", 1)[0] + " ..."  # whole words
+        raise ConfigError(f"{key}: {path} is not a readable weights-only PyTorch checkpoint, truncated or corrupt "
+                          f"({type(e).__name__}: {first})") from e
 
 
 def detect_format(state: Any) -> Any:

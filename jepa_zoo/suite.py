@@ -85,6 +85,12 @@ def _command_overrides() -> List[str]:
             if o.lstrip("+~").split("=", 1)[0].split(".")[0] not in skip]
 
 
+def footer(names: List[str], rows: List[Dict[str, Any]]) -> str:
+    """What each column's cells hold (``name = knn20_top1 (%)``; a column of errors only: ``name: failed``)."""
+    metrics = {n: next((r["records"][n]["metric"] for r in rows if n in r["records"]), None) for n in names}
+    return ", ".join(f"{n} = {m} (%)" if m else f"{n}: failed (see the log)" for n, m in metrics.items())
+
+
 def run_suite(cfg: DictConfig, evaluate: Callable[..., Dict[str, Any]]) -> Dict[str, Any]:
     """Evaluate ``cfg.ckpt`` on every entry of ``cfg.suite`` with ``evaluate`` (the eval entry point's
     :func:`jepa_zoo.eval.evaluate`, passed in: the suite sits above it); write and return the table."""
@@ -139,8 +145,7 @@ def run_suite(cfg: DictConfig, evaluate: Callable[..., Dict[str, Any]]) -> Dict[
     md = [f"# Suite `{s.name}`", "", f"checkpoints: `{cfg.ckpt}`", "",
           "| run | init | " + " | ".join(names) + " |", "| --- | --- |" + " --- |" * len(names)]
     md += [f"| {r['run']} | {r['init']} | " + " | ".join(r["cells"].get(n, "-") for n in names) + " |" for r in rows]
-    metrics = {n: next((r["records"][n]["metric"] for r in rows if n in r["records"]), "") for n in names}
-    md += ["", "cells: " + ", ".join(f"{n} = {m} (%)" for n, m in metrics.items())]
+    md += ["", "cells: " + footer(names, rows)]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["run", "init", *names, *(f"{n}_std" for n in names)])

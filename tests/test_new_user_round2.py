@@ -299,3 +299,10 @@ def test_resume_from_a_corrupt_last_checkpoint_points_to_an_intact_step_checkpoi
     message = str(e.value)
     assert "truncated or corrupt" in message and message.endswith(
         f"the newest step checkpoint beside it may be intact: resume={tmp_path / 'step00000002.ckpt'}")
+
+
+def test_a_suite_column_of_errors_only_says_so_in_the_footer():
+    from jepa_zoo.suite import footer
+
+    rows = [{"records": {"knn": {"metric": "knn20_top1"}}}, {"records": {"knn": {"metric": "knn20_top1"}}}]
+    assert footer(["knn", "clothing_10shot"], rows) == "knn = knn20_top1 (%), clothing_10shot: failed (see the log)"

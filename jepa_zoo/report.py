@@ -109,7 +109,7 @@ def config_value(run_dir: Path, key: str) -> Optional[str]:
         for part in dotted:
             node = node.get(part) if isinstance(node, dict) else None
         if node is not None and not isinstance(node, (dict, list)):
-            return str(node)
+            return str(node).lower() if isinstance(node, bool) else str(node)  # as a command writes it: true
     return None
 
 
@@ -170,6 +170,9 @@ def csv_metrics(run_dir: Path) -> Tuple[Metrics, List[Tuple[int, float]], Option
     return final, sorted(curve.items()), last_step
 
 
+EVAL_FIGURE = re.compile(r"(top1|top5|rankme|mrr|r2|error)(_std)?$")  # an eval record's figures
+
+
 def eval_metrics(run_dir: Path) -> Metrics:
     """Numbers of ``checkpoints/eval_<protocol>[_predictor]_<init>.json`` as
     ``eval/<protocol>[_predictor]/<key>`` (``..._random/<key>`` for the ``init=random`` baseline)."""
@@ -184,8 +187,8 @@ def eval_metrics(run_dir: Path) -> Metrics:
         if not isinstance(record, dict):
             continue
         step = record.get("step") if isinstance(record.get("step"), int) else None
-        for k, v in record.items():
-            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+        for k, v in record.items():  # the figures, not the counts and sizes (queries, img_size, ...)
+            if EVAL_FIGURE.search(k) and isinstance(v, (int, float)) and not isinstance(v, bool):
                 out[f"eval/{tag}/{k}"] = (float(v), step)
     return out
 
@@ -317,6 +320,12 @@ def table(runs: Sequence[Run], swept: Sequence[str], metrics: Sequence[str], dig
     return header, rows
 
 
+def _family(run: Run) -> Tuple[Optional[str], Optional[str]]:
+    """(method, dataset) of a run: the runs whose losses compare."""
+    return (run.overrides.get("method.name") or config_value(run.path, "method.name"),
+            run.overrides.get("data.name") or config_value(run.path, "data.name"))
+
+
 def _lambd(run: Run) -> Optional[float]:
     """A run's LeJEPA λ (``method.lambd``), or None."""
     return _num(run.overrides.get("method.lambd") or config_value(run.path, "method.lambd"))
@@ -366,7 +375,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     requested = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     metrics = select_metrics(runs, requested)
     md, csv_text = to_markdown(root, runs, swept, fixed, metrics), to_csv(runs, swept, metrics)
-    sections = [*loss_correlation(runs, select_metrics(runs), _lambd), *suite_sections(root)]
+    sections = [*loss_correlation(runs, select_metrics(runs), _lambd, _family), *suite_sections(root)]
     md += "\n".join(sections) + "\n" if sections else ""  # each section starts with a blank line
     out = args.out or root
     try:

@@ -56,9 +56,27 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> Optional[float]:
     return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
 
 
-def loss_correlation(runs: Sequence, metrics: Sequence[str], lambd: Callable[[object], Optional[float]]) -> List[str]:
+def loss_correlation(runs: Sequence, metrics: Sequence[str], lambd: Callable[[object], Optional[float]],
+                     family: Callable[[object], object] = lambda r: None) -> List[str]:
     """The Markdown section: ρ(loss, accuracy) and ρ(loss/λ^0.4, accuracy) for each accuracy metric
-    that at least 3 runs have with a final loss; empty when none."""
+    that at least 3 runs of one family (``family(run)``: method and dataset; losses of different
+    methods or data do not compare) have with a final loss; empty when none."""
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault(family(r), []).append(r)
+    rows = []
+    for fam, members in groups.items():
+        label = " / ".join(str(x) for x in fam if x) if isinstance(fam, tuple) else str(fam or "")
+        rows += _rows(members, metrics, lambd, label or "all")
+    if not rows:
+        return []
+    return ["", "## Training loss as a model-selection signal", "",
+            "Spearman ρ over the runs of one method and dataset between the final train/loss and each accuracy "
+            "(−1: the lowest loss is the most accurate run); loss/λ^0.4 for LeJEPA runs with a method.lambd.", "",
+            "| runs of | accuracy | runs | ρ(loss) | ρ(loss/λ^0.4) |", "| --- | --- | --- | --- | --- |", *rows]
+
+
+def _rows(runs: Sequence, metrics: Sequence[str], lambd: Callable[[object], Optional[float]], name: str) -> List[str]:
     rows = []
     for m in metrics:
         if not m.endswith(ACCURACY_SUFFIXES) or m.endswith("select_top1") or "_random/" in m:
@@ -70,10 +88,6 @@ def loss_correlation(runs: Sequence, metrics: Sequence[str], lambd: Callable[[ob
             continue
         scaled = [(p[0] / p[2] ** 0.4, p[1]) for p in pairs if p[2] is not None and p[2] > 0]
         rho_l = spearman([s[0] for s in scaled], [s[1] for s in scaled]) if len(scaled) == len(pairs) else None
-        rows.append(f"| {m} | {len(pairs)} | {rho:+.3f} | " + (f"{rho_l:+.3f}" if rho_l is not None else "–") + " |")
-    if not rows:
-        return []
-    return ["", "## Training loss as a model-selection signal", "",
-            "Spearman ρ over the runs between the final train/loss and each accuracy (−1: the lowest loss is "
-            "the most accurate run); loss/λ^0.4 for LeJEPA runs with a method.lambd.", "",
-            "| accuracy | runs | ρ(loss) | ρ(loss/λ^0.4) |", "| --- | --- | --- | --- |", *rows]
+        rows.append(f"| {name} | {m} | {len(pairs)} | {rho:+.3f} | "
+                    + (f"{rho_l:+.3f}" if rho_l is not None else "–") + " |")
+    return rows

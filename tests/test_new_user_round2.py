@@ -306,3 +306,17 @@ def test_a_suite_column_of_errors_only_says_so_in_the_footer():
 
     rows = [{"records": {"knn": {"metric": "knn20_top1"}}}, {"records": {"knn": {"metric": "knn20_top1"}}}]
     assert footer(["knn", "clothing_10shot"], rows) == "knn = knn20_top1 (%), clothing_10shot: failed (see the log)"
+
+
+def test_the_loss_accuracy_correlation_never_mixes_methods_or_datasets():
+    from jepa_zoo.report_sections import loss_correlation
+
+    def r(method, data, loss, acc):
+        return SimpleNamespace(method=method, data=data, metrics={"train/loss": (loss, 1), "val/knn_top1": (acc, 1)})
+
+    runs = [r("lejepa", "cifar10", 1.0, 30), r("lejepa", "cifar10", 2.0, 20), r("lejepa", "cifar10", 3.0, 10),
+            r("ijepa", "cifar10", 0.1, 5), r("ijepa", "cifar10", 0.2, 50), r("vjepa", "weizmann", 9.0, 90)]
+    md = "\n".join(loss_correlation(runs, ["val/knn_top1"], lambda run: None, lambda run: (run.method, run.data)))
+    rows = [ln for ln in md.splitlines() if ln.startswith("| lejepa")]
+    assert rows == ["| lejepa / cifar10 | val/knn_top1 | 3 | -1.000 | – |"]
+    assert "ijepa" not in md and "vjepa" not in md  # 2 runs and 1 run: no ρ; never pooled with the others

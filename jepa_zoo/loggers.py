@@ -122,6 +122,8 @@ def quiet_logs() -> None:
     if _no_tip not in tips.filters:
         tips.addFilter(_no_tip)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    # bf16-mixed: the summary's size column is an estimate; nothing for a user to do
+    warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     # no validation split: the datamodule says so in its own words (validation off)
     warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")

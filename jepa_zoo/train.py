@@ -99,7 +99,7 @@ def run(cfg: DictConfig) -> Dict[str, float]:
         raise ConfigError(f"trainer: {e}") from e
     _STARTED.clear()
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=resume)
+        trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True if resume else None)
     except SystemExit:
         if isinstance(status.exception, KeyboardInterrupt):  # Lightning's graceful Ctrl-C: sys.exit(1)
             raise KeyboardInterrupt from None

@@ -255,3 +255,10 @@ def test_a_normal_run_prints_each_line_once_and_no_warning_a_user_cannot_act_on(
     log = (tmp_path / "run" / "train.log").read_text()
     assert "Seed set to 0" in log and "Total params" in log  # ... which also writes them to train.log
     assert (tmp_path / "run" / "csv" / "version_0" / "metrics.csv").is_file()  # kept beside W&B
+    # bf16 and a resume: no model-summary precision warning, no "weights_only was not set"
+    r = subprocess.run([sys.executable, "-m", "jepa_zoo.train", f"hydra.run.dir={tmp_path / 'run'}", *FAST[:-1],
+                        "trainer.max_steps=3", "trainer.enable_model_summary=true", "trainer.precision=bf16-mixed",
+                        "resume=auto"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and "resume=auto: continuing from" in out, out[-3000:]
+    assert [line for line in out.splitlines() if re.search(r"\.py:\d+: |Warning|WARNING|weights_only", line)] == []

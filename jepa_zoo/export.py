@@ -156,7 +156,7 @@ def export(ckpt: Path, out: Optional[Path] = None, which: str = "eval", fmt: str
                                  f"method={tc.method.name}: export it with --format torch_export")
             return _atomic(out, vjepa2_writer(model.predictor, encoder, size, frames, data), folder=True)
         _vit(encoder, "hf")
-        return _atomic(out, ijepa_writer(encoder, size, data), folder=True)
+        return _atomic(out, ijepa_writer(encoder, timm_export(encoder, size)[0], size, data), folder=True)
     from safetensors.torch import save_file
 
     tensors, name, kwargs = timm_export(encoder, size)

@@ -50,14 +50,13 @@ def video_processor(size: int, mean: Sequence[float], std: Sequence[float]) -> A
     return VJEPA2VideoProcessor(crop_size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std))
 
 
-def ijepa_writer(encoder: nn.Module, size: int, data: Any) -> Writer:
-    """An ``IJepaModel`` folder of a ViT ``encoder`` for ``size``-px images (the sin-cos of that grid
-    stored as its position embeddings), with ``data``'s preprocessing."""
-    from jepa_zoo.export import timm_export
+def ijepa_writer(encoder: nn.Module, state: dict, size: int, data: Any) -> Writer:
+    """An ``IJepaModel`` folder of a ViT ``encoder`` for ``size``-px images from its timm state dict
+    ``state`` (:func:`jepa_zoo.export.timm_export`: the sin-cos of that grid stored as its position
+    embeddings), with ``data``'s preprocessing."""
     from jepa_zoo.weights.hf_ijepa import hf_config, hf_state, split
 
     transformers = _transformers("an image ViT")
-    state, _, _ = timm_export(encoder, size)
     depth, mlp = split(state)
     hf = transformers.IJepaModel(transformers.IJepaConfig(**hf_config(
         encoder.embed_dim, depth, encoder.num_heads, mlp, size, encoder.patch_size)))

@@ -127,7 +127,7 @@ def test_archive_with_a_wrapper_folder_keeps_its_classes(tmp_path):
     assert image_folder(root).classes == ["cat", "dog"]
 
 
-def test_corrupt_and_truncated_images_are_skipped_or_fail_by_name(tmp_path):
+def test_corrupt_and_truncated_images_are_skipped_or_fail_by_name(tmp_path, caplog):
     from jepa_zoo.data.datasets import SkipUnreadable
 
     root = make_folder(tmp_path / "imgs", per_class=4)
@@ -138,9 +138,11 @@ def test_corrupt_and_truncated_images_are_skipped_or_fail_by_name(tmp_path):
     (root / "empty").mkdir()  # an empty class folder: no samples, no crash
     ds = SkipUnreadable(image_folder(root, eval_transform(32, 1.0, (0.5,) * 3, (0.5,) * 3)))
     assert len(ds) == 10
-    with pytest.warns(UserWarning, match="skipped unreadable image .*garbage.jpg"):
-        samples = [ds[i] for i in range(len(ds))]
+    samples = [ds[i] for i in range(len(ds))]
     assert ds.skipped == 2 and all(x.shape == (3, 32, 32) for x, _ in samples)
+    named = [r.getMessage() for r in caplog.records if "skipped unreadable image" in r.getMessage()]
+    assert len(named) == 2 and "garbage.jpg" in named[0]  # a log line each (no Python warning, no source line)
+    caplog.clear()
     strict = SkipUnreadable(image_folder(root), "fail")
     bad = next(i for i, (p, _) in enumerate(strict.ds.samples) if p.endswith("garbage.jpg"))
     with pytest.raises(DataError, match="unreadable image .*garbage.jpg"):
@@ -150,8 +152,28 @@ def test_corrupt_and_truncated_images_are_skipped_or_fail_by_name(tmp_path):
                      pin_memory=False)
     dm = JEPADataModule(cfg, eval_transform(32, 1.0, cfg.mean, cfg.std))
     dm.setup("fit")
-    with pytest.warns(UserWarning, match="skipped unreadable image"):
-        assert [b[0].shape[0] for b in dm.train_dataloader()] == [5, 5]
+    assert [b[0].shape[0] for b in dm.train_dataloader()] == [5, 5]
+    assert any("skipped unreadable image" in r.getMessage() for r in caplog.records)
+
+
+def test_unreadable_files_beyond_the_first_three_are_counted_not_named(caplog):
+    from jepa_zoo.data.datasets import SkipUnreadable
+
+    class Broken:
+        def __len__(self):
+            return 200
+
+        def __getitem__(self, i):
+            if i % 2:
+                return i
+            raise OSError(f"bad {i}")
+
+    ds = SkipUnreadable(Broken())
+    assert [ds[2 * i] for i in range(100)] == [2 * i + 1 for i in range(100)]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 5 and lines[2].endswith("further ones are counted, not named")
+    assert lines[3:] == ["10 unreadable images skipped so far in this process",
+                         "100 unreadable images skipped so far in this process"]
 
 
 def test_blur_kernel_covers_three_sigma_and_matches_the_full_kernel():

@@ -12,11 +12,12 @@ place, so an interrupted extraction never leaves a half-filled tree behind.
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import os
 import shutil
 import tarfile
 import tempfile
-import warnings
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -26,6 +27,8 @@ from torch.utils.data import Dataset
 from torchvision import datasets as tvd
 
 from jepa_zoo.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -144,6 +147,7 @@ class SkipUnreadable(Dataset):
     process (each loader worker counts its own)."""
 
     MAX_TRIES = 100
+    NAMED = 3  # unreadable files named in the log per process; the others are counted
 
     def __init__(self, ds: Dataset, policy: str = "skip"):
         if policy not in ("skip", "fail", "drop"):
@@ -175,8 +179,12 @@ class SkipUnreadable(Dataset):
                 if self.policy == "drop":
                     return Unreadable(self._path(j), f"{type(e).__name__}: {e}")
                 self.skipped += 1
-                warnings.warn(f"skipped unreadable {self.kind} {self._path(j)} ({type(e).__name__}: {e}); "
-                              f"{self.skipped} skipped so far in this process", stacklevel=2)
+                if self.skipped <= self.NAMED:  # the first ones by name, then a count at 10, 100, ...
+                    log.warning("skipped unreadable %s %s (%s: %s); %d skipped so far in this process%s", self.kind,
+                                self._path(j), type(e).__name__, e, self.skipped,
+                                "; further ones are counted, not named" if self.skipped == self.NAMED else "")
+                elif math.log10(self.skipped).is_integer():
+                    log.warning("%d unreadable %ss skipped so far in this process", self.skipped, self.kind)
         raise DataError(f"{self.MAX_TRIES} unreadable {self.kind}s in a row from index {i}: is the dataset intact?")
 
 

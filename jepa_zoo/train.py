@@ -78,6 +78,7 @@ def run(cfg: DictConfig) -> Dict[str, float]:
         log.info("init_from: loaded %s", init_from_(model, tc.init_from))
     if rank_zero_only.rank == 0:  # the complete validated config, schema defaults included
         OmegaConf.save(OmegaConf.structured(tc), ckpt_dir / "config.yaml")
+    log.info("run dir: %s (checkpoints in %s)", run_dir, ckpt_dir)
     status = RunStatus(run_dir, method=tc.method.name, config="checkpoints/config.yaml", resumed_from=resume,
                        command=_command())
 

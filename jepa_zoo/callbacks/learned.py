@@ -93,7 +93,9 @@ class TrainedVsInit(L.Callback):
         log.info("trained vs its initialisation: kNN@%d top-1 of %d test images against %d training images\n%s\n"
                  "  %s", self.k, len(queries), len(bank),
                  "\n".join(f"  {name:<22}{value:6.2f} %" for name, value in rows), verdict(hits["trained"], hits["init"]))
-        warmup = pl_module._schedule_lengths()[1] if cfg.trainer.get("max_time") else 0
+        o = cfg.method.optim  # the preset's warm-up (not capped by the few steps the budget allowed)
+        warmup = (o.warmup_steps if o.warmup_steps is not None else pl_module._schedule_lengths()[1]) \
+            if cfg.trainer.get("max_time") else 0
         if cfg.trainer.get("max_time") and trainer.global_step < 2 * max(warmup, 10):
             log.warning("this run made %d optimiser steps in its time budget (trainer.max_time=%s; warm-up %d steps): "
                         "the machine ran slower than the preset assumes (another process on the cores?), so the "

@@ -319,3 +319,23 @@ def test_the_loss_accuracy_correlation_never_mixes_methods_or_datasets():
     rows = [ln for ln in md.splitlines() if ln.startswith("| lejepa")]
     assert rows == ["| lejepa / cifar10 | val/knn_top1 | 3 | -1.000 | – |"]
     assert "ijepa" not in md and "vjepa" not in md  # 2 runs and 1 run: no ρ; never pooled with the others
+
+
+def test_a_time_boxed_run_that_ends_in_its_warm_up_says_the_comparison_says_little(compose_cfg, caplog):
+    """The quickstart made 7 of its ~100 steps on a busy machine and printed a verdict as usual."""
+    from jepa_zoo.callbacks.learned import TrainedVsInit
+    from jepa_zoo.config import validate
+    from jepa_zoo.methods import build_model
+
+    cfg = validate(compose_cfg(*FAST, "data.fake_size=64", "trainer.max_time=00:00:02:00", "trainer.max_steps=-1",
+                               "method.optim.warmup_steps=10"))
+    model = build_model(cfg)
+    for step, warned in ((7, True), (25, False)):
+        caplog.clear()
+        trainer = SimpleNamespace(global_rank=0, global_step=step, received_sigterm=False, loggers=[])
+        TrainedVsInit(images=32).on_train_end(trainer, model)
+        said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert bool(said) == warned, said
+        if warned:
+            assert said[0].startswith("this run made 7 optimiser steps in its time budget (trainer.max_time="
+                                      "00:00:02:00; warm-up 10 steps)")

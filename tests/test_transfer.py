@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -268,7 +269,7 @@ def test_a_suite_table_over_a_two_run_sweep_with_one_random_baseline(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     report = (sweep / "report.md").read_text()
-    assert "## Suite `mini`" in report and "eval/knn_on-fake/knn5_top1" in report
+    assert "## Suite `mini`" in report and re.search(r"eval/knn_on-fake_s[0-9a-f]{8}/knn5_top1", report)  # knn.k
 
 
 def test_spearman_of_the_loss_against_accuracy():

@@ -136,22 +136,89 @@ def test_local_statistic_ignores_process_group():
     assert torch.equal(epps_pulley(x, distributed=False), epps_pulley(x))
 
 
-def test_the_recurrence_matches_direct_cosines_and_sines():
-    """CharacteristicSums (powers of cos Δx + i sin Δx) against cos/sin of every t_k·x in float64:
-    forward and backward agree to 1e-6 relative in fp32; gradcheck in float64."""
-    from jepa_zoo.losses.sigreg import CharacteristicSums
+def _direct_sums(x64: torch.Tensor, p: int, dt: float):
+    xt = x64.unsqueeze(-1) * (torch.arange(p, dtype=torch.float64) * dt)
+    return torch.cos(xt).sum(-3), torch.sin(xt).sum(-3)
 
+
+def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((a.double() - ref).abs().max() / ref.abs().max()).item()
+
+
+@pytest.mark.parametrize("p", [17, 10, 5])  # the α rows padded (17), the β rows padded (10, 5)
+@pytest.mark.parametrize("chunk", [None, 3 * 512])  # one chunk; chunks of 3 slices, the last one of 1
+def test_characteristic_sums_match_direct_cosines_and_sines(monkeypatch, p, chunk):
+    """CharacteristicSums (the α/β factorisation, one batched product per chunk of slices) against
+    cos/sin of every t_k·x in float64: forward and backward agree to 1e-6 relative in fp32."""
+    from jepa_zoo.losses import sigreg
+
+    if chunk is not None:
+        monkeypatch.setitem(sigreg.CHUNK_SAMPLES, "cpu", chunk)
     torch.manual_seed(0)
+    dt = 3.0 / (p - 1)
     x = (torch.randn(2, 512, 32) * 2).requires_grad_()
-    c, s = CharacteristicSums.apply(x, 3.0 / 16, 17)
+    c, s = sigreg.CharacteristicSums.apply(x, dt, p)
     x64 = x.detach().double().requires_grad_()
-    xt = x64.unsqueeze(-1) * torch.linspace(0.0, 3.0, 17, dtype=torch.float64)
-    c64, s64 = torch.cos(xt).sum(-3), torch.sin(xt).sum(-3)
-    assert ((c.double() - c64).abs().max() / c64.abs().max()) < 1e-6
-    assert ((s.double() - s64).abs().max() / s64.abs().max()) < 1e-6
+    c64, s64 = _direct_sums(x64, p, dt)
+    assert c.shape == s.shape == (2, 32, p)
+    assert _rel(c, c64) < 1e-6 and _rel(s, s64) < 1e-6
     gc, gs = torch.randn_like(c), torch.randn_like(s)
     (g,) = torch.autograd.grad((c * gc).sum() + (s * gs).sum(), x)
     (g64,) = torch.autograd.grad((c64 * gc.double()).sum() + (s64 * gs.double()).sum(), x64)
-    assert ((g.double() - g64).abs().max() / g64.abs().max()) < 1e-5
+    assert _rel(g, g64) < 1e-5
+
+
+def test_characteristic_sums_gradcheck():
+    from jepa_zoo.losses.sigreg import CharacteristicSums
+
     v = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda y: CharacteristicSums.apply(y, 0.25, 6), (v,))
+
+
+def test_intra_op_threads_sets_and_restores():
+    from jepa_zoo.losses.sigreg import intra_op_threads
+
+    before = torch.get_num_threads()
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="inside"):
+        with intra_op_threads(1):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with intra_op_threads(None):
+        assert torch.get_num_threads() == before
+
+
+def test_cpu_sums_run_on_the_requested_threads(monkeypatch):
+    """Forward and backward run on ``cpu_threads`` intra-op threads (default 1), torch's own count
+    is back afterwards, and the statistic and gradient do not depend on it."""
+    from jepa_zoo.losses import sigreg
+
+    seen = []
+    real_bmm = torch.bmm
+
+    def spy_bmm(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_bmm(*args, **kwargs)
+
+    outer = torch.get_num_threads()
+    torch.set_num_threads(2)  # two even on a one-core runner, so that the two settings differ
+    try:
+        torch.manual_seed(0)
+        z = torch.randn(256, 16)
+        results = {}
+        for threads in (1, None):
+            zg = z.clone().requires_grad_()
+            with monkeypatch.context() as m:
+                m.setattr(torch, "bmm", spy_bmm)
+                loss = SIGReg(num_slices=64, cpu_threads=threads)(zg, step=2)
+                loss.backward()
+            assert len(seen) == 2 and set(seen) == {1 if threads == 1 else 2}, (threads, seen)  # forward, backward
+            assert torch.get_num_threads() == 2
+            seen.clear()
+            results[threads] = (loss.detach(), zg.grad)
+    finally:
+        torch.set_num_threads(outer)
+    assert torch.allclose(results[1][0], results[None][0], rtol=1e-6)
+    assert torch.allclose(results[1][1], results[None][1], rtol=1e-5, atol=1e-9)

@@ -9,13 +9,18 @@ grid sees the same mini-batches (a seeded order), with AdamW in its own
 parameter group and the same linear warm-up then cosine learning rate;
 :meth:`ProbeModule.results`'s rule chooses the head: the best on the held-out
 ``select`` features, reported on the ``test`` features.
+
+The training runs on one intra-op thread by default (``threads``): its ops are small (a batch of
+256 features per head), so each parallel region costs more in thread synchronisation than it
+saves, and beside another busy process on the cores a synchronisation costs milliseconds: 47 s
+against 0.6 s for the same grid (``docs/performance.md``, "Threads").
 """
 
 from __future__ import annotations
 
 import math
 from itertools import product
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +28,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from jepa_zoo.evaluation.probes import LinearHead, head_name
+from jepa_zoo.losses.sigreg import intra_op_threads
 from jepa_zoo.optim import warmup_cosine
 
 
@@ -33,11 +39,21 @@ def _top(logits: Tensor, y: Tensor, k: int) -> float:
 
 def fit_linear_grid(train: Sequence[Tensor], select: Sequence[Tensor], test: Sequence[Tensor], num_classes: int,
                     lrs: Sequence[float], wds: Sequence[float], epochs: int, batch_size: int = 256,
-                    warmup_fraction: float = 0.1, seed: int = 0, min_steps: int = 0) -> Dict[str, Any]:
+                    warmup_fraction: float = 0.1, seed: int = 0, min_steps: int = 0,
+                    threads: Optional[int] = 1) -> Dict[str, Any]:
     """Train one linear head per (lr, wd) on ``train = (features [M, D], labels [M])`` for ``epochs``, or
     more epochs where that is fewer than ``min_steps`` steps (a low-shot set of 100 images is one batch
     an epoch); choose the head on ``select``, report it on ``test`` (top-1 / top-5 in %); every head's
-    figures under ``heads``."""
+    figures under ``heads``.  ``threads``: torch's intra-op threads while it runs (restored after;
+    ``None`` keeps torch's setting)."""
+    with intra_op_threads(threads):
+        return _fit_linear_grid(train, select, test, num_classes, lrs, wds, epochs, batch_size, warmup_fraction,
+                                seed, min_steps)
+
+
+def _fit_linear_grid(train: Sequence[Tensor], select: Sequence[Tensor], test: Sequence[Tensor], num_classes: int,
+                     lrs: Sequence[float], wds: Sequence[float], epochs: int, batch_size: int,
+                     warmup_fraction: float, seed: int, min_steps: int) -> Dict[str, Any]:
     x, y = train
     if len(x) == 0:
         raise ValueError("no training features")

@@ -22,16 +22,33 @@ the one computed on the concatenated batch.
 Reference values: ``E[T] ≈ 1.05`` for Gaussian data (finite-``t_max``
 bias), and total collapse at zero gives ``T / N ≈ 0.402``.
 
-The nodes are evenly spaced, so ``cos(t_k x) + i·sin(t_k x) = (cos(Δx) + i·sin(Δx))^k``:
-one cosine and one sine per sample and slice, then ``P − 2`` complex multiplications
-(:class:`CharacteristicSums`), instead of ``2P`` transcendental calls on an ``(N, K, P)``
-tensor; the backward, ``∂C_k/∂x_n = −t_k sin(t_k x_n)/N`` and ``∂S_k/∂x_n = t_k cos(t_k x_n)/N``,
-runs the same recurrence.  In fp32 it agrees with the direct evaluation to about 1e-6 relative
-(``tests/test_sigreg.py``).
+The nodes are evenly spaced, so with ``k = a + m·b`` (``m = ⌈√P⌉``, ``0 ≤ a < m``,
+``0 ≤ b < ⌈P/m⌉``) ``e^{i t_k x} = e^{i aΔx} · e^{i bmΔx}``; writing ``α = aΔx_n``, ``β = bmΔx_n``::
+
+    Σ_n cos(t_k x_n) = Σ_n (cos β cos α − sin β sin α)
+    Σ_n sin(t_k x_n) = Σ_n (cos β sin α + sin β cos α)
+
+so every sum over ``n`` is an entry of one matrix product per slice, ``G = L Rᵀ``, with the rows
+``L = [cos β; sin β]`` and ``R = [cos α; sin α]`` (``N`` columns; the smaller group padded to the
+larger with unused rows) (:class:`CharacteristicSums`).  For ``P = 17`` (``m = 4``, 5 values of
+``b``) that is 16 sines and cosines per sample and slice instead of 34 (the rows at ``α = 0`` and
+``β = 0`` are the constants 1 and 0), and no ``(N, K, P)`` tensor.  The backward::
+
+    ∂/∂x_n Σ_k (g^C_k C_k + g^S_k S_k) = Σ_k t_k (g^S_k cos(t_k x_n) − g^C_k sin(t_k x_n)) = L_nᵀ M R_n,
+    M = [[H^S, −H^C], [−H^C, −H^S]],   H^•_{b,a} = t_{a+mb} g^•_{a+mb}  (0 where a + mb ≥ P),
+
+recomputes the rows and takes one more batched product.  Both run over chunks of slices, four
+large ops per chunk forward (arguments, cosines, sines, product) and six backward, with a bounded
+working set: on CPU about 2.5 MiB, which stays in cache.  On CPU they run on one intra-op thread
+by default (``cpu_threads``), as do the directions and the projection in :class:`SIGReg`: each
+parallel op ends in a thread synchronisation, which beside loader workers or any other busy
+process on the cores costs milliseconds (``docs/performance.md``, "Threads under load").  In fp32 the sums and
+the gradient agree with float64 evaluation to better than 1e-6 relative (``tests/test_sigreg.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional
 
@@ -39,7 +56,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["epps_pulley", "SIGReg", "slice_directions"]
+__all__ = ["epps_pulley", "SIGReg", "slice_directions", "intra_op_threads"]
 
 
 def _world_size() -> int:
@@ -63,42 +80,115 @@ def _global_sum(x: Tensor) -> Tensor:
     return all_reduce(x, op=dist.ReduceOp.SUM)
 
 
+#: samples × slices per chunk, at about 150 bytes each (rows, arguments, the backward's ``M R``):
+#: on CPU a working set of about 2.5 MiB that stays in cache (1 << 13 … 1 << 15 measured best on
+#: the 2-core Xeon of docs/performance.md); elsewhere large chunks, few kernel launches.
+CHUNK_SAMPLES = {"cpu": 1 << 14}
+CHUNK_SAMPLES_OTHER = 1 << 21
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: Optional[int]):
+    """Run torch CPU ops with ``n`` intra-op threads, then restore the previous count (``None``: unchanged)."""
+    previous = torch.get_num_threads()
+    if n is None or n == previous:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class CharacteristicSums(torch.autograd.Function):
-    """``(Σ_n cos(k·Δ·x_n), Σ_n sin(k·Δ·x_n))`` for ``k = 0..P−1``, ``(..., K, P)`` each, from fp32
-    samples ``x (..., N, K)``, by the complex recurrence of the module docstring, forward and
-    backward; only ``x`` is saved (the powers are recomputed in the backward)."""
+    """``(Σ_n cos(k·Δ·x_n), Σ_n sin(k·Δ·x_n))`` for ``k = 0..P−1``, ``(..., K, P)`` each, from
+    samples ``x (..., N, K)``, by the factorisation of the module docstring, forward and backward;
+    only ``x`` is saved (the rows are recomputed in the backward).  ``cpu_threads``: intra-op
+    threads on CPU (``None``: torch's setting)."""
 
     @staticmethod
-    def _powers(x: Tensor, dt: float, num_points: int):
-        c1, s1 = torch.cos(x * dt), torch.sin(x * dt)
-        c, s = torch.ones_like(x), torch.zeros_like(x)
-        yield c, s
-        c, s = c1, s1
-        for _ in range(1, num_points):
-            yield c, s
-            c, s = torch.addcmul(c * c1, s, s1, value=-1.0), torch.addcmul(s * c1, c, s1)
+    def _plan(dt: float, num_points: int, x: Tensor):
+        m = math.ceil(math.sqrt(num_points))
+        nb = math.ceil(num_points / m)
+        r = max(m, nb)  # rows per group: the smaller group gets finite, unused rows
+        k = torch.arange(1, r, device=x.device, dtype=x.dtype)  # made on the device: no host copy
+        freq = torch.stack([k * (m * dt), k * dt])[..., None]  # β rows: multiples of m·Δ; α rows: of Δ
+        rows = max(1, CHUNK_SAMPLES.get(x.device.type, CHUNK_SAMPLES_OTHER) // max(1, x.shape[-2]))
+        return m, nb, r, freq, rows
 
     @staticmethod
-    def forward(ctx, x: Tensor, dt: float, num_points: int):
+    def _slices(x: Tensor) -> Tensor:
+        """``(..., N, K)`` → ``(S, N)``, one contiguous row per (leading index, slice)."""
+        return x.reshape(-1, *x.shape[-2:]).transpose(1, 2).reshape(-1, x.shape[-2]).contiguous()
+
+    @staticmethod
+    def _rows(xs: Tensor, freq: Tensor, buf: Tensor) -> Tensor:
+        """Fill ``buf (s, 2, 2, r, N)`` (group β/α, cos/sin, frequency) for the samples ``xs (s, N)``."""
+        arg = xs[:, None, None, :] * freq  # (s, 2, r − 1, N)
+        torch.cos(arg, out=buf[:, :, 0, 1:])
+        torch.sin(arg, out=buf[:, :, 1, 1:])
+        return buf
+
+    @staticmethod
+    def _buffer(xs: Tensor, rows: int, r: int) -> Tensor:
+        buf = xs.new_empty(min(rows, xs.shape[0]), 2, 2, r, xs.shape[1])
+        buf[:, :, 0, 0].fill_(1.0)  # cos 0
+        buf[:, :, 1, 0].zero_()  # sin 0
+        return buf
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dt: float, num_points: int, cpu_threads: Optional[int] = 1):
         ctx.save_for_backward(x)
-        ctx.dt, ctx.num_points = dt, num_points
-        sums = [(c.sum(dim=-2), s.sum(dim=-2)) for c, s in CharacteristicSums._powers(x, dt, num_points)]
-        return torch.stack([c for c, _ in sums], dim=-1), torch.stack([s for _, s in sums], dim=-1)
+        ctx.dt, ctx.num_points, ctx.cpu_threads = dt, num_points, cpu_threads
+        with intra_op_threads(cpu_threads if x.device.type == "cpu" else None):
+            return CharacteristicSums._forward(x, dt, num_points)
+
+    @staticmethod
+    def _forward(x: Tensor, dt: float, num_points: int):
+        m, nb, r, freq, rows = CharacteristicSums._plan(dt, num_points, x)
+        xs = CharacteristicSums._slices(x)
+        buf = CharacteristicSums._buffer(xs, rows, r)
+        g = xs.new_empty(xs.shape[0], 2 * r, 2 * r)
+        for s in range(0, xs.shape[0], rows):
+            u = CharacteristicSums._rows(xs[s:s + rows], freq, buf[: min(rows, xs.shape[0] - s)])
+            torch.bmm(u[:, 0].flatten(1, 2), u[:, 1].flatten(1, 2).mT, out=g[s:s + rows])  # L Rᵀ
+        cc, cs = g[:, :nb, :m], g[:, :nb, r:r + m]  # [β row, α column]
+        sc, ss = g[:, r:r + nb, :m], g[:, r:r + nb, r:r + m]
+        out_shape = x.shape[:-2] + (x.shape[-1], num_points)
+        cos_sums = (cc - ss).flatten(1)[:, :num_points].reshape(out_shape)  # k = a + m·b
+        sin_sums = (cs + sc).flatten(1)[:, :num_points].reshape(out_shape)
+        return cos_sums, sin_sums
 
     @staticmethod
     def backward(ctx, grad_cos: Tensor, grad_sin: Tensor):
         (x,) = ctx.saved_tensors
-        grad = torch.zeros_like(x)
-        for k, (c, s) in enumerate(CharacteristicSums._powers(x, ctx.dt, ctx.num_points)):
-            if k == 0:
-                continue  # t_0 = 0: constant in x
-            t = k * ctx.dt
-            # d cos(t x)/dx = -t sin(t x), d sin(t x)/dx = t cos(t x); the sums broadcast over N
-            grad.addcmul_(s, grad_cos[..., None, :, k], value=-t).addcmul_(c, grad_sin[..., None, :, k], value=t)
-        return grad, None, None
+        with intra_op_threads(ctx.cpu_threads if x.device.type == "cpu" else None):
+            return CharacteristicSums._backward(x, ctx.dt, ctx.num_points, grad_cos, grad_sin), None, None, None
+
+    @staticmethod
+    def _backward(x: Tensor, dt: float, p: int, grad_cos: Tensor, grad_sin: Tensor) -> Tensor:
+        m, nb, r, freq, rows = CharacteristicSums._plan(dt, p, x)
+        t = torch.arange(m * nb, device=x.device, dtype=x.dtype) * dt
+        h_sin = (nn.functional.pad(grad_sin.reshape(-1, p), (0, m * nb - p)) * t).unflatten(1, (nb, m))
+        h_cos = (nn.functional.pad(grad_cos.reshape(-1, p), (0, m * nb - p)) * t).unflatten(1, (nb, m))
+        mat = h_sin.new_zeros(h_sin.shape[0], 2 * r, 2 * r)  # M, rows [cos β; sin β], columns [cos α; sin α]
+        mat[:, :nb, :m], mat[:, :nb, r:r + m] = h_sin, -h_cos
+        mat[:, r:r + nb, :m], mat[:, r:r + nb, r:r + m] = -h_cos, -h_sin
+        xs = CharacteristicSums._slices(x)
+        buf = CharacteristicSums._buffer(xs, rows, r)
+        grad = torch.empty_like(xs)
+        for s in range(0, xs.shape[0], rows):
+            u = CharacteristicSums._rows(xs[s:s + rows], freq, buf[: min(rows, xs.shape[0] - s)])
+            y = torch.bmm(mat[s:s + rows], u[:, 1].flatten(1, 2))  # M R: (s, 2r, N)
+            torch.sum(y.mul_(u[:, 0].flatten(1, 2)), dim=1, out=grad[s:s + rows])  # L_nᵀ (M R_n)
+        lead_nk = x.shape[:-2] + (x.shape[-1], x.shape[-2])
+        return grad.reshape(lead_nk).transpose(-1, -2)
 
 
-def epps_pulley(x: Tensor, t_max: float = 3.0, num_points: int = 17, distributed: bool = True) -> Tensor:
+def epps_pulley(
+    x: Tensor, t_max: float = 3.0, num_points: int = 17, distributed: bool = True, cpu_threads: Optional[int] = 1
+) -> Tensor:
     """Per-slice Epps–Pulley statistic of projected samples (see module docstring).
 
     Args:
@@ -107,6 +197,8 @@ def epps_pulley(x: Tensor, t_max: float = 3.0, num_points: int = 17, distributed
         num_points: quadrature nodes ``P`` (odd, ≥ 3).
         distributed: average over all ranks of an initialised process group
             (every rank must call it); ``False`` keeps it local.
+        cpu_threads: intra-op threads for the characteristic sums on CPU (``None``: torch's
+            setting); 1 keeps them free of thread synchronisation (see module docstring).
 
     Returns:
         ``(..., K)`` statistics, computed in fp32 whatever the input dtype or
@@ -128,7 +220,7 @@ def epps_pulley(x: Tensor, t_max: float = 3.0, num_points: int = 17, distributed
         weights = weights * window
 
         reduce = _global_sum if distributed else (lambda v: v)
-        cos_local, sin_local = CharacteristicSums.apply(x, t_max / (num_points - 1), num_points)  # (..., K, P)
+        cos_local, sin_local = CharacteristicSums.apply(x, t_max / (num_points - 1), num_points, cpu_threads)
         cos_sum, sin_sum = reduce(cos_local), reduce(sin_local)
         n = reduce(torch.full((), float(x.shape[-2]), device=x.device, dtype=torch.float32))  # a fill: no host sync
         err = (cos_sum / n - window).square() + (sin_sum / n).square()
@@ -158,10 +250,14 @@ class SIGReg(nn.Module):
     are, e.g., views, each tested separately) and returns the scalar mean
     statistic over slices and leading dims.  Directions are resampled every
     step as a deterministic function of ``(seed, step)``; without ``step`` an
-    internal call counter (saved in the state dict) is used.
+    internal call counter (saved in the state dict) is used.  ``cpu_threads``: see
+    :func:`epps_pulley`.
     """
 
-    def __init__(self, num_slices: int = 1024, t_max: float = 3.0, num_points: int = 17, seed: int = 0):
+    def __init__(
+        self, num_slices: int = 1024, t_max: float = 3.0, num_points: int = 17, seed: int = 0,
+        cpu_threads: Optional[int] = 1,
+    ):
         super().__init__()
         if num_slices < 1:
             raise ValueError(f"num_slices must be >= 1, got {num_slices}")
@@ -169,6 +265,7 @@ class SIGReg(nn.Module):
         self.t_max = t_max
         self.num_points = num_points
         self.seed = seed
+        self.cpu_threads = cpu_threads
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
 
     def forward(self, z: Tensor, step: Optional[int] = None) -> Tensor:
@@ -177,10 +274,11 @@ class SIGReg(nn.Module):
         if step is None:
             step = int(self.calls)  # host read: pass ``step`` in training loops
             self.calls += 1
-        with torch.autocast(device_type=z.device.type, enabled=False):
+        threads = self.cpu_threads if z.device.type == "cpu" else None
+        with torch.autocast(device_type=z.device.type, enabled=False), intra_op_threads(threads):
             a = slice_directions(z.shape[-1], self.num_slices, self.seed, step, z.device)
-            proj = z.float() @ a  # (..., N, num_slices)
-            return epps_pulley(proj, self.t_max, self.num_points).mean()
+            proj = (a.mT @ z.float().mT).mT  # (..., N, num_slices), stored slice-major as the sums read it
+            return epps_pulley(proj, self.t_max, self.num_points, cpu_threads=self.cpu_threads).mean()
 
     def extra_repr(self) -> str:
         return f"num_slices={self.num_slices}, t_max={self.t_max}, num_points={self.num_points}"

@@ -339,3 +339,35 @@ def test_a_time_boxed_run_that_ends_in_its_warm_up_says_the_comparison_says_litt
         if warned:
             assert said[0].startswith("this run made 7 optimiser steps in its time budget (trainer.max_time="
                                       "00:00:02:00; warm-up 10 steps)")
+
+
+def test_cached_linear_probe_trains_on_one_thread_by_default(monkeypatch):
+    """fit_linear_grid runs its steps on ``threads`` intra-op threads (default 1), restores torch's
+    count afterwards, and gives the same heads with torch's count (threads=None)."""
+    from jepa_zoo.evaluation import linear_cached
+
+    seen = []
+    real = torch.nn.functional.cross_entropy
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    g = torch.Generator().manual_seed(0)
+    train = (torch.randn(128, 8, generator=g), torch.randint(0, 3, (128,), generator=g))
+    held = (torch.randn(32, 8, generator=g), torch.randint(0, 3, (32,), generator=g))
+    outer = torch.get_num_threads()
+    torch.set_num_threads(2)  # two even on a one-core runner, so that the settings differ
+    try:
+        out = {}
+        for threads in (1, None):
+            with monkeypatch.context() as m:
+                m.setattr(linear_cached.F, "cross_entropy", spy)
+                out[threads] = linear_cached.fit_linear_grid(train, held, held, 3, [1e-2], [0.0], epochs=2,
+                                                             batch_size=32, threads=threads)
+            assert seen and set(seen) == {1 if threads == 1 else 2}, (threads, set(seen))
+            assert torch.get_num_threads() == 2
+            seen.clear()
+    finally:
+        torch.set_num_threads(outer)
+    assert out[1]["heads"] == out[None]["heads"]

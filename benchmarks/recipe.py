@@ -94,7 +94,7 @@ def main(argv: List[str]) -> int:
     for init in ("trained", "random"):
         run([py, "-m", "jepa_zoo.eval", f"ckpt={ckpt}", f"train_limit={opts['train_limit']}", f"init={init}",
              f"out={out}", f"hydra.run.dir={out / ('eval_' + init)}"], out / f"eval_{init}.log")
-        knn[init] = json.loads(max(out.glob(f"eval_knn_*{init}.json"), key=lambda p: p.stat().st_mtime).read_text())
+        knn[init] = json.loads(max(out.glob(f"*/eval_knn_*{init}.json"), key=lambda p: p.stat().st_mtime).read_text())
     final = summary.get("metrics") or {}
     cfg = yaml.safe_load((train_dir / "checkpoints" / "config.yaml").read_text())
     record = {

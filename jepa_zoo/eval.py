@@ -52,7 +52,7 @@ from torch.utils.data import Dataset, Subset
 
 from jepa_zoo.config import ConfigError
 from jepa_zoo.data.datasets import DataError
-from jepa_zoo.evaluation.records import hashed_settings, record_path, result_tag, set_by, write_record
+from jepa_zoo.evaluation.records import hashed_settings, out_dir, record_path, result_tag, set_by, write_record
 
 log = logging.getLogger("jepa_zoo.eval")
 
@@ -295,9 +295,9 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
     from jepa_zoo.pretrained import TIMM_PREFIX
 
     import lightning  # noqa: F401 - before quiet_logs: its import adds the console handlers quiet_logs removes
-
     quiet_logs()
     _check_args(cfg)
+    out_dir(cfg)  # out=<dir> made (or refused) before any work
     overrides = command_overrides() if overrides is None else overrides
     loaded = load_model(cfg, overrides)
     model, tc, step = loaded.model, loaded.config, loaded.step
@@ -358,7 +358,11 @@ def evaluate(cfg: DictConfig, caches: Optional[Dict[Any, Any]] = None,
               **({"settings": hashed_settings(overrides)} if hashed_settings(overrides) else {}),
               "skipped": skipped(dropped, cache, pool, test_idx), "init_key": init_key, "unit": "percent", **result}
     where = Path(HydraConfig.get().runtime.output_dir) if timm and HydraConfig.initialized() else Path(ckpt).parent
-    out = record_path(cfg, tag, init, where)
+    try:
+        out = record_path(cfg, tag, init, where)
+    except ConfigError:
+        print(json.dumps(record))  # the result is not lost
+        raise
     record["file"] = str(out)
     write_record(record, out)
     return record

@@ -95,8 +95,9 @@ DEPTH_KEYS = {"backbone": "+backbone.kwargs.depth", "encoder": "+backbone.kwargs
 
 
 def _depth(state: Dict[str, Any]) -> int:
-    """Transformer blocks in a state dict: 1 + the highest ``blocks.<i>.`` index (0 without blocks)."""
-    found = [int(m.group(1)) for k in state for m in [re.search(r"(?:^|\.)blocks\.(\d+)\.", k)] if m]
+    """Transformer blocks in a state dict: 1 + the highest top-level ``[model.]blocks.<i>.`` index (0
+    without; a hierarchical model's ``stages.<s>.blocks.<i>`` do not count)."""
+    found = [int(m.group(1)) for k in state for m in [re.match(r"(?:model\.)?blocks\.(\d+)\.", k)] if m]
     return max(found) + 1 if found else 0
 
 

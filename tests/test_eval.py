@@ -62,9 +62,10 @@ def test_eval_entry_point_trained_and_random(tmp_path):
     e = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={ckpt}", "test_limit=8", f"out={tmp_path}/rec",
                         f"hydra.run.dir={tmp_path}/eval_limit"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert e.returncode == 0, e.stderr[-3000:]
-    assert f"record: {tmp_path}/rec/eval_knn_test8_trained.json" in e.stdout + e.stderr
+    (path,) = (tmp_path / "rec").glob("*/eval_knn_test8_trained.json")  # out=: a folder per checkpoint
+    assert path.parent.name.startswith(f"{tmp_path.name}-") and f"record: {path}" in e.stdout + e.stderr
     assert not [ln for ln in e.stderr.splitlines() if ln.startswith("INFO: ")]  # Lightning's lines once, not twice
-    assert json.loads((tmp_path / "rec" / "eval_knn_test8_trained.json").read_text())["queries"] == 8
+    assert json.loads(path.read_text())["queries"] == 8
     assert {p.name: p.read_text() for p in ckpt.parent.glob("eval_*.json")} == before
     bad = subprocess.run([sys.executable, "-m", "jepa_zoo.eval", f"ckpt={ckpt}", "+data.nope=1"],
                          cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -224,8 +224,11 @@ def test_the_world_model_mrr_is_bounded_by_limit_val_batches_and_shows_progress(
 
     cb = MRRCallback(num_images=16)
     val = [None] * 40
-    trainer = SimpleNamespace(num_val_batches=[2], datamodule=SimpleNamespace(val_set=val))
+    trainer = SimpleNamespace(num_val_batches=[2], datamodule=SimpleNamespace(val_set=val), limit_val_batches=2)
     assert cb._count(trainer) == 2
+    trainer.limit_val_batches = 1.0  # not limited: the 4 batches of a small validation set do not cap it
+    assert cb._count(trainer) == 16
+    trainer.limit_val_batches = 2
     trainer.num_val_batches = [float("inf")]
     assert cb._count(trainer) == 16
     trainer.num_val_batches, trainer.datamodule.val_set = [50], val[:5]
@@ -371,3 +374,43 @@ def test_cached_linear_probe_trains_on_one_thread_by_default(monkeypatch):
     finally:
         torch.set_num_threads(outer)
     assert out[1]["heads"] == out[None]["heads"]
+
+
+def test_records_of_several_checkpoints_in_one_out_folder_stay_apart(tmp_path):
+    """out=<dir> for two runs (or a suite over a sweep) wrote both to <dir>/eval_knn_trained.json."""
+    from omegaconf import OmegaConf
+
+    from jepa_zoo.errors import ConfigError
+    from jepa_zoo.evaluation.records import record_path
+
+    def path(ckpt, out=tmp_path / "res"):
+        return record_path(OmegaConf.create({"out": str(out), "ckpt": ckpt, "timm_file": None}), "knn", "trained",
+                           tmp_path)
+
+    a, b = path("sweeps/a/0_x=1/checkpoints/last.ckpt"), path("sweeps/b/0_x=1/checkpoints/last.ckpt")
+    assert a != b and a.name == b.name == "eval_knn_trained.json" and a.parent.name.startswith("0_x=1-")
+    assert path("run/checkpoints/step00000004.ckpt").parent.name.startswith("run_step00000004-")
+    assert record_path(OmegaConf.create({"out": None, "ckpt": "x"}), "knn", "trained", tmp_path) == \
+        tmp_path / "eval_knn_trained.json"  # without out=: beside the checkpoint, as before
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="out: cannot make the folder"):
+        path("run/checkpoints/last.ckpt", out=tmp_path / "file" / "res")
+
+
+def test_an_unreadable_training_clip_the_scan_missed_is_dropped_from_the_batch():
+    """A partly corrupt video passes the scan (its middle clip reads) and a random training clip past
+    its readable part comes back Unreadable: the probes' loader drops it (it was a TypeError)."""
+    from jepa_zoo.data.datasets import DataError, Unreadable
+    from jepa_zoo.evaluation.trained import _readable
+
+    x, y = _readable([(torch.zeros(3), 0), Unreadable("a.mp4", "truncated"), (torch.ones(3), 1)])
+    assert x.shape == (2, 3) and y.tolist() == [0, 1]
+    with pytest.raises(DataError, match="a whole batch of 1 training samples could not be read"):
+        _readable([Unreadable("a.mp4", "truncated")])
+
+
+def test_the_depth_hint_counts_top_level_blocks_only():
+    from jepa_zoo.pretrained import _depth
+
+    assert _depth({"model.blocks.11.norm1.weight": 0, "blocks.3.x": 0}) == 12
+    assert _depth({"stages.3.blocks.26.conv.weight": 0}) == 0  # ConvNeXt-style: no hint

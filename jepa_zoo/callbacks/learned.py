@@ -61,8 +61,8 @@ class TrainedVsInit(L.Callback):
         except _SIGTERM:
             log.warning(skipped)
         finally:
-            if main_thread:
-                signal.signal(signal.SIGTERM, previous)
+            if main_thread:  # None: a handler not set from Python; the default is the nearest
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
     def _compare(self, trainer: L.Trainer, pl_module: Any) -> None:
         from jepa_zoo.evaluation.eval_data import build_sets

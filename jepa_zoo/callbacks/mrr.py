@@ -31,9 +31,12 @@ class MRRCallback(L.Callback):
         self.seed = seed
 
     def _count(self, trainer: L.Trainer) -> int:
-        """The images ranked: ``num_images``, at most one per validation batch the run scores."""
-        batches = sum(trainer.num_val_batches) if isinstance(trainer.num_val_batches, list) else trainer.num_val_batches
+        """The images ranked: ``num_images``; under ``trainer.limit_val_batches`` at most one per
+        validation batch the run scores."""
         n = min(self.num_images, len(trainer.datamodule.val_set))
+        if trainer.limit_val_batches in (None, 1.0):  # not limited (Lightning's default: 1.0)
+            return n
+        batches = sum(trainer.num_val_batches) if isinstance(trainer.num_val_batches, list) else trainer.num_val_batches
         return int(min(n, batches)) if batches == batches and batches >= 1 else n  # NaN / inf: no limit
 
     def _images(self, trainer: L.Trainer, pl_module, n: int) -> torch.Tensor:

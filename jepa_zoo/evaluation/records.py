@@ -77,14 +77,43 @@ def result_tag(cfg: Any, data: Any, data_name: Optional[str], overrides: Sequenc
         *([f"s{hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:8]}"] if settings else [])])
 
 
+def out_dir(cfg: Any) -> Optional[Path]:
+    """``out=<dir>``, made if missing (called before the evaluation runs: a folder that cannot be made
+    is one line before any work, not after it), or None."""
+    if not cfg.get("out"):
+        return None
+    where = Path(str(cfg.out)).expanduser()
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"out: cannot make the folder {where} ({e.strerror})") from None
+    return where
+
+
+def checkpoint_label(ckpt: str, timm_file: Optional[str]) -> str:
+    """A folder name of the weights for ``out=`` (records of several checkpoints share it): the run
+    dir's name (with the file's stem unless ``last``), else the file's stem, and 6 hex digits of the
+    path's SHA-1 (two sweeps' ``0_...`` runs stay apart)."""
+    path = Path(ckpt)
+    if path.parent.name == "checkpoints":
+        name = path.parent.parent.name + ("" if path.stem == "last" else f"_{path.stem}")
+    else:
+        name = path.stem.replace(":", "-")
+    key = f"{Path(ckpt).expanduser().absolute() if ':' not in ckpt else ckpt}|{timm_file or ''}"
+    return f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
+
+
 def record_path(cfg: Any, tag: str, init: str, default_dir: Path) -> Path:
-    """``<out or default_dir>/eval_<tag>_<init>.json``; ``out=<dir>`` is made if missing."""
-    where = Path(str(cfg.out)) if cfg.get("out") else default_dir
-    if cfg.get("out"):
-        try:
-            where.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"out: cannot make the folder {where} ({e.strerror})") from None
+    """``<default_dir>/eval_<tag>_<init>.json``, or with ``out=<dir>``
+    ``<dir>/<checkpoint label>/eval_<tag>_<init>.json`` (:func:`checkpoint_label`)."""
+    where = out_dir(cfg)
+    if where is None:
+        return default_dir / f"eval_{tag}_{init}.json"
+    where = where / checkpoint_label(str(cfg.ckpt), cfg.get("timm_file"))
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"out: cannot make the folder {where} ({e.strerror})") from None
     return where / f"eval_{tag}_{init}.json"
 
 

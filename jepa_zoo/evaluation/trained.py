@@ -44,6 +44,18 @@ def run_probe(cfg: DictConfig, model, encoder: torch.nn.Module, train_set: Datas
     return probe.results(scores["select"], scores["test"])
 
 
+def _readable(batch: list) -> Any:
+    """The default collate of the readable samples: a random training clip past the readable part of a
+    partly corrupt video (the scan read its middle clip) comes back :class:`Unreadable`; it is dropped."""
+    from jepa_zoo.data.datasets import drop_unreadable
+
+    kept, dropped = drop_unreadable(batch)
+    if kept is None:
+        raise DataError(f"a whole batch of {len(batch)} training samples could not be read "
+                        f"(first: {next(iter(dropped.values())).path})")
+    return kept
+
+
 class EpochLog(Callback):
     """One log line per training epoch of a head / fine-tuning (the bar is off by default)."""
 
@@ -78,7 +90,7 @@ def _fit(cfg: DictConfig, schedule: DictConfig, module, train_set: Dataset, sets
     )
     log.info("training for %d epoch(s) of %d batches on %d images%s ...", schedule.epochs, len(train_set) // batch,
              len(train_set), "" if cfg.progress_bar else " (progress_bar=true shows a bar)")
-    trainer.fit(module, DataLoader(train_set, shuffle=True, drop_last=True, **loader))
+    trainer.fit(module, DataLoader(train_set, shuffle=True, drop_last=True, collate_fn=_readable, **loader))
     if trainer.global_step == 0:
         raise DataError(f"no training step ran ({len(train_set)} training images, batch {batch}): no result written")
     log.info("trained %d steps on %d images; validating on %s", trainer.global_step, len(train_set),

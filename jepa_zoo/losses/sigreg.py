@@ -30,7 +30,7 @@ The nodes are evenly spaced, so with ``k = a + m·b`` (``m = ⌈√P⌉``, ``0 �
 
 so every sum over ``n`` is an entry of one matrix product per slice, ``G = L Rᵀ``, with the rows
 ``L = [cos β; sin β]`` and ``R = [cos α; sin α]`` (``N`` columns; the smaller group padded to the
-larger with unused rows) (:class:`CharacteristicSums`).  For ``P = 17`` (``m = 4``, 5 values of
+larger with unused rows) (:class:`CharacteristicSums`).  For ``P = 17`` (``m = 5``, 4 values of
 ``b``) that is 16 sines and cosines per sample and slice instead of 34 (the rows at ``α = 0`` and
 ``β = 0`` are the constants 1 and 0), and no ``(N, K, P)`` tensor.  The backward::
 

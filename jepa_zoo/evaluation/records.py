@@ -13,7 +13,8 @@ Every setting the command gives that changes the result is in the name: the read
 them under ``settings``.  Settings that do not change the result (:data:`NEUTRAL`: where the
 files are, workers, the progress bar) are left out.
 
-Records go beside the checkpoint (a stock ``timm:`` model's: the eval run dir), or to ``out=<dir>``;
+Records go beside the checkpoint (a stock ``timm:`` model's: the eval run dir), or to
+``out=<dir>/<checkpoint label>/`` (:func:`checkpoint_label`);
 the path is logged, with a table of the headline figures.
 """
 

@@ -5,8 +5,8 @@ full weights are all-gathered just before its forward (and again for its backwar
 ``fsdp.reshard_after_forward``), and gradients are reduce-scattered.  For ViT-H/g, whose weights,
 gradients and moments do not fit one GPU next to the activations.
 
-Units (:func:`shard_`): every transformer block (timm's ``Block``: the encoders' and the
-predictor's), then every child module of the method that has parameters (``backbone``,
+Units (:func:`shard_`): every transformer block (each type in :mod:`jepa_zoo.models.blocks`: the
+encoders' and the predictor's, timm's ``Block`` and the RoPE ViT's ``EvaBlock``), then every child module of the method that has parameters (``backbone``,
 ``target_encoder``, ``predictor``, ``projector``, ``probe``).  An EMA target encoder is sharded
 exactly like its online encoder, so each process updates its own shard:
 ``θ̄_shard ← m·θ̄_shard + (1 − m)·θ_shard`` is the EMA of the full weights, with no communication.
@@ -32,12 +32,6 @@ log = logging.getLogger(__name__)
 # methods called instead of ``forward`` that need the unit's full weights (FSDP2 hooks ``forward`` only)
 FORWARD_METHODS = ("forward_tokens",)
 PARAM_DTYPES = {"bf16": torch.bfloat16}  # fp16 would need a gradient scaler
-
-
-def _block_types() -> tuple:
-    from timm.models.vision_transformer import Block
-
-    return (Block,)
 
 
 def shard_(model: nn.Module, mesh: Any, *, reshard_after_forward: bool = True,
@@ -75,7 +69,9 @@ def shard_(model: nn.Module, mesh: Any, *, reshard_after_forward: bool = True,
         trainable = any(p.requires_grad for p in m.parameters())
         fully_shard(m, reshard_after_forward=reshard_after_forward or not trainable, **kwargs)
 
-    names = [n for n, m in model.named_modules() if isinstance(m, _block_types())]
+    from jepa_zoo.models.blocks import block_names
+
+    names = block_names(model)
     for n in names:
         shard(model.get_submodule(n))
     for n, child in model.named_children():

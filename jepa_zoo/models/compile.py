@@ -1,8 +1,8 @@
 """``torch.compile`` for training and the benchmark harness: ``compile=true`` / ``bench.compile=true``.
 
 What is compiled, in place (``nn.Module.compile``), is where the FLOPs are: every transformer
-block (timm's ``Block``: the encoders' and the predictor's, also inside ``backbone=timm`` ViTs)
-and the whole network of a CNN encoder.  Patch embedding, masking gathers, heads and losses stay eager.  Blocks are compiled
+block (every type in :mod:`jepa_zoo.models.blocks`: the encoders' and the predictor's, also
+inside ``backbone=timm`` ViTs, timm's ``EvaBlock`` of the RoPE video ViT) and the whole network of a CNN encoder.  Patch embedding, masking gathers, heads and losses stay eager.  Blocks are compiled
 one by one rather than the whole step, so that
 
 * the graphs are small and shared: all blocks of one width have the same code, and only the
@@ -21,18 +21,15 @@ from torch import nn
 
 def compile_blocks_(model: nn.Module) -> List[str]:
     """Compile ``model``'s transformer blocks and CNN encoders in place; return their names."""
-    from timm.models.vision_transformer import Block
-
     from jepa_zoo.models.backbones import TimmEncoder
+    from jepa_zoo.models.blocks import block_names, block_types
 
-    done: List[str] = []
+    done: List[str] = block_names(model)
+    for name in done:
+        model.get_submodule(name).compile()
+    kinds = block_types()
     for name, m in model.named_modules():
-        if any(name.startswith(d + ".") for d in done):
-            continue  # inside something already compiled
-        if isinstance(m, Block):
-            m.compile()
-            done.append(name)
-        elif isinstance(m, TimmEncoder) and not any(isinstance(b, Block) for b in m.modules()):
+        if isinstance(m, TimmEncoder) and not any(isinstance(b, kinds) for b in m.modules()):
             m.model.compile()  # a CNN: the whole network (a timm ViT by name gets its blocks compiled)
             done.append(f"{name}.model")
     return done

@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from jepa_zoo.data.schema import DataConfig, IWMViewsConfig, ViewsConfig
 from jepa_zoo.errors import ConfigError, check as _check
 from jepa_zoo.masks.schema import PATCH_MASKINGS, VIDEO_MASKINGS, MaskingConfig
+from jepa_zoo.models.parts import COLLAPSES, CollapseConfig
 from jepa_zoo.models.schema import BackboneConfig
 from jepa_zoo.registry import method_spec
 
@@ -103,6 +104,18 @@ class MethodConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
+    def collapse_defaults(self) -> Dict[str, Any]:
+        """The paper's values of ``collapse.*`` keys for this method (I-JEPA: ``{"momentum": self.ema}``);
+        a ``collapse.<key>`` left null takes them, then :data:`COLLAPSE_DEFAULTS`."""
+        return {}
+
+
+# collapse.<key> when neither the command nor the method (MethodConfig.collapse_defaults) gives it
+COLLAPSE_DEFAULTS: Dict[str, Any] = {
+    "momentum": [0.996, 1.0], "weight": 0.05, "mix": "convex", "num_slices": 1024, "t_max": 3.0, "num_points": 17,
+    "var_weight": 1.0, "cov_weight": 0.04, "idm_weight": 0.0,  # VICReg's 25 / 25 / 1 relative to its invariance term
+}
+
 
 @dataclass
 class CheckpointConfig:
@@ -169,6 +182,7 @@ class TrainConfig:
     method: Any = None
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    collapse: CollapseConfig = field(default_factory=CollapseConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: Dict[str, Any] = field(default_factory=dict)
     logger: Dict[str, Any] = field(default_factory=dict)
@@ -249,8 +263,31 @@ def validate(cfg: DictConfig) -> TrainConfig:
            f"method={out.method.name} trains on {'clips' if spec.video else 'images'}: "
            + ("it needs video: data=video_folder (or data=moving_shapes)" if spec.video else
               f"data={out.data.name} gives clips (video methods: method=vjepa, method=vjepa2)"))
+    out.collapse = resolve_collapse(out.collapse, out.method, spec)
     _check_combination(out)
     return out
+
+
+def resolve_collapse(c: CollapseConfig, method: Any, spec: Any) -> CollapseConfig:
+    """``collapse`` with its option (null: the method's default, the first of ``spec.collapses``) and every
+    key of that option filled: the command's value, else the method's paper value
+    (``method.collapse_defaults()``), else :data:`COLLAPSE_DEFAULTS`.  Refuses, naming the key, an option
+    the method cannot take and a key another option reads."""
+    name = c.name or spec.collapses[0]
+    if name not in spec.collapses:
+        why = getattr(spec, "collapse_refusals", {}).get(name, "")
+        raise ConfigError(f"collapse: method={method.name} takes collapse={'|'.join(spec.collapses)}, got {name}"
+                          + (f" ({why})" if why else ""))
+    keys = COLLAPSES[name].keys
+    every = [k for kind in COLLAPSES.values() for k in kind.keys]
+    stray = [k for k in dict.fromkeys(every) if k not in keys and getattr(c, k) is not None]
+    _check(not stray, f"collapse.{stray[0] if stray else ''}",
+           f"is not a key of collapse={name} (its keys: {', '.join(keys) or 'none'})")
+    paper = method.collapse_defaults()
+    values = {k: getattr(c, k) if getattr(c, k) is not None else paper.get(k, COLLAPSE_DEFAULTS[k]) for k in keys}
+    _check(name != "vicreg" or not values["idm_weight"] or spec.inputs == "frames", "collapse.idm_weight",
+           f"the inverse-dynamics term needs actions; method={method.name} takes {spec.inputs}, not frames with actions")
+    return CollapseConfig(name=name, **values)
 
 
 def _check_combination(c: TrainConfig) -> None:

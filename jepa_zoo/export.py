@@ -135,7 +135,8 @@ def export(ckpt: Path, out: Optional[Path] = None, which: str = "eval", fmt: str
     check_out(out, folder=fmt == "hf")  # before the work: a folder it cannot write is one line
     loaded = load_any(ckpt, "ckpt")
     model, tc = loaded.model.eval(), loaded.config
-    encoder = model.eval_encoder if which == "eval" else model.backbone
+    parts = model.parts()  # jepa_zoo.models.parts.Parts
+    encoder = parts.eval_encoder if which == "eval" else parts.encoder
     if fmt == "official":
         return export_official(model, out, loaded.step)
     if fmt == "timm" and tc.backbone.video:
@@ -151,10 +152,10 @@ def export(ckpt: Path, out: Optional[Path] = None, which: str = "eval", fmt: str
         from jepa_zoo.weights.hf_export import ijepa_writer, vjepa2_writer
 
         if tc.backbone.video:
-            if not hasattr(model, "predictor"):
+            if model.parts().predictor is None:
                 raise ValueError(f"--format hf writes V-JEPA 2 models (encoder and predictor); this is "
                                  f"method={tc.method.name}: export it with --format torch_export")
-            return _atomic(out, vjepa2_writer(model.predictor, encoder, size, frames, data), folder=True)
+            return _atomic(out, vjepa2_writer(parts.predictor, encoder, size, frames, data), folder=True)
         _vit(encoder, "hf")
         return _atomic(out, ijepa_writer(encoder, timm_export(encoder, size)[0], size, data), folder=True)
     from safetensors.torch import save_file
@@ -278,14 +279,15 @@ def export_official(model: Any, out: Path, step: Optional[int]) -> Path:
     """The official I-JEPA layout of an I-JEPA-family ``model`` (encoder, target encoder, predictor)."""
     from jepa_zoo.weights import official_ijepa
 
-    if not hasattr(model, "target_encoder") or not hasattr(model, "predictor"):
+    parts = model.parts()  # jepa_zoo.models.parts.Parts
+    if parts.target_encoder is None or parts.predictor is None:
         raise ValueError("--format official writes I-JEPA-family checkpoints (encoder, target encoder, predictor); "
                          f"this is method={model.cfg.method.name}: export its encoder with --format torch_export")
-    _vit(model.backbone, "official")
-    if model.backbone.sincos_order != "ijepa":
+    _vit(parts.encoder, "official")
+    if parts.encoder.sincos_order != "ijepa":
         raise ValueError("--format official: this checkpoint was trained with backbone.sincos_order=timm; the official "
                          "layout (and jepa_zoo's reader of it) expects the official sin-cos order")
-    if getattr(model.predictor, "action_dim", 0):
+    if getattr(parts.predictor, "action_dim", 0):
         raise ValueError("--format official: the official layout has no action-conditioned predictor (IWM); export "
                          "the encoder with --format timm or hf")
 
@@ -293,9 +295,9 @@ def export_official(model: Any, out: Path, step: Optional[int]) -> Path:
         state, _, _ = timm_export(enc)
         return state
 
-    pred = {k: v.detach().cpu() for k, v in model.predictor.state_dict().items()}
-    pred["pos_embed"] = model.predictor.pos_embed.detach().cpu()[None]
-    blob = official_ijepa.write(encoder_state(model.backbone), encoder_state(model.target_encoder), pred,
+    pred = {k: v.detach().cpu() for k, v in parts.predictor.state_dict().items()}
+    pred["pos_embed"] = parts.predictor.pos_embed.detach().cpu()[None]
+    blob = official_ijepa.write(encoder_state(parts.encoder), encoder_state(parts.target_encoder), pred,
                                 epoch=None, step=step)
     return _atomic(out, lambda tmp: torch.save(blob, tmp))
 

@@ -128,11 +128,12 @@ def load_part(module: Any, state: Dict[str, Tensor], name: str, key: str, partia
 def load_imported(model: Any, imported: Imported, key: str = "ckpt") -> List[str]:
     """Load every part ``imported`` holds into an I-JEPA-family ``model`` (a file without a target
     encoder gives the encoder's); returns the names loaded."""
-    parts = [(model.backbone.model, imported.encoder, "encoder")]
-    if hasattr(model, "target_encoder"):
-        parts.append((model.target_encoder.model, imported.target_encoder or imported.encoder, "target_encoder"))
-    if imported.predictor and hasattr(model, "predictor"):
-        parts.append((model.predictor, imported.predictor, "predictor"))
+    declared = model.parts()  # jepa_zoo.models.parts.Parts
+    parts = [(declared.encoder.model, imported.encoder, "encoder")]
+    if declared.target_encoder is not None:
+        parts.append((declared.target_encoder.model, imported.target_encoder or imported.encoder, "target_encoder"))
+    if imported.predictor and declared.predictor is not None:
+        parts.append((declared.predictor, imported.predictor, "predictor"))
     for module, state, name in parts:
         load_part(module, state, name, key, partial=name == "predictor")
     return [name for _, _, name in parts]
@@ -155,13 +156,17 @@ def init_from_(model: Any, path: str) -> str:
             raise ConfigError(f"init_from: {path_} was trained with backbone.sincos_order={theirs}; this run uses "
                               f"{ours.sincos_order} (add backbone.sincos_order={theirs})")
         sd = state["state_dict"]
+        named = model.parts().named(model)  # {part: its name here, the prefix of its keys in the file too}
         loaded = []
-        for name in ("backbone", "target_encoder", "predictor"):
+        for kind in ("encoder", "target_encoder", "predictor"):
+            name = named.get(kind)
+            if name is None:
+                continue
             part = {k[len(name) + 1:]: v for k, v in sd.items() if k.startswith(name + ".")}
-            if name == "target_encoder" and not part:
-                part = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
-            if part and hasattr(model, name):
-                load_part(getattr(model, name), part, name, "init_from", partial=name == "predictor")
+            if kind == "target_encoder" and not part:  # a file without one (collapse=sigreg): its encoder
+                part = {k[len(named["encoder"]) + 1:]: v for k, v in sd.items() if k.startswith(named["encoder"] + ".")}
+            if part:
+                load_part(model.get_submodule(name), part, name, "init_from", partial=kind == "predictor")
                 loaded.append(name)
         return f"{', '.join(loaded)} from {path_} (jepa_zoo, method={saved['method']['name']})"
     imported = read_imported(path_, "init_from", state)

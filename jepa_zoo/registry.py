@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
 
 from jepa_zoo.errors import ConfigError
 
@@ -38,6 +38,9 @@ class MethodSpec:
     retired: Tuple[str, ...] = ()  # keys of its section that older checkpoints hold; dropped when they load
     panels: Tuple[Any, ...] = ()  # its own dashboard sections (jepa_zoo.panels.Section), beside its metrics
     video: bool = False  # it trains on clips (a video data group), not on images
+    inputs: str = "images"  # its batch: images | views | pair | clip | frames (jepa_zoo.models.parts.INPUT_KINDS)
+    collapses: Tuple[str, ...] = ("ema", "frozen", "sigreg", "vicreg")  # the collapse=... it takes, its default first
+    collapse_refusals: Dict[str, str] = field(default_factory=dict)  # collapse=<name> it refuses: why (the error says)
 
 
 def builtin_methods() -> List[str]:
@@ -92,3 +95,6 @@ def register_schemas() -> None:
         spec = getattr(importlib.import_module(f"{PACKAGE}.{info.name}"), "METHOD", None)
         if isinstance(spec, MethodSpec):
             store.store(group="schema/method", name=spec.name, node=spec.schema)
+    from jepa_zoo.models.parts import CollapseConfig
+
+    store.store(group="schema", name="collapse", node=CollapseConfig)

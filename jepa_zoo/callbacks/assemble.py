@@ -19,7 +19,7 @@ fitting a jepa_zoo module has them (``JEPAModule.setup`` refuses to train withou
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 
 def monitors(cfg: Any) -> List[Any]:
@@ -39,16 +39,19 @@ def monitors(cfg: Any) -> List[Any]:
     return out
 
 
-def panels(spec: Any) -> Tuple[Any, ...]:
-    """The dashboard sections of a method (its :class:`~jepa_zoo.registry.MethodSpec`): what every
-    method logs (the module base, the non-finite guard, the monitors, ``perf/``, the image
-    panels: the plug-ins assembled here), then the method's own (``spec.panels``); sections of one
-    name are joined (:func:`jepa_zoo.panels.merge`)."""
+def panels(spec: Any, collapse: Optional[str] = None) -> Tuple[Any, ...]:
+    """The dashboard sections of a method (its :class:`~jepa_zoo.registry.MethodSpec`) trained with
+    ``collapse=<collapse>`` (None: its default): what every method logs (the module base, the
+    non-finite guard, the monitors, ``perf/``, the image panels: the plug-ins assembled here), then the
+    method's own (``spec.panels``), then the collapse part's; sections of one name are joined
+    (:func:`jepa_zoo.panels.merge`)."""
     from jepa_zoo.callbacks import images, monitors as online, nonfinite, perf
     from jepa_zoo.methods import base
+    from jepa_zoo.methods.collapse import collapse_panels
     from jepa_zoo.panels import merge
 
-    return merge(base.PANELS, nonfinite.PANELS, online.PANELS, perf.PANELS, images.PANELS, spec.panels)
+    return merge(base.PANELS, nonfinite.PANELS, online.PANELS, perf.PANELS, images.PANELS, spec.panels,
+                 collapse_panels(collapse or spec.collapses[0]))
 
 
 def training_callbacks(cfg: Any, ckpt_dir: Path, model: Any, status: Any) -> List[Any]:

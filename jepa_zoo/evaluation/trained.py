@@ -32,7 +32,7 @@ def run_probe(cfg: DictConfig, model, encoder: torch.nn.Module, train_set: Datas
     if cfg.features == "predictor":
         from jepa_zoo.models.predictor import Predictor
 
-        predictor = getattr(model, "predictor", None)
+        predictor = model.parts().predictor
         if not isinstance(predictor, Predictor):
             raise ConfigError(f"features: method {model.cfg.method.name} has no JEPA predictor "
                               f"(jepa_zoo.models.predictor.Predictor) to put before the head")

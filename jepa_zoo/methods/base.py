@@ -5,7 +5,13 @@ A method subclasses :class:`JEPAModule` and implements
 * ``train_transform(cfg)`` (static): the per-image training transform;
 * ``collate_fn(cfg)`` (static, optional): a batch collator (masks);
 * ``step(batch)``: returns a :class:`StepOutput` with the loss, the scalars to
-  log under ``train/`` and the (detached) features + labels for the probe.
+  log under ``train/`` and the (detached) features + labels for the probe;
+* ``parts()``: its :class:`~jepa_zoo.models.parts.Parts` (inputs, encoder, target, predictor,
+  regulariser), built with :meth:`JEPAModule.declare`.
+
+Collapse prevention is not the method's choice alone: ``collapse=`` (:mod:`jepa_zoo.methods.collapse`)
+gives the target encoder (``self.target_encoder``: an EMA or frozen copy, or None for online
+targets), the SIGReg module (``self.sigreg``) and the loss's regulariser, built here for every method.
 
 The online linear probe trains on detached features in its own optimiser
 group, so its loss never reaches the encoder.  Validation runs the probe on
@@ -27,9 +33,11 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from jepa_zoo.config import ConfigError, TrainConfig, validate_saved
+from jepa_zoo.config import ConfigError, TrainConfig, resolve_collapse, validate_saved
+from jepa_zoo.methods.collapse import Collapse
 from jepa_zoo.models.backbones import build_backbone
 from jepa_zoo.models.heads import linear_probe
+from jepa_zoo.models.parts import Parts
 from jepa_zoo.optim import cosine_ramp, param_groups, time_horizon, warmup_constant, warmup_cosine
 from jepa_zoo.panels import Line, Section
 
@@ -78,11 +86,19 @@ class JEPAModule(L.LightningModule):
         super().__init__()
         if not isinstance(cfg, TrainConfig):  # a plain dict from a checkpoint's hyperparameters
             cfg = validate_saved(cfg)
+        if cfg.collapse.name is None:  # a TrainConfig made in code, not validated: the method's default
+            from jepa_zoo.registry import method_spec
+
+            cfg = dataclasses.replace(cfg, collapse=resolve_collapse(
+                cfg.collapse, cfg.method, method_spec(cfg.method.name, cfg.method.module)))
         self.cfg = cfg
         # plain types only: `load_from_checkpoint` calls __init__(cfg=..., num_classes=...) with them
         self.save_hyperparameters({"cfg": dataclasses.asdict(cfg), "num_classes": num_classes})
         self.backbone = build_backbone(cfg.backbone)
         check_input_sizes(self.backbone, cfg, self.input_sizes(cfg))
+        self.collapse = Collapse(cfg.collapse)
+        self.target_encoder = self.collapse.make_target(self.backbone)  # None: targets from the online encoder
+        self.sigreg = self.collapse.make_sigreg(cfg.seed)
         self.probe: Optional[nn.Module] = None
         self._model_configured = False  # configure_model (compile, fsdp) has run
         # the latest training step's output, features detached: callbacks read it in
@@ -103,6 +119,34 @@ class JEPAModule(L.LightningModule):
     def step(self, batch: Any) -> StepOutput:
         raise NotImplementedError
 
+    def parts(self) -> Parts:
+        """What this method is made of (:class:`~jepa_zoo.models.parts.Parts`): a method with a predictor
+        or heads returns ``self.declare(inputs=..., predictor=..., <head>=...)``; this default declares
+        the encoder and the collapse part only, with the inputs its ``MethodSpec`` names."""
+        from jepa_zoo.registry import method_spec
+
+        return self.declare(inputs=method_spec(self.cfg.method.name, self.cfg.method.module).inputs)
+
+    def declare(self, inputs: str, predictor: Optional[nn.Module] = None, **heads: nn.Module) -> Parts:
+        """The method's :class:`Parts`: its ``inputs`` kind, ``predictor`` and other trained ``heads``;
+        the encoder, the target and the regulariser are the ones built here from ``collapse=``."""
+        return Parts(inputs=inputs, encoder=self.backbone, eval_encoder=self.eval_encoder,
+                     target=self.collapse.target, target_encoder=self.target_encoder, predictor=predictor,
+                     regulariser=self.collapse.regulariser, heads=heads)
+
+    def target_tokens_of(self, x: Tensor) -> Tensor:
+        """The tokens targets are made of, ``[B, N, D]``: the target encoder's under no gradient
+        (``collapse=ema|frozen``), or the online encoder's, gradients included (``sigreg``, ``vicreg``)."""
+        with self.collapse.target_context():
+            return (self.target_encoder or self.backbone).forward_tokens(x)
+
+    def collapse_loss(self, pred: Tensor, z: Tensor, logs: Dict[str, Tensor]) -> Tensor:
+        """The loss from the prediction loss ``pred`` and the regulariser on embeddings ``z (..., N, D)``
+        (``collapse=sigreg|vicreg``; ``pred`` alone otherwise); the terms go into ``logs``."""
+        terms = self.collapse.regularise(self.sigreg, z, self.global_step)
+        logs.update({"pred_loss": pred.detach(), **{k: v.detach() for k, v in terms.items()}} if terms else {})
+        return self.collapse.loss(pred, terms)
+
     @staticmethod
     def input_sizes(cfg: TrainConfig) -> Dict[str, int]:
         """The image sizes the backbone sees, by the key that sets each (checked when it is built)."""
@@ -114,8 +158,9 @@ class JEPAModule(L.LightningModule):
 
     @property
     def eval_encoder(self) -> nn.Module:
-        """The encoder that downstream evaluation uses (EMA methods: the target encoder)."""
-        return self.backbone
+        """The encoder that downstream evaluation uses: the EMA target under ``collapse=ema`` (as the
+        papers evaluate), else the trained encoder."""
+        return self.target_encoder if self.collapse.target == "ema" else self.backbone
 
     def image_panels(self, images: Tensor, shown: Tensor, scale: int, step: Optional[int]) -> Dict[str, Tensor]:
         """The method's own validation panels, uint8 ``[3, H, W]`` by name (I-JEPA: ``masks``; IWM: also
@@ -181,8 +226,15 @@ class JEPAModule(L.LightningModule):
         return out, out.loss + probe_loss, (logits, probe_loss)
 
     def after_optimizer_step(self) -> None:
-        """What a method does once per optimiser step, after it (I-JEPA / IWM: the EMA target's update);
+        """What a method does once per optimiser step, after it: the EMA target's update under
+        ``collapse=ema``, before checkpoints are written (a checkpoint holds the target of its step);
         called by :meth:`optimizer_step`, and by the benchmark's step."""
+        self.collapse.update_(self.target_encoder, self.backbone, self.global_step, self.total_steps)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        momentum = self.collapse.ema.last_momentum if self.collapse.ema is not None else None
+        if momentum is not None:
+            self.log("train/ema_momentum", momentum)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimiser step, then :meth:`after_optimizer_step`: once per optimiser step (not per
@@ -332,7 +384,8 @@ class JEPAModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.cfg.method.optim
-        groups = param_groups(self, o.weight_decay, exclude=("probe.", "target_encoder."))
+        frozen = self.parts().named(self).get("target_encoder")
+        groups = param_groups(self, o.weight_decay, exclude=("probe.", *([frozen + "."] if frozen else [])))
         lambdas = []
         _, warmup = self._schedule_lengths()
         # the horizon is read at every step: under trainer.max_time it is the time budget's

@@ -10,6 +10,10 @@ Algorithm (one step; masks from :mod:`jepa_zoo.masks.multiblock` in the loader):
     loss = smooth_l1(ŷ, y)      (β = 1, the official code; MSE selectable)
     after the optimiser step:  f̄ ← m·f̄ + (1 − m)·f,  m: 0.996 → 1.0 linearly
 
+That is ``collapse=ema``, the paper's.  ``collapse=sigreg`` (or ``vicreg``, ``frozen``) swaps the target
+part (:mod:`jepa_zoo.methods.collapse`): with ``sigreg``, ``h = LN(f(x))`` comes from the online
+encoder with gradients, no EMA, and ``loss = (1 − λ)·smooth_l1(ŷ, y) + λ·SIGReg(mean_n f(x))``.
+
 AdamW with LR warm-up 2e-4 → 1e-3 then cosine to 1e-6 and weight decay rising
 0.04 → 0.4 on a cosine, all functions of the optimiser step.  The online probe
 reads the pooled target-encoder features (already computed, detached).
@@ -31,9 +35,8 @@ from jepa_zoo.losses.jepa import latent_prediction_loss
 from jepa_zoo.masks.collator import MaskCollator
 from jepa_zoo.masks.schema import PATCH_MASKINGS
 from jepa_zoo.methods.base import JEPAModule, StepOutput
-from jepa_zoo.methods.ema_target import TARGET_PANELS, EMATarget
 from jepa_zoo.models.backbones import gather_tokens, ViTEncoder
-from jepa_zoo.models.ema import EMATeacher, make_target
+from jepa_zoo.models.parts import Parts
 from jepa_zoo.models.predictor import Predictor
 from jepa_zoo.panels import Bar, Line, Media, Section
 from jepa_zoo.registry import MethodSpec
@@ -62,15 +65,19 @@ class IJEPAConfig(MethodConfig):
         check(self.loss in ("smooth_l1", "mse"), "method.loss", f"must be 'smooth_l1' or 'mse', got {self.loss!r}")
         check_range(self.crop_scale, "method.crop_scale", 1e-6, 1.0)
 
+    def collapse_defaults(self) -> Dict[str, Any]:
+        return {"momentum": list(self.ema)}
 
-class IJEPA(EMATarget, JEPAModule):
+
+class IJEPA(JEPAModule):
     def __init__(self, cfg: TrainConfig, num_classes: Optional[int] = None):
         super().__init__(cfg, num_classes)
         if not isinstance(self.backbone, ViTEncoder):
             raise TypeError("I-JEPA needs a ViT backbone (backbone=vit_t ... vit_h)")
         self.predictor = self._build_predictor()
-        self.target_encoder = make_target(self.backbone)
-        self.ema = EMATeacher(*self.cfg.method.ema)
+
+    def parts(self) -> Parts:
+        return self.declare(inputs="images", predictor=self.predictor)
 
     def _build_predictor(self, **conditioning: Any) -> Predictor:
         m: IJEPAConfig = self.cfg.method
@@ -89,9 +96,10 @@ class IJEPA(EMATarget, JEPAModule):
         return {"masks": mask_panel(shown, ctx, tgt, collator.grid, self.cfg.backbone.patch_size * scale, step)}
 
     def target_tokens(self, images: Tensor) -> Tuple[Tensor, Tensor]:
-        """The EMA encoder's tokens ``h [B, N, D]`` of ``images`` -> (what the predictor regresses: ``h``
-        through a non-affine LayerNorm; the pooled features ``mean_n h [B, D]``)."""
-        h = self.target_encoder.forward_tokens(images)
+        """The target tokens ``h [B, N, D]`` of ``images`` (the EMA encoder's, or the online one's under
+        ``collapse=sigreg``) -> (what the predictor regresses: ``h`` through a non-affine LayerNorm;
+        the pooled features ``mean_n h [B, D]``)."""
+        h = self.target_tokens_of(images)
         return F.layer_norm(h, h.shape[-1:]), h.mean(dim=1)
 
     def target_features(self, images: Tensor) -> Tensor:
@@ -111,10 +119,6 @@ class IJEPA(EMATarget, JEPAModule):
         g = cfg.backbone.img_size // cfg.backbone.patch_size
         return MaskCollator((g, g), cfg.masking)
 
-    @property
-    def eval_encoder(self) -> torch.nn.Module:
-        return self.target_encoder  # as the paper evaluates
-
     def step(self, batch: Any) -> StepOutput:
         # a jepa_zoo.data.batch.MaskedBatch: images, masks, labels
         return self.jepa_step(batch.inputs, batch.inputs, batch.ctx, batch.tgt, batch.labels)
@@ -122,31 +126,32 @@ class IJEPA(EMATarget, JEPAModule):
     def jepa_step(self, source: Tensor, target: Tensor, ctx: Tensor, tgt: Tensor, labels: Tensor,
                   action: Optional[Tensor] = None) -> StepOutput:
         """I-JEPA's algorithm box (IWM's too, with ``target`` another view of ``source`` and its
-        ``action``): EMA-target features of the target blocks, context encoding of ``source``'s
-        context patches, prediction, loss.  ``ctx [B, K_c]``, ``tgt [B, T, K_t]`` patch indices."""
+        ``action``): target features of the target blocks, context encoding of ``source``'s
+        context patches, prediction, loss (with the collapse regulariser on the pooled target
+        features, under ``collapse=sigreg|vicreg``).  ``ctx [B, K_c]``, ``tgt [B, T, K_t]`` patch indices."""
         m: IJEPAConfig = self.cfg.method
         b, t, kt = tgt.shape
-        with torch.no_grad():
+        with self.collapse.target_context():  # no_grad for an EMA / frozen target
             h, pooled = self.target_tokens(target)  # (B, N, D) LayerNorm'd, (B, D)
             y = gather_tokens(h, tgt.flatten(1)).view(b, t, kt, -1)
         z = self.backbone.forward_tokens(source, ctx)
         pred = self.predictor(z, ctx, tgt, action)
-        loss = latent_prediction_loss(pred, y, m.loss)
-        logs = {
+        logs: Dict[str, Tensor] = {}
+        loss = self.collapse_loss(latent_prediction_loss(pred, y, m.loss, self.collapse.stop_grad), pooled, logs)
+        logs.update({
             "loss": loss.detach(),
             "context_size": float(ctx.shape[1]),
             "target_size": float(kt),
             # collapse monitor: spread of the pooled target features across the batch
-            "target_std": pooled.float().std(dim=0).mean(),
+            "target_std": pooled.detach().float().std(dim=0).mean(),
             # how close the predictions are to their targets, per token (1: exact direction)
-            "pred_cos": F.cosine_similarity(pred.detach().float(), y.float(), dim=-1).mean(),
-        }
-        return StepOutput(loss=loss, logs=logs, features=pooled, labels=labels)
+            "pred_cos": F.cosine_similarity(pred.detach().float(), y.detach().float(), dim=-1).mean(),
+        })
+        return StepOutput(loss=loss, logs=logs, features=pooled.detach(), labels=labels)
 
 
 # The dashboard panels of what I-JEPA logs (jepa_zoo/panels.py).
 PANELS = (
-    TARGET_PANELS,
     Section("Masks", (
         Line(("train/context_size", "train/target_size"), "context and target patches"),
         Media(("images/masks",), "context (kept) and target blocks (tinted)"),

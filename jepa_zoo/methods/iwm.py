@@ -36,6 +36,7 @@ from jepa_zoo.errors import check
 from jepa_zoo.masks.schema import PATCH_MASKINGS
 from jepa_zoo.methods.base import StepOutput
 from jepa_zoo.methods.ijepa import IJEPA, IJEPAConfig
+from jepa_zoo.models.parts import Parts
 from jepa_zoo.models.predictor import Predictor
 from jepa_zoo.panels import Line, Media, Parallel, Scatter, Section
 from jepa_zoo.registry import MethodSpec
@@ -75,6 +76,9 @@ class IWMConfig(IJEPAConfig):
 
 
 class IWM(IJEPA):
+    def parts(self) -> Parts:
+        return self.declare(inputs="pair", predictor=self.predictor)
+
     def _build_predictor(self, **_: Any) -> Predictor:
         m: IWMConfig = self.cfg.method
         return super()._build_predictor(conditioning=m.conditioning, action_dim=ACTION_DIM)
@@ -126,11 +130,6 @@ class IWM(IJEPA):
 PANELS = (
     Section("World model", (
         Line(("val/mrr", "val/mrr_cos"), "MRR of the world model (above chance: it uses the action)"),
-        Line(("train/pred_cos",), "predictor–target cosine", smoothing=0.6),
-    )),
-    Section("Targets", (
-        Line(("train/target_std",), "target feature std", collapse="falls towards 0"),
-        Line(("train/ema_momentum",), "EMA momentum"),
     )),
     Section("Images", (Media(("images/pairs",), "source | target | action"), Media(("images/masks",), "masks"))),
     Section("Capacity sweep", (
@@ -140,4 +139,4 @@ PANELS = (
     ), sweep=True),
 )
 
-METHOD = MethodSpec("iwm", IWM, IWMConfig, maskings=PATCH_MASKINGS, panels=PANELS)
+METHOD = MethodSpec("iwm", IWM, IWMConfig, maskings=PATCH_MASKINGS, panels=PANELS, inputs="pair")

@@ -11,7 +11,9 @@ Algorithm (one step, ``V = V_g + V_l`` views of each of ``N`` images)::
     sigreg = mean_v SIGReg(z_v)       Epps–Pulley on random slices
     loss   = (1 − λ)·pred + λ·sigreg  one hyperparameter, λ = 0.05
 
-No EMA teacher, no predictor, no stop-gradient.  Global and local views go
+No EMA teacher, no predictor, no stop-gradient.  The SIGReg part is ``collapse=sigreg`` (the default:
+λ is ``method.lambd`` unless ``collapse.weight`` says otherwise); ``collapse=vicreg`` puts VICReg's
+variance and covariance terms on the projections instead.  Global and local views go
 through the backbone in two calls (their sizes differ); the projector sees
 all views at once.  The online probe reads the detached global-view
 embeddings.
@@ -23,15 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional
 
 import torch
+from torch import Tensor
 
 from jepa_zoo.config import MethodConfig, TrainConfig
 from jepa_zoo.data.schema import ViewsConfig
 from jepa_zoo.data.views import MultiView
 from jepa_zoo.errors import check
-from jepa_zoo.losses.jepa import lejepa_loss
-from jepa_zoo.losses.sigreg import SIGReg
+from jepa_zoo.losses.jepa import multiview_prediction_loss
 from jepa_zoo.methods.base import JEPAModule, StepOutput
 from jepa_zoo.models.heads import mlp_projector
+from jepa_zoo.models.parts import Parts
 from jepa_zoo.panels import Line, Parallel, Scatter, Section
 from jepa_zoo.registry import MethodSpec
 
@@ -58,13 +61,18 @@ class LeJEPAConfig(MethodConfig):
         check(self.num_points >= 3 and self.num_points % 2 == 1, "method.num_points", "must be odd and >= 3")
         check(self.t_max > 0, "method.t_max", "must be > 0")
 
+    def collapse_defaults(self) -> Dict[str, Any]:
+        return {"weight": self.lambd, "num_slices": self.num_slices, "t_max": self.t_max, "num_points": self.num_points}
+
 
 class LeJEPA(JEPAModule):
     def __init__(self, cfg: TrainConfig, num_classes: Optional[int] = None):
         super().__init__(cfg, num_classes)
         m: LeJEPAConfig = self.cfg.method  # cfg may be a checkpoint's plain dict
         self.projector = mlp_projector(self.backbone.embed_dim, m.proj_hidden_dim, m.proj_dim, m.proj_layers)
-        self.sigreg = SIGReg(m.num_slices, m.t_max, m.num_points, seed=self.cfg.seed)
+
+    def parts(self) -> Parts:
+        return self.declare(inputs="views", projector=self.projector)
 
     @staticmethod
     def train_transform(cfg: TrainConfig) -> Callable:
@@ -88,18 +96,15 @@ class LeJEPA(JEPAModule):
         emb = [self.backbone(x) for x in inputs]
         emb_all = torch.cat(emb)  # (V·N, D), view-major
         proj = self.projector(emb_all).view(len(views), n, -1)
-        step = self.global_step
-        out = lejepa_loss(proj, n_global, lambda z: self.sigreg(z, step), m.lambd)
-        logs = {k: v.detach() for k, v in out.items()}
-        return StepOutput(
-            loss=out["loss"], logs=logs, features=emb[0].detach(), labels=labels.repeat(n_global)
-        )
+        logs: Dict[str, Tensor] = {}
+        loss = self.collapse_loss(multiview_prediction_loss(proj, n_global), proj, logs)  # SIGReg per view
+        logs = {"loss": loss.detach(), **logs}
+        return StepOutput(loss=loss, logs=logs, features=emb[0].detach(), labels=labels.repeat(n_global))
 
 
 PANELS = (
     Section("Loss terms", (
         Line(("train/loss", "train/pred_loss", "train/sigreg_loss"), "loss = (1 − λ)·pred + λ·SIGReg", smoothing=0.6),
-        Line(("train/sigreg_loss",), "SIGReg (falls by orders of magnitude)", log_y=True, smoothing=0.6),
     )),
     Section("λ sweep", (
         Parallel(("method.lambd", "method.views.num_local", "method.num_slices"), ("probe/val_acc", "val/knn_top1"),
@@ -108,4 +113,7 @@ PANELS = (
     ), sweep=True),
 )
 
-METHOD = MethodSpec("lejepa", LeJEPA, LeJEPAConfig, maskings=("none",), panels=PANELS)
+METHOD = MethodSpec("lejepa", LeJEPA, LeJEPAConfig, maskings=("none",), panels=PANELS, inputs="views",
+                    collapses=("sigreg", "vicreg"), collapse_refusals={
+                        name: "LeJEPA predicts the centre of its own views' projections: it has no target encoder"
+                        for name in ("ema", "frozen")})

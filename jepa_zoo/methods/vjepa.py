@@ -12,6 +12,10 @@ Algorithm (one step; masks from :mod:`jepa_zoo.masks.multiblock3d` in the loader
     loss = 1/M Σ_j mean |ŷ_j − y_j|                       (L1; ``loss_exp`` p: |·|^p / p)
     after the optimiser step:  f̄ ← m·f̄ + (1 − m)·f
 
+That is ``collapse=ema``, the papers'.  ``collapse=sigreg`` (or ``vicreg``, ``frozen``) swaps the target
+part (:mod:`jepa_zoo.methods.collapse`): with ``sigreg``, ``h = LN(f(x))`` from the online encoder with
+gradients, no EMA, and ``loss = (1 − λ)·L1 + λ·SIGReg(mean_n f(x))``.
+
 V-JEPA (``method=vjepa``): 3-D sin-cos positions, EMA 0.998 → 1, LR warm-up 2e-4 → 6.25e-4 then
 cosine to 1e-6, weight decay 0.04 → 0.4.  V-JEPA 2 (``method=vjepa2``, the same module): 3-D RoPE
 (``backbone.pos=rope``), constant EMA 0.99925, warm-up then constant LR with an optional linear
@@ -28,7 +32,7 @@ own token in V-JEPA 2 too (its official code uses one for both: ``false`` reprod
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +45,7 @@ from jepa_zoo.losses.jepa import vjepa_loss, vjepa_targets
 from jepa_zoo.masks.collator import VideoMaskCollator
 from jepa_zoo.masks.schema import VIDEO_MASKINGS
 from jepa_zoo.methods.base import JEPAModule, StepOutput
-from jepa_zoo.methods.ema_target import TARGET_PANELS, EMATarget
-from jepa_zoo.models.ema import EMATeacher, make_target
+from jepa_zoo.models.parts import Parts
 from jepa_zoo.models.video import VideoViTEncoder
 from jepa_zoo.models.video_predictor import VideoPredictor
 from jepa_zoo.panels import Line, Section
@@ -89,8 +92,11 @@ class VJEPAConfig(MethodConfig):
         check(self.num_mask_tokens is None or self.num_mask_tokens >= 1, "method.num_mask_tokens",
               f"must be >= 1 (or null: one per mask type), got {self.num_mask_tokens}")
 
+    def collapse_defaults(self) -> Dict[str, Any]:
+        return {"momentum": list(self.ema)}
 
-class VJEPA(EMATarget, JEPAModule):
+
+class VJEPA(JEPAModule):
     def __init__(self, cfg: TrainConfig, num_classes: Optional[int] = None):
         super().__init__(cfg, num_classes)
         if not isinstance(self.backbone, VideoViTEncoder):
@@ -107,8 +113,9 @@ class VJEPA(EMATarget, JEPAModule):
         if len(self.predictor.mask_tokens) > used:  # tokens no mask type uses stay as loaded, out of DDP's way
             for token in list(self.predictor.mask_tokens)[used:]:
                 token.requires_grad_(False)
-        self.target_encoder = make_target(self.backbone)
-        self.ema = EMATeacher(*m.ema)
+
+    def parts(self) -> Parts:
+        return self.declare(inputs="clip", predictor=self.predictor)
 
     @staticmethod
     def train_transform(cfg: TrainConfig) -> Callable:
@@ -120,10 +127,6 @@ class VJEPA(EMATarget, JEPAModule):
         g = cfg.backbone.img_size // cfg.backbone.patch_size
         return VideoMaskCollator((cfg.backbone.num_frames // cfg.backbone.tubelet_size, g, g), cfg.masking)
 
-    @property
-    def eval_encoder(self) -> torch.nn.Module:
-        return self.target_encoder  # as the official evaluations do
-
     def step(self, batch: Any) -> StepOutput:
         # a jepa_zoo.data.batch.MaskedBatch whose ctx and tgt hold one entry per mask type
         return self.vjepa_step(batch.inputs, batch.ctx, batch.tgt, batch.labels)
@@ -131,32 +134,32 @@ class VJEPA(EMATarget, JEPAModule):
     def vjepa_step(self, clips: Tensor, ctx: Sequence[Tensor], tgt: Sequence[Tensor], labels: Tensor) -> StepOutput:
         """The algorithm box above: targets once, then a context and a predictor pass per mask type."""
         m: VJEPAConfig = self.cfg.method
-        with torch.no_grad():
-            h = self.target_encoder.forward_tokens(clips)
+        with self.collapse.target_context():  # no_grad for an EMA / frozen target
+            h = self.target_tokens_of(clips)
             targets = vjepa_targets(h, tgt)
             pooled = h.mean(dim=1)
         preds = []
         for j, (c, t) in enumerate(zip(ctx, tgt)):
             z = self.backbone.forward_tokens(clips, c)
             preds.append(self.predictor(z, c, t, mask_index=j if m.mask_token_per_type else 0))
-        loss = vjepa_loss(preds, targets, m.loss_exp)
-        logs = {
+        logs: Dict[str, Tensor] = {}
+        loss = self.collapse_loss(vjepa_loss(preds, targets, m.loss_exp, self.collapse.stop_grad), pooled, logs)
+        logs.update({
             "loss": loss.detach(),
             "context_size": float(sum(c.shape[1] for c in ctx)) / len(ctx),
             "target_size": float(sum(t.shape[1] for t in tgt)) / len(tgt),
-            "target_std": pooled.float().std(dim=0).mean(),  # collapse monitor
-            "pred_cos": torch.stack([F.cosine_similarity(p.detach().float(), y.float(), dim=-1).mean()
+            "target_std": pooled.detach().float().std(dim=0).mean(),  # collapse monitor
+            "pred_cos": torch.stack([F.cosine_similarity(p.detach().float(), y.detach().float(), dim=-1).mean()
                                      for p, y in zip(preds, targets)]).mean(),
-        }
-        return StepOutput(loss=loss, logs=logs, features=pooled, labels=labels)
+        })
+        return StepOutput(loss=loss, logs=logs, features=pooled.detach(), labels=labels)
 
 
 # The dashboard panels of what V-JEPA logs (jepa_zoo/panels.py).
 PANELS = (
-    TARGET_PANELS,
     Section("Masks", (
         Line(("train/context_size", "train/target_size"), "context and target tokens (mean over mask types)"),
     )),
 )
 
-METHOD = MethodSpec("vjepa", VJEPA, VJEPAConfig, maskings=VIDEO_MASKINGS, panels=PANELS, video=True)
+METHOD = MethodSpec("vjepa", VJEPA, VJEPAConfig, maskings=VIDEO_MASKINGS, panels=PANELS, video=True, inputs="clip")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from torch import nn
 
@@ -86,3 +86,40 @@ def param_groups(module: nn.Module, weight_decay: float, exclude: Tuple[str, ...
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
     return groups
+
+
+def lr_schedule(o: Any, total: Callable[[], float], warmup: int) -> Callable[[int], float]:
+    """The LR multiplier of optimiser step ``s`` under ``method.optim`` ``o``: warm-up then cosine, or then
+    constant with its cooldown (``o.schedule``); ``total()`` is read at every step (under
+    ``trainer.max_time`` the horizon the time budget allows moves)."""
+    if o.schedule == "constant":
+        return lambda s: warmup_constant(s, total(), warmup, o.final_lr_ratio, o.warmup_start_ratio, o.cooldown)
+    return lambda s: warmup_cosine(s, total(), warmup, o.final_lr_ratio, o.warmup_start_ratio)
+
+
+def warmup_length(trainer: Any, total: float, o: Any) -> int:
+    """Warm-up optimiser steps: ``o.warmup_steps``, else ``o.warmup_epochs`` epochs of ``trainer``'s
+    training batches (0 when an epoch has no known length), at most ``total``."""
+    if o.warmup_steps is not None:
+        return min(o.warmup_steps, total)
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches) or batches <= 0:
+        return 0
+    per_epoch = max(int(batches) // trainer.accumulate_grad_batches, 1)
+    return min(round(o.warmup_epochs * per_epoch), total)
+
+
+def time_budget(trainer: Any) -> Optional[Tuple[float, float]]:
+    """(training seconds spent, the budget) under ``trainer.max_time`` (Lightning's Timer, whose elapsed
+    time a checkpoint keeps), rank 0's clock on every process; None without a budget."""
+    from lightning.pytorch.callbacks import Timer
+
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    remaining = timer.time_remaining("train") if timer is not None else None
+    if remaining is None:
+        return None
+    elapsed = timer.time_elapsed("train")
+    budget = elapsed + remaining
+    if trainer.world_size > 1:  # one LR on every process
+        elapsed, budget = trainer.strategy.broadcast((elapsed, budget), 0)
+    return elapsed, budget

@@ -43,6 +43,17 @@ def test_lower_layers_import_neither_config_nor_methods():
     assert {k: v for k, v in bad.items() if v} == {}
 
 
+RUN = ("jepa_zoo.config", "jepa_zoo.registry", "jepa_zoo.runs", "jepa_zoo.callbacks", "jepa_zoo.checkpointing",
+       "jepa_zoo.loggers", "jepa_zoo.parallel", "jepa_zoo.optim")
+
+
+def test_the_run_layer_never_imports_methods():
+    """The run layer reaches a method only through the registry (by name) and the module it is given."""
+    bad = {name: sorted(m for m in imports(path) if m.startswith("jepa_zoo.methods"))
+           for name, path in modules().items() if name.startswith(RUN)}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
 def test_the_import_graph_has_no_cycle():
     mods = modules()
     graph = {m: {d for d in imports(p) if d in mods and d != m} for m, p in mods.items()}

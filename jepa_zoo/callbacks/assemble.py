@@ -46,12 +46,10 @@ def panels(spec: Any, collapse: Optional[str] = None) -> Tuple[Any, ...]:
     method's own (``spec.panels``), then the collapse part's; sections of one name are joined
     (:func:`jepa_zoo.panels.merge`)."""
     from jepa_zoo.callbacks import images, monitors as online, nonfinite, perf
-    from jepa_zoo.methods import base
-    from jepa_zoo.methods.collapse import collapse_panels
     from jepa_zoo.panels import merge
 
-    return merge(base.PANELS, nonfinite.PANELS, online.PANELS, perf.PANELS, images.PANELS, spec.panels,
-                 collapse_panels(collapse or spec.collapses[0]))
+    base, parts = spec.module.shared_panels(collapse or spec.collapses[0])  # the module base's, the collapse part's
+    return merge(base, nonfinite.PANELS, online.PANELS, perf.PANELS, images.PANELS, parts, spec.panels)
 
 
 def training_callbacks(cfg: Any, ckpt_dir: Path, model: Any, status: Any) -> List[Any]:

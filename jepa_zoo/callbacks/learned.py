@@ -4,7 +4,7 @@
 (``monitors.knn_k``, clean centre crops, :func:`jepa_zoo.evaluation.knn.knn_accuracy`) of ``N``
 test images against a bank of ``N`` training images (seeded subsets), for the trained evaluation
 encoder and for the same encoder rebuilt at the run's seeded initialisation
-(:func:`jepa_zoo.methods.build_model`, as ``python -m jepa_zoo.eval init=random`` does). Printed
+(``JEPAModule.initial_copy``, as ``python -m jepa_zoo.eval init=random`` rebuilds it). Printed
 as a two-row table in the log, and logged as ``final/knn_trained`` and ``final/knn_init`` (%) (also
 kept in :attr:`TrainedVsInit.final_metrics`, which the run's summary holds).
 
@@ -68,7 +68,6 @@ class TrainedVsInit(L.Callback):
         from jepa_zoo.evaluation.eval_data import build_sets
         from jepa_zoo.evaluation.features import FeatureCache
         from jepa_zoo.evaluation.knn import knn_scores
-        from jepa_zoo.methods import build_model
 
         cfg = pl_module.cfg
         _, sets = build_sets(cfg.data, cfg.seed)
@@ -76,7 +75,7 @@ class TrainedVsInit(L.Callback):
         bank = torch.randperm(len(sets.train), generator=gen)[: self.images].tolist()
         queries = torch.randperm(len(sets.test), generator=gen)[: self.images].tolist()
         with torch.random.fork_rng(devices=[]):  # rebuilding the initial weights reseeds
-            initial = build_model(cfg, num_classes=cfg.data.num_classes).to(pl_module.device)
+            initial = pl_module.initial_copy().to(pl_module.device)
         batch = cfg.data.val_batch_size or cfg.data.batch_size
         hits = {}
         for name, encoder in (("trained", pl_module.eval_encoder), ("init", initial.eval_encoder)):

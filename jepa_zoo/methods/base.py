@@ -38,7 +38,7 @@ from jepa_zoo.methods.collapse import Collapse
 from jepa_zoo.models.backbones import build_backbone
 from jepa_zoo.models.heads import linear_probe
 from jepa_zoo.models.parts import Parts
-from jepa_zoo.optim import cosine_ramp, param_groups, time_horizon, warmup_constant, warmup_cosine
+from jepa_zoo.optim import cosine_ramp, lr_schedule, param_groups, time_budget, time_horizon, warmup_length
 from jepa_zoo.panels import Line, Section
 
 # The dashboard panels of what every method logs here (jepa_zoo/panels.py).
@@ -161,6 +161,19 @@ class JEPAModule(L.LightningModule):
         """The encoder that downstream evaluation uses: the EMA target under ``collapse=ema`` (as the
         papers evaluate), else the trained encoder."""
         return self.target_encoder if self.collapse.target == "ema" else self.backbone
+
+    @classmethod
+    def shared_panels(cls, collapse: Optional[str]) -> Tuple[tuple, tuple]:
+        """The dashboard sections of what this base logs for every method, and those of ``collapse=<collapse>``."""
+        from jepa_zoo.methods.collapse import collapse_panels
+
+        return PANELS, collapse_panels(collapse)
+
+    def initial_copy(self) -> "JEPAModule":
+        """This method as built before training: seeded with the run's seed first, as
+        :func:`jepa_zoo.methods.build_model` builds it (the caller keeps its random state around it)."""
+        L.seed_everything(self.cfg.seed, workers=True)
+        return type(self)(self.cfg, num_classes=self.cfg.data.num_classes)
 
     def image_panels(self, images: Tensor, shown: Tensor, scale: int, step: Optional[int]) -> Dict[str, Tensor]:
         """The method's own validation panels, uint8 ``[3, H, W]`` by name (I-JEPA: ``masks``; IWM: also
@@ -304,17 +317,11 @@ class JEPAModule(L.LightningModule):
     fixed_schedule: Optional[Tuple[int, int]] = None  # (total, warm-up) steps without a Trainer (the benchmark)
 
     def _schedule_lengths(self) -> Tuple[int, int]:
+        """(total, warm-up) optimiser steps (:func:`jepa_zoo.optim.warmup_length`)."""
         if self.fixed_schedule is not None:
             return self.fixed_schedule
         total = self.total_steps
-        o = self.cfg.method.optim
-        if o.warmup_steps is not None:
-            return total, min(o.warmup_steps, total)
-        batches = self.trainer.num_training_batches
-        if not math.isfinite(batches) or batches <= 0:
-            return total, 0
-        per_epoch = max(int(batches) // self.trainer.accumulate_grad_batches, 1)
-        return total, min(round(o.warmup_epochs * per_epoch), total)
+        return total, warmup_length(self.trainer, total, self.cfg.method.optim)
 
     @property
     def total_steps(self) -> float:
@@ -339,19 +346,7 @@ class JEPAModule(L.LightningModule):
     _launch_start: Optional[Tuple[int, float]] = None
 
     def _time_budget(self) -> Optional[Tuple[float, float]]:
-        """(training seconds spent, the budget) under ``trainer.max_time`` (Lightning's Timer, whose
-        elapsed time a checkpoint keeps), rank 0's clock on every process; None without a budget."""
-        from lightning.pytorch.callbacks import Timer
-
-        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
-        remaining = timer.time_remaining("train") if timer is not None else None
-        if remaining is None:
-            return None
-        elapsed = timer.time_elapsed("train")
-        budget = elapsed + remaining
-        if self.trainer.world_size > 1:  # one LR on every process
-            elapsed, budget = self.trainer.strategy.broadcast((elapsed, budget), 0)
-        return elapsed, budget
+        return time_budget(self.trainer)  # jepa_zoo.optim
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         budget = self._time_budget() if self.fixed_schedule is None else None
@@ -389,13 +384,7 @@ class JEPAModule(L.LightningModule):
         lambdas = []
         _, warmup = self._schedule_lengths()
         # the horizon is read at every step: under trainer.max_time it is the time budget's
-        if o.schedule == "constant":
-            encoder_sched = lambda s: warmup_constant(s, self.total_steps, warmup, o.final_lr_ratio,  # noqa: E731
-                                                      o.warmup_start_ratio, o.cooldown)
-        else:
-            encoder_sched = lambda s: warmup_cosine(s, self.total_steps, warmup, o.final_lr_ratio,  # noqa: E731
-                                                    o.warmup_start_ratio)
-        lambdas += [encoder_sched] * len(groups)
+        lambdas += [lr_schedule(o, lambda: self.total_steps, warmup)] * len(groups)
         if self.probe is not None:
             p = self.cfg.method.probe
             groups.append({"params": list(self.probe.parameters()), "lr": p.lr, "weight_decay": p.weight_decay,

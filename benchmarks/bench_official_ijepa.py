@@ -115,10 +115,10 @@ def build_official(a: argparse.Namespace, masks: str, amp: str = "none"):
     if masks == "official":
         collate = MaskCollator(input_size=224, patch_size=16, **MASKS)
     else:
-        from jepa_zoo.config import MaskingConfig
+        from jepa_zoo.masks.schema import masking_config
         from jepa_zoo.masks.collator import MaskCollator
 
-        ours = MaskCollator((14, 14), MaskingConfig(name="multiblock"))
+        ours = MaskCollator((14, 14), masking_config("multiblock"))
 
         def collate(samples):
             images, ctx, tgt, labels = ours(samples)

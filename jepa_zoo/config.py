@@ -11,6 +11,7 @@ declares (:mod:`jepa_zoo.registry`).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -20,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from jepa_zoo.data.schema import DataConfig, IWMViewsConfig, ViewsConfig
 from jepa_zoo.errors import ConfigError, check as _check
-from jepa_zoo.masks.schema import PATCH_MASKINGS, VIDEO_MASKINGS, MaskingConfig
+from jepa_zoo.masks.schema import MASKINGS, PATCH_MASKINGS, VIDEO_MASKINGS, MaskingConfig
 from jepa_zoo.models.parts import COLLAPSES, CollapseConfig
 from jepa_zoo.models.schema import BackboneConfig
 from jepa_zoo.registry import method_spec
@@ -181,7 +182,7 @@ class MonitorsConfig:
 class TrainConfig:
     method: Any = None
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    masking: Any = field(default_factory=MaskingConfig)  # the schema of its name (jepa_zoo.masks.schema.MASKINGS)
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: Dict[str, Any] = field(default_factory=dict)
@@ -224,10 +225,21 @@ def validate_saved(cfg: Dict[str, Any]) -> TrainConfig:
     spec = method_spec(method.get("name"), method.get("module"))
     if any(k in method for k in spec.retired):
         cfg = {**cfg, "method": {k: v for k, v in method.items() if k not in spec.retired}}
+    masking = cfg.get("masking") if isinstance(cfg.get("masking"), dict) else {}
+    if masking.get("name") in MASKINGS:  # one schema for every masking once: the keys its own schema lacks go
+        keys = {f.name for f in dataclasses.fields(MASKINGS[masking["name"]].schema)}
+        cfg = {**cfg, "masking": {k: v for k, v in masking.items() if k in keys}}
     for (section, key), old in LEGACY_DEFAULTS.items():
         if isinstance(cfg.get(section), dict) and key not in cfg[section]:
             cfg = {**cfg, section: {**cfg[section], key: old}}
     return validate(OmegaConf.create(cfg))
+
+
+def _masking_schema(raw: Dict[str, Any]) -> type:
+    """The schema of the composed ``masking.name`` (:data:`jepa_zoo.masks.schema.MASKINGS`)."""
+    name = (raw.get("masking") or {}).get("name", "none") if isinstance(raw.get("masking"), dict) else "none"
+    _check(name in MASKINGS, "masking.name", f"must be one of {', '.join(MASKINGS)}, got {name!r}")
+    return MASKINGS[name].schema
 
 
 def validate(cfg: DictConfig) -> TrainConfig:
@@ -243,6 +255,7 @@ def validate(cfg: DictConfig) -> TrainConfig:
     try:
         schema = OmegaConf.structured(TrainConfig)
         schema.method = OmegaConf.structured(spec.schema)
+        schema.masking = OmegaConf.structured(_masking_schema(raw))
         merged = OmegaConf.merge(schema, raw)
         out = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
@@ -322,7 +335,8 @@ def _check_combination(c: TrainConfig) -> None:
                f"must equal data.img_size ({c.data.img_size}) for patch masks, got {c.backbone.img_size}")
         grid = c.backbone.img_size // c.backbone.patch_size
         n = grid * grid
-        _check(c.masking.name != "multiblock" or n >= 2 * c.masking.min_keep, "backbone.patch_size",
-               f"a {grid}x{grid} patch grid ({n} patches) is too small for multi-block masks with "
-               f"masking.min_keep={c.masking.min_keep}; use a smaller patch or a larger image")
+        if c.masking.name == "multiblock":
+            _check(n >= 2 * c.masking.min_keep, "backbone.patch_size",
+                   f"a {grid}x{grid} patch grid ({n} patches) is too small for multi-block masks with "
+                   f"masking.min_keep={c.masking.min_keep}; use a smaller patch or a larger image")
         _check(grid >= 2, "backbone.patch_size", f"a {grid}x{grid} patch grid is too small to mask")

@@ -18,7 +18,7 @@ from torch import Tensor
 from jepa_zoo.config import TrainConfig
 from jepa_zoo.data.schema import DataConfig
 from jepa_zoo.errors import ConfigError
-from jepa_zoo.masks.schema import MaskingConfig
+from jepa_zoo.masks.schema import masking_config
 from jepa_zoo.models.schema import BackboneConfig
 from jepa_zoo.weights import Imported, read_weights
 
@@ -68,7 +68,7 @@ def video_train_config(imported: Imported, data: Optional[DataConfig] = None, ow
     method = VJEPAConfig(pred_depth=a.get("pred_depth", 1), pred_dim=a.get("pred_dim", 384),
                          pred_heads=a.get("pred_heads"), mask_token_per_type=imported.format == "official-vjepa",
                          num_mask_tokens=a.get("num_mask_tokens"))
-    return TrainConfig(method=method, backbone=backbone, data=data, masking=MaskingConfig(name="multiblock3d"))
+    return TrainConfig(method=method, backbone=backbone, data=data, masking=masking_config("multiblock3d"))
 
 
 def train_config(imported: Imported, data: Optional[DataConfig] = None, own: Sequence[str] = ()) -> TrainConfig:
@@ -82,7 +82,7 @@ def train_config(imported: Imported, data: Optional[DataConfig] = None, own: Seq
     data = data or DataConfig(name="fake", img_size=a["img_size"])  # the weights' own size
     method = IJEPAConfig(pred_depth=a.get("pred_depth", 1), pred_dim=a.get("pred_dim"), pred_heads=None)
     return TrainConfig(method=method, backbone=backbone_config(a, data.img_size), data=data,
-                       masking=MaskingConfig(name="multiblock"))
+                       masking=masking_config("multiblock"))
 
 
 # what a predictor may lack in a file: IWM's action conditioning, which an I-JEPA predictor has not
@@ -260,7 +260,7 @@ def load_timm(name: str, key: str, data: Optional[DataConfig], weights: Optional
                                   kwargs=exported[1] if exported else {})
     except ConfigError as e:
         raise ConfigError(f"{key}: {str(e).partition(': ')[2]}") from None
-    tc = TrainConfig(method=LeJEPAConfig(), backbone=backbone, data=data, masking=MaskingConfig(name="none"))
+    tc = TrainConfig(method=LeJEPAConfig(), backbone=backbone, data=data, masking=masking_config("none"))
     torch.manual_seed(tc.seed)
     model = build_model(tc)
     if state is not None and trained:

@@ -95,6 +95,9 @@ def register_schemas() -> None:
         spec = getattr(importlib.import_module(f"{PACKAGE}.{info.name}"), "METHOD", None)
         if isinstance(spec, MethodSpec):
             store.store(group="schema/method", name=spec.name, node=spec.schema)
+    from jepa_zoo.masks.schema import MASKINGS
     from jepa_zoo.models.parts import CollapseConfig
 
     store.store(group="schema", name="collapse", node=CollapseConfig)
+    for name, masking in MASKINGS.items():
+        store.store(group="schema/masking", name=name, node=masking.schema)

@@ -98,7 +98,7 @@ def test_every_method_module_declares_itself():
         assert spec.schema().name == name  # the schema's defaults are the method's
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_method_defined_outside_the_package_trains_through_the_entry_point(tmp_path):
     """tests/toy/toy_method.py + tests/toy/conf/method/toy.yaml, nothing else: online probe,
     monitors, checkpoint, resume=auto and evaluation work for it through the public entry points."""

@@ -126,7 +126,7 @@ def test_lejepa_default_loss_is_unchanged():
     assert torch.equal(c.loss(multiview_prediction_loss(proj, 2), terms), ref["loss"])
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_ijepa_with_sigreg_trains_and_saves_no_teacher(compose_cfg, tmp_path):
     """``method=ijepa collapse=sigreg`` through ``jepa_zoo.train.run``: the SIGReg term is logged, the
     checkpoint holds no target encoder and says which collapse it was trained with."""

@@ -6,7 +6,7 @@ from test_ddp import COMMON, METHOD, params
 from test_train_entry import train
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_compiled_blocks_train_like_eager(tmp_path):
     args = [*COMMON, *METHOD["ijepa"], "data.batch_size=16"]
     eager = train(tmp_path / "eager", *args)

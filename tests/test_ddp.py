@@ -34,7 +34,7 @@ STRATEGY = {"ddp": [], "fsdp": ["trainer.gradient_clip_val=0.05"]}
 FSDP_METHOD = {"ijepa": ["fsdp.reshard_after_forward=false"], "lejepa": []}
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("strategy", sorted(STRATEGY))
 @pytest.mark.parametrize("method", sorted(METHOD))
 def test_two_processes_with_half_batches_match_one_process(tmp_path, compose_cfg, method, strategy):
@@ -68,7 +68,7 @@ def initial(compose_cfg, method):
     return build_model(tc, num_classes=tc.data.num_classes).state_dict()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_fsdp_killed_and_resumed_run_is_bit_identical(tmp_path):
     """I-JEPA under FSDP on 2 processes, killed (both processes) after the mid-epoch checkpoint at
     step 3, resumed with ``resume=auto`` to step 8: weights, EMA target and optimiser state equal
@@ -107,7 +107,7 @@ def test_fsdp_killed_and_resumed_run_is_bit_identical(tmp_path):
     assert_same_training_state(tmp_path / "straight", run, step=8)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_fsdp_with_gradient_accumulation_matches_ddp(tmp_path):
     """2 processes x batch 4 x 2 accumulated micro-batches: FSDP (sharded gradients summed over the
     micro-batches) ends where DDP does, whether each micro-batch is reduce-scattered or only their
@@ -128,7 +128,7 @@ def test_fsdp_with_gradient_accumulation_matches_ddp(tmp_path):
         assert worst[0] < 1e-5, f"{name}: largest difference {worst[0]:.3g} in {worst[1]}"
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_photometric_on_device_with_loader_workers_under_ddp(tmp_path):
     """views.photometric=device with a loader worker process (the crops and their parameters cross
     its queue) and 2 DDP processes ends with the parameters of 1 process with the whole batch:

@@ -31,7 +31,7 @@ def test_knn_weights_follow_similarity():
     assert scores[0, 0] > scores[0, 1]  # the one very close neighbour outweighs two far ones
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_eval_entry_point_trained_and_random(tmp_path):
     r = train(tmp_path, *FAST)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -190,7 +190,7 @@ def test_probe_head_is_chosen_on_the_held_out_split_not_on_the_test_set():
     assert res["heads"][b] == pytest.approx({"select_top1": 60.0, "top1": 70.0, "top5": 100.0})
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_eval_probes_and_predictor_finetuning_through_the_entry_point(tmp_path):
     r = train(tmp_path, "method=iwm", FAST[0], FAST[2], *FAST[6:], "method.pred_depth=2", "method.mrr.enabled=false")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]

@@ -84,7 +84,7 @@ def test_every_encoder_exports_to_a_torch_program_with_the_same_features(tmp_pat
     assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~umask())
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["resnet_cifar_stem", "video_sincos"])
 def test_a_torch_program_loads_in_plain_pytorch_without_jepa_zoo(tmp_path, compose_cfg, name):
     """Through the entry point, then in a process where ``import jepa_zoo`` (and timm) fail: the

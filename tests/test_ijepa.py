@@ -1,13 +1,14 @@
 import pytest
 import torch
 
-from jepa_zoo.config import BackboneConfig, DataConfig, MaskingConfig, TrainConfig
+from jepa_zoo.config import BackboneConfig, DataConfig, TrainConfig
 from jepa_zoo.methods.ijepa import IJEPAConfig
 from jepa_zoo.losses.jepa import latent_prediction_loss
 from jepa_zoo.masks.collator import MaskCollator
 from jepa_zoo.methods.ijepa import IJEPA
 from jepa_zoo.models.ema import EMATeacher, ema_momentum, ema_update_, make_target
 from jepa_zoo.models.predictor import Predictor
+from jepa_zoo.masks.schema import masking_config
 
 
 def test_predictor_shapes_and_block_independence():
@@ -72,13 +73,13 @@ def tiny_cfg() -> TrainConfig:
     return TrainConfig(
         method=IJEPAConfig(pred_depth=1, pred_dim=24),
         backbone=BackboneConfig(img_size=32, patch_size=4, kwargs={"depth": 1}),
-        masking=MaskingConfig(name="multiblock"),
+        masking=masking_config("multiblock"),
         data=DataConfig(name="fake", img_size=32),
     )
 
 
 def test_collator_adds_masks():
-    collate = MaskCollator((8, 8), MaskingConfig(name="multiblock"))
+    collate = MaskCollator((8, 8), masking_config("multiblock"))
     images, ctx, tgt, labels = collate([(torch.zeros(3, 32, 32), i) for i in range(4)])
     assert images.shape == (4, 3, 32, 32) and labels.tolist() == [0, 1, 2, 3]
     assert ctx.shape[0] == 4 and tgt.shape[:2] == (4, 4)
@@ -106,7 +107,7 @@ def test_ijepa_refuses_cnn_backbones():
         IJEPA(cfg)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_masks_reproducible_across_loader_workers():
     from jepa_zoo.data.datamodule import JEPADataModule
 

@@ -161,7 +161,7 @@ def pngs(run_dir: Path) -> dict:
     return files
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_ijepa_run_saves_mask_and_retrieval_pngs(tmp_path):
     r = train(tmp_path, "method=ijepa", *MASKED)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
@@ -170,7 +170,7 @@ def test_ijepa_run_saves_mask_and_retrieval_pngs(tmp_path):
     assert all(p.name.endswith("_step4.png") for p in files.values())
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_iwm_run_with_tensorboard_logs_images(tmp_path):
     r = train(tmp_path, "method=iwm", *MASKED, "method.mrr.enabled=false", "logger=tensorboard")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
@@ -186,7 +186,7 @@ def test_iwm_run_with_tensorboard_logs_images(tmp_path):
     assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()  # kept beside TensorBoard: reports read it
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_lejepa_run_saves_retrievals_only(tmp_path):
     r = train(tmp_path, *FAST, "backbone.patch_size=8", "method.proj_hidden_dim=64", "method.num_slices=32",
               "method.views.num_local=2", "images.num_images=3")

@@ -2,13 +2,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jepa_zoo.config import BackboneConfig, DataConfig, IWMViewsConfig, MaskingConfig, TrainConfig, validate
+from jepa_zoo.config import BackboneConfig, DataConfig, IWMViewsConfig, TrainConfig, validate
 from jepa_zoo.methods.iwm import IWMConfig
 from jepa_zoo.data.actions import IDENTITY, IWMViews, action_vector
 from jepa_zoo.data.photometric import apply_photometric, draw_params, identity_params, jitter_factors, stack_params
 from jepa_zoo.evaluation.mrr import chance_mrr, mean_reciprocal_rank, world_model_mrr
 from jepa_zoo.methods.iwm import IWM
 from jepa_zoo.models.predictor import Predictor
+from jepa_zoo.masks.schema import masking_config
 
 STRENGTH = (0.4, 0.4, 0.2, 0.1)
 
@@ -160,7 +161,7 @@ def tiny_cfg(**method) -> TrainConfig:
     return TrainConfig(
         method=IWMConfig(pred_depth=1, **method),
         backbone=BackboneConfig(img_size=32, patch_size=4, kwargs={"depth": 1}),
-        masking=MaskingConfig(name="multiblock"),
+        masking=masking_config("multiblock"),
         data=DataConfig(name="fake", img_size=32),
     )
 

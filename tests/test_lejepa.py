@@ -75,7 +75,7 @@ def _fit_two_steps(probe: bool, clip: float, init: dict) -> dict:
     return {k: v.clone() for k, v in model.backbone.state_dict().items()}
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_probe_never_changes_the_encoder_update():
     # same weights, seed and data with and without the probe, gradient clipping on: identical encoders
     init = LeJEPA(tiny_cfg(BACKBONES["vit"]), num_classes=10).state_dict()

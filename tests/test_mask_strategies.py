@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from jepa_zoo.config import ConfigError, MaskingConfig
-from jepa_zoo.masks.collator import MaskCollator
+from jepa_zoo.masks.schema import masking_config
+from jepa_zoo.masks.collator import MaskCollator, VideoMaskCollator
 from jepa_zoo.masks.strategies import block_masks, random_masks, rasterized_masks
 
 
@@ -96,7 +97,7 @@ def test_bad_arguments():
 
 @pytest.mark.parametrize("name", ["rasterized", "block", "random"])
 def test_collator_draws_the_named_strategy(name):
-    m = MaskingConfig(name=name, num_targets=1, target_scale=[0.6, 0.6])
+    m = masking_config(name, **({} if name == "rasterized" else {"target_scale": [0.6, 0.6]}))
     samples = [(torch.zeros(3, 32, 32), i) for i in range(6)]
     torch.manual_seed(0)
     images, ctx, tgt, labels = MaskCollator((8, 8), m)(samples)
@@ -108,16 +109,29 @@ def test_collator_draws_the_named_strategy(name):
         assert ctx.shape[1] == 16
 
 
-def test_config_rejects_what_a_strategy_cannot_do():
-    with pytest.raises(ConfigError, match="masking.num_targets"):
-        MaskingConfig(name="random", num_targets=4)
-    with pytest.raises(ConfigError, match="masking.num_targets"):  # 4 blocks of 60 % can cover the grid
-        MaskingConfig(name="block", num_targets=4, target_scale=[0.6, 0.6])
-    with pytest.raises(ConfigError, match="masking.target_scale"):
-        MaskingConfig(name="block", num_targets=1, target_scale=[0.6])
-    with pytest.raises(ConfigError, match="masking.target_scale"):
-        MaskingConfig(name="block", num_targets=1, target_scale=[0.5, 1.0])
-    with pytest.raises(ConfigError, match="masking.name"):
-        MaskingConfig(name="grid")
+@pytest.mark.parametrize("masking, key", [
+    ({"name": "random", "num_targets": 4}, "masking.num_targets"),  # one target: the key is not in its schema
+    ({"name": "block", "num_targets": 4}, "masking.num_targets"),  # 4 blocks of 60 % can cover the grid
+    ({"name": "multiblock", "mask_types": []}, "masking.mask_types"),  # another masking's key
+    ({"name": "block", "target_scale": [0.6]}, "masking.target_scale"),
+    ({"name": "block", "target_scale": [0.5, 1.0]}, "masking.target_scale"),
+    ({"name": "grid"}, "masking.name"),
+])
+def test_config_rejects_what_a_strategy_cannot_do(compose_cfg, masking, key):
+    from omegaconf import OmegaConf
+
+    from jepa_zoo.config import validate
+
+    cfg = OmegaConf.to_container(compose_cfg("method=ijepa", "data=fake"))
+    cfg["masking"] = masking
+    with pytest.raises(ConfigError, match=key):
+        validate(OmegaConf.create(cfg))
+
+
+def test_each_masking_has_its_schema_and_the_collators_refuse_the_others():
+    with pytest.raises(ConfigError, match="has its own schema"):
+        MaskingConfig(name="multiblock")  # the base holds none of multiblock's keys
     with pytest.raises(ValueError, match="no patch masks"):
-        MaskCollator((8, 8), MaskingConfig(name="none"))
+        MaskCollator((8, 8), masking_config("none"))
+    with pytest.raises(ValueError, match="no clip masks"):
+        VideoMaskCollator((2, 4, 4), masking_config("multiblock"))

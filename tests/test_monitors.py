@@ -219,7 +219,7 @@ def test_monitors_config_is_checked():
 
 
 # -- the real entry point --------------------------------------------------------------------------------
-@pytest.mark.slow
+@pytest.mark.integration
 def test_monitors_log_through_the_entry_point_and_the_queue_is_checkpointed(tmp_path):
     assert "trainer.max_steps=4" in FAST and "data=fake" in FAST
     r = train(tmp_path, *FAST, "monitors.knn_queue=100")
@@ -236,7 +236,7 @@ def test_monitors_log_through_the_entry_point_and_the_queue_is_checkpointed(tmp_
     assert state["features"].shape[0] == 100 and state["labels"].min() >= 0  # 4 steps x 2 views x 16 > 100
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_the_end_of_training_compares_the_encoder_with_its_initialisation(tmp_path):
     """monitors.final_knn: the trained encoder and the same encoder rebuilt at its seeded init, one
     kNN each on the same images, as a log table and as final/knn_trained, final/knn_init."""

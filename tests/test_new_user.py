@@ -27,7 +27,7 @@ def trained(tmp_path_factory) -> Path:
     return run_dir
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_default_multirun_from_a_clean_directory_names_jobs_by_the_swept_values(tmp_path):
     """No ``hydra.sweep.dir``: the default one, resolved before any job (it crashed)."""
     r = run("jepa_zoo.train", "--multirun", *FAST, "trainer.max_steps=1", "method.lambd=0.01,0.1", cwd=tmp_path)
@@ -65,7 +65,7 @@ def test_a_cnn_that_cannot_take_the_small_views_is_refused_by_name(tmp_path):
     assert not tmp_path.exists()  # a refused launch leaves no empty run dir behind
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_the_same_cnn_trains_at_sizes_it_takes(tmp_path):
     r = train(tmp_path, "backbone=timm", "backbone.name=convnext_atto", "data=fake", "data.local_img_size=32",
               "method.proj_hidden_dim=64", "method.num_slices=32", "method.views.num_local=2", "trainer.max_steps=1",
@@ -87,7 +87,7 @@ def train_with_a_broken_step(when: str, *args: str) -> subprocess.CompletedProce
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_an_uncaught_error_reaches_the_log_and_the_summary_as_failed(tmp_path):
     r = train_with_a_broken_step("True", f"hydra.run.dir={tmp_path}", *FAST)
     assert r.returncode == 1
@@ -99,7 +99,7 @@ def test_an_uncaught_error_reaches_the_log_and_the_summary_as_failed(tmp_path):
     assert rep.returncode == 0 and "| failed |" in rep.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("cmd", [["jepa_zoo.eval", "ckpt={}"], ["jepa_zoo.export", "{}"]], ids=["eval", "export"])
 def test_eval_and_export_of_a_text_file_say_so_in_one_line(tmp_path, cmd):
     notes = tmp_path / "notes.txt"
@@ -111,7 +111,7 @@ def test_eval_and_export_of_a_text_file_say_so_in_one_line(tmp_path, cmd):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no run dir left behind
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_eval_with_fewer_training_images_than_a_batch_trains_on_them(trained, tmp_path):
     ckpt = trained / "checkpoints" / "last.ckpt"
     r = run("jepa_zoo.eval", f"ckpt={ckpt}", "protocol=linear", "train_limit=20", "probe.epochs=2",
@@ -125,7 +125,7 @@ def test_eval_with_fewer_training_images_than_a_batch_trains_on_them(trained, tm
     assert r.returncode == 2 and "leaves none to train on" in r.stdout + r.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_report_on_an_outputs_tree_skips_eval_folders_and_plots_only_swept_keys(trained, tmp_path):
     outputs = trained.parent.parent
     r = run("jepa_zoo.eval", f"ckpt={trained / 'checkpoints' / 'last.ckpt'}", "knn.k=[5]",
@@ -143,7 +143,7 @@ def test_report_on_an_outputs_tree_skips_eval_folders_and_plots_only_swept_keys(
     assert sorted(p.name for p in (tmp_path / "rep" / "plots").iterdir()) == ["loss_curves.png"]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_exported_weights_carry_their_preprocessing_for_timm(trained, tmp_path):
     import timm
     import torch
@@ -167,7 +167,7 @@ def test_exported_weights_carry_their_preprocessing_for_timm(trained, tmp_path):
         assert model(torch.zeros(1, 3, 32, 32)).shape[-1] == load_timm(out)(torch.zeros(1, 3, 32, 32)).shape[-1]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_short_run_logs_and_validates_its_last_step(trained):
     rows = read_metrics(trained)
     assert [int(r["step"]) for r in rows if r.get("train/loss")] == [1, 2, 3, 4]
@@ -177,7 +177,7 @@ def test_a_short_run_logs_and_validates_its_last_step(trained):
     assert (trained / "images" / "retrievals_step4.png").is_file()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_run_shorter_than_the_log_interval_still_logs_and_validates(tmp_path):
     r = train(tmp_path, *FAST[:-1], "trainer.max_steps=2", "trainer.log_every_n_steps=50")  # 2 of 4 batches
     assert r.returncode == 0, r.stderr[-3000:]
@@ -204,7 +204,7 @@ def test_a_typo_or_an_unquoted_sweep_path_gets_a_hint(tmp_path, cmd, needle):
     assert list(tmp_path.iterdir()) == []  # refused before Hydra made a run dir
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_resnet_at_32_px_without_the_cifar_stem_is_warned_about(tmp_path):
     common = ["data=fake", "backbone=resnet18", "method.views.num_local=0", "method.proj_hidden_dim=32",
               "method.num_slices=16", "trainer.max_steps=1", "trainer.enable_progress_bar=false"]
@@ -228,7 +228,7 @@ def test_the_progress_bar_counts_this_runs_steps():
     assert bar.total_train_batches == 4  # 2 optimiser steps left, 2 batches each
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_failing_job_does_not_stop_the_rest_of_a_sweep(tmp_path):
     r = train_with_a_broken_step("self.cfg.method.lambd < 0.05", "--multirun", f"hydra.sweep.dir={tmp_path}", *FAST,
                                  "method.lambd=0.01,0.1")
@@ -237,7 +237,7 @@ def test_a_failing_job_does_not_stop_the_rest_of_a_sweep(tmp_path):
     assert status == {"0_method.lambd=0.01": "failed", "1_method.lambd=0.1": "finished"}
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_normal_run_prints_each_line_once_and_no_warning_a_user_cannot_act_on(tmp_path):
     import re
 

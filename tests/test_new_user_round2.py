@@ -20,14 +20,14 @@ def one_line_refusal(r: subprocess.CompletedProcess, needle: str) -> None:
     assert needle in out, out[-3000:]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_eval_without_a_checkpoint_says_what_to_give(tmp_path):
     r = run("jepa_zoo.eval", cwd=tmp_path)
     one_line_refusal(r, "ckpt: which weights to evaluate? ckpt=<run dir>/checkpoints/last.ckpt")
     assert not (tmp_path / "outputs").exists()  # nothing left behind
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_run_dir_under_a_file_is_refused_in_one_line(tmp_path):
     (tmp_path / "afile").write_text("x")
     r = train(tmp_path / "afile" / "run", *FAST)
@@ -60,7 +60,7 @@ def test_an_output_dir_that_cannot_be_written_is_named(tmp_path, monkeypatch, ca
         "(Permission denied); give another hydra.sweep.dir=<dir>")
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_training_folder_with_one_class_is_refused_in_one_line(tmp_path):
     from PIL import Image
 
@@ -121,7 +121,7 @@ def test_the_progress_bar_total_follows_the_time_budget():
         assert bar.train_progress_bar.total == 100
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_sigterm_during_the_final_knn_skips_it_and_ends_the_run(tmp_path):
     """The end-of-run kNN is skipped at a SIGTERM (under SLURM a kill follows): the test's feature
     extraction sends the SIGTERM, then sleeps a minute and would leave a marker file if not stopped."""
@@ -196,7 +196,7 @@ def test_evaluation_drops_an_unreadable_sample_instead_of_replacing_it(tmp_path)
     assert list(dropped) == [1] and batch is not None  # the readable one, collated
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("args,queries,train", [(["protocol=knn"], 6, 12), (["protocol=knn", "folds=2"], 12, 6),
                                                 (["protocol=linear", "probe.cache=false", "probe.max_steps=2"], 6, 11)],
                          ids=["knn", "folds", "on-the-fly"])

@@ -43,7 +43,7 @@ def test_time_horizon_spends_the_budget():
         assert step / t == pytest.approx(elapsed / 20.0)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_time_budgeted_run_ends_annealed(tmp_path):
     """trainer.max_time with no step or epoch limit: the LR cosine runs to the end of the budget."""
     from test_train_entry import FAST, read_metrics, train

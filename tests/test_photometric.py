@@ -153,7 +153,7 @@ def test_multiview_on_device_returns_uint8_crops_and_their_draws():
         ViewsConfig(photometric="gpu")
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_compile_true_compiles_the_device_ops_into_one_graph():
     """compile=true: LeJEPA's device photometric ops run compiled by the datamodule (fullgraph: no
     graph break) and give the eager result."""

@@ -187,7 +187,7 @@ def test_the_official_layout_needs_an_ijepa_family_checkpoint(tmp_path, capsys):
 
 
 @needs_fixture
-@pytest.mark.slow
+@pytest.mark.integration
 def test_train_init_from_official_weights_takes_three_steps(tmp_path):
     """python -m jepa_zoo.train method=ijepa init_from=<official file>: encoder, target encoder and
     predictor loaded before training (at 96 px: the sin-cos of the 6x6 grid), three steps; an

@@ -45,7 +45,7 @@ def saved_step(path: Path) -> int:
     return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_kill_9_then_resume_auto_finishes_the_run(tmp_path):
     ckpt_dir = tmp_path / "checkpoints"
     p = start(tmp_path, *LONG)
@@ -62,7 +62,7 @@ def test_kill_9_then_resume_auto_finishes_the_run(tmp_path):
     assert steps[-1] == 12 and killed_at + 1 in steps  # continued (rows count completed steps), not restarted
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_sigterm_saves_and_exits_then_resumes(tmp_path):
     ckpt_dir = tmp_path / "checkpoints"
     p = start(tmp_path, *LONG)
@@ -182,7 +182,7 @@ for _name in ("vjepa", "vjepa2"):
                           "method.pred_depth=1"]
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("method", sorted(METHOD_FAST))
 def test_killed_and_resumed_run_is_bit_identical(tmp_path, method):
     """Killed after the mid-epoch checkpoint at step 3 (an epoch is 4 steps), resumed to step 8:
@@ -252,7 +252,7 @@ def test_keep_the_k_most_recent_step_checkpoints(tmp_path):
     assert saved_step(tmp_path / "checkpoints" / "last.ckpt") == 4
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_ctrl_c_is_recorded_as_stopped_with_exit_130(tmp_path):
     import json
 
@@ -266,7 +266,7 @@ def test_ctrl_c_is_recorded_as_stopped_with_exit_130(tmp_path):
     assert "interrupted (Ctrl-C)" in (tmp_path / "train.log").read_text()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_refused_relaunch_keeps_the_earlier_runs_status_and_a_fresh_one_leaves_nothing(tmp_path):
     import json
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision.transforms.v2 as T
 
-from jepa_zoo.config import MaskingConfig
+from jepa_zoo.masks.schema import masking_config
 from jepa_zoo.data.datasets import fake_dataset
 from jepa_zoo.data.sampling import ResumableLoader, ResumableSampler, batch_seed, sample_seed
 from jepa_zoo.masks.collator import MaskCollator
@@ -23,7 +23,7 @@ def dataset():
 
 def loader(ds, workers=0, replicas=1, rank=0, batch=B):
     return ResumableLoader(ds, batch, ResumableSampler(ds, batch, num_replicas=replicas, rank=rank, seed=3),
-                           MaskCollator((8, 8), MaskingConfig(name="multiblock")), num_workers=workers)
+                           MaskCollator((8, 8), masking_config("multiblock")), num_workers=workers)
 
 
 def test_seeds_are_distinct_and_deterministic():

@@ -41,7 +41,7 @@ def _worker(rank: int, world: int, port: int, out: dict) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_ddp_loss_and_gradient_match_single_process():
     model = _model()
     loss = SIGReg(num_slices=32)(model(_data()), step=3)

@@ -28,7 +28,7 @@ def test_slurm_preset_sizes_the_allocation_from_the_trainer():
     assert get("signal_delay_s") > 0 and get("max_num_timeout") == 0  # Lightning requeues on the signal
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_submitit_local_executor_runs_a_sweep(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "jepa_zoo.train", "--multirun", "hydra/launcher=submitit_local",

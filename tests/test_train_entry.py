@@ -44,7 +44,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return rows
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_lejepa_trains_through_the_entry_point(tmp_path):
     r = train(tmp_path, *FAST)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -73,7 +73,7 @@ def test_lejepa_trains_through_the_entry_point(tmp_path):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in saved.items())
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("method", ["ijepa", "iwm", "iwm_inv"])
 def test_masked_methods_train_and_log_world_model_mrr(tmp_path, method):
     mrr_args = [] if method == "ijepa" else ["method.mrr.num_images=2", "method.mrr.bank_size=16"]
@@ -88,14 +88,14 @@ def test_masked_methods_train_and_log_world_model_mrr(tmp_path, method):
     assert f"pred_depth: {depth}" in (tmp_path / "checkpoints" / "config.yaml").read_text()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_resnet_and_tensorboard(tmp_path):
     r = train(tmp_path, *FAST[:1], *FAST[3:], "backbone=resnet18", "backbone.cifar_stem=true", "logger=tensorboard")
     assert r.returncode == 0, r.stderr[-3000:]
     assert list((tmp_path / "tb").glob("events.out.tfevents*"))
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_wandb_offline_without_account_and_resume_continues_the_run(tmp_path):
     env_home = tmp_path / "home"
     env_home.mkdir()
@@ -115,7 +115,7 @@ def test_wandb_offline_without_account_and_resume_continues_the_run(tmp_path):
         assert b"num_slices" in data and b"train/loss" in data  # the resolved config and the metrics
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_wandb_multirun_jobs_get_their_own_runs_in_one_group(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")} | {"HOME": str(tmp_path)}
     r = subprocess.run(
@@ -156,7 +156,7 @@ def test_unknown_group_option_lists_the_allowed_ones(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_multirun_sweep_dirs_carry_the_swept_values(tmp_path):
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     r = subprocess.run(

@@ -162,7 +162,7 @@ def odd_images(root: Path, classes=("cat", "dog"), per_class=4) -> Path:
     return root
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_timm_baseline_on_a_folder_of_odd_images_and_its_bad_inputs(tmp_path):
     """ckpt=timm:<name> on a folder whose test split is 'validation', with greyscale / RGBA / palette
     images of any size; then each bad input is one line, exit 2, no result file."""
@@ -192,7 +192,7 @@ def test_a_timm_baseline_on_a_folder_of_odd_images_and_its_bad_inputs(tmp_path):
         assert not (tmp_path / bad).exists()
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.data
 def test_a_cifar10_checkpoint_transfers_to_the_clothing_photos(tmp_path, shared_data):
     """A checkpoint trained on CIFAR-10 (32 px): kNN and linear on the clothing photos (160 px,
@@ -222,7 +222,7 @@ def test_a_cifar10_checkpoint_transfers_to_the_clothing_photos(tmp_path, shared_
     assert json.loads((ckpt.parent / "eval_knn_train500_test200_trained.json").read_text())["data"] == "cifar10"
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_a_suite_table_over_a_two_run_sweep_with_one_random_baseline(tmp_path):
     """suite=<name> over a sweep dir: a row per run plus one random-init row (both runs share the
     architecture and seed), a column per entry, in Markdown, CSV and JSON; the report includes it."""

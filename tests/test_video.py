@@ -20,7 +20,7 @@ from jepa_zoo.data.video import VideoClips, clip_indices
 from jepa_zoo.data.video_views import video_eval_transform, video_train_transform
 from jepa_zoo.masks.collator import VideoMaskCollator
 from jepa_zoo.masks.multiblock3d import VJEPA_MASKS, block_size_3d, sample_mask_types, sample_masks_3d
-from jepa_zoo.masks.schema import MaskingConfig
+from jepa_zoo.masks.schema import masking_config
 
 GRID = (4, 6, 6)
 
@@ -63,7 +63,7 @@ def test_3d_masks_reproducible_and_redraw_full_cover():
 
 
 def test_video_collator_draws_the_global_batch_and_keeps_its_rows():
-    m = MaskingConfig(name="multiblock3d")
+    m = masking_config("multiblock3d")
     samples = [(torch.zeros(3, 8, 8, 8), i) for i in range(4)]
     torch.manual_seed(1)
     whole = VideoMaskCollator(GRID, m)(samples * 2)

@@ -17,35 +17,33 @@ the global batch would draw) and keeps rows ``rank, rank + replicas, ...``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple
+import importlib
+from typing import Any, Callable, Sequence, Tuple
 
 from torch import Tensor
 from torch.utils.data import default_collate
 
 from jepa_zoo.data.batch import MaskedBatch
+from jepa_zoo.masks.schema import MASKINGS, PATCH_MASKINGS, VIDEO_MASKINGS, MaskingConfig
 
-from jepa_zoo.masks.multiblock import sample_masks
-from jepa_zoo.masks.multiblock3d import sample_mask_types
-from jepa_zoo.masks.strategies import block_masks, random_masks, rasterized_masks
+STRATEGIES = PATCH_MASKINGS  # the names MaskCollator draws (an image's patch grid)
 
-from jepa_zoo.masks.schema import MaskingConfig
 
-STRATEGIES = ("multiblock", "rasterized", "block", "random")
+def drawer(m: MaskingConfig, grid: str) -> Callable:
+    """The drawing function of masking ``m`` (its row of :data:`jepa_zoo.masks.schema.MASKINGS`), which must
+    mask a ``grid`` (``image`` or ``clip``); a ValueError naming the maskings that do otherwise."""
+    spec = MASKINGS.get(m.name)
+    if spec is None or spec.grid != grid or spec.draw is None:
+        names = PATCH_MASKINGS if grid == "image" else VIDEO_MASKINGS
+        kind = "patch masks" if grid == "image" else "clip masks"
+        raise ValueError(f"masking.name {m.name!r} draws no {kind}; expected one of {names}")
+    module, _, fn = spec.draw.partition(":")
+    return getattr(importlib.import_module(module), fn)
 
 
 def draw_masks(m: MaskingConfig, batch_size: int, grid: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
     """``context [B, K_c]`` and ``targets [B, T, K_t]`` from the strategy ``masking.name``."""
-    if m.name == "multiblock":
-        return sample_masks(batch_size, grid, num_targets=m.num_targets, target_scale=m.target_scale,
-                            target_aspect=m.target_aspect, context_scale=m.context_scale, min_keep=m.min_keep)
-    if m.name == "rasterized":
-        return rasterized_masks(batch_size, grid)
-    if m.name == "block":
-        return block_masks(batch_size, grid, num_targets=m.num_targets, target_scale=m.target_scale,
-                           target_aspect=m.target_aspect)
-    if m.name == "random":
-        return random_masks(batch_size, grid, target_scale=m.target_scale)
-    raise ValueError(f"masking.name {m.name!r} draws no patch masks; expected one of {STRATEGIES}")
+    return drawer(m, "image")(m, batch_size, grid)
 
 
 class MaskCollator:
@@ -54,13 +52,12 @@ class MaskCollator:
     def __init__(self, grid: Tuple[int, int], masking: MaskingConfig):
         self.grid = tuple(grid)
         self.masking = masking
-        if masking.name not in STRATEGIES:  # fail at construction, not in a loader worker
-            raise ValueError(f"masking.name {masking.name!r} draws no patch masks; expected one of {STRATEGIES}")
+        self.draw = drawer(masking, "image")  # fails at construction, not in a loader worker
 
     def __call__(self, samples: Sequence[Any], shard: Tuple[int, int] = (0, 1)) -> MaskedBatch:
         images, labels = default_collate(samples)
         rank, replicas = shard
-        ctx, tgt = draw_masks(self.masking, len(samples) * replicas, self.grid)
+        ctx, tgt = self.draw(self.masking, len(samples) * replicas, self.grid)
         return MaskedBatch(images, ctx[rank::replicas], tgt[rank::replicas], labels)
 
 
@@ -73,14 +70,12 @@ class VideoMaskCollator:
     global_batch = True
 
     def __init__(self, grid: Tuple[int, int, int], masking: MaskingConfig):
-        if masking.name != "multiblock3d":
-            raise ValueError(f"masking.name {masking.name!r}: video methods draw multiblock3d masks")
+        self.draw = drawer(masking, "clip")
         self.grid = tuple(grid)
-        self.types = [dict(num_blocks=t.num_blocks, spatial_scale=tuple(t.spatial_scale),
-                           temporal_scale=tuple(t.temporal_scale), aspect=tuple(t.aspect)) for t in masking.mask_types]
+        self.masking = masking
 
     def __call__(self, samples: Sequence[Any], shard: Tuple[int, int] = (0, 1)) -> MaskedBatch:
         clips, labels = default_collate(samples)
         rank, replicas = shard
-        pairs = sample_mask_types(len(samples) * replicas, self.grid, self.types)
+        pairs = self.draw(self.masking, len(samples) * replicas, self.grid)
         return MaskedBatch(clips, [c[rank::replicas] for c, _ in pairs], [t[rank::replicas] for _, t in pairs], labels)

@@ -113,3 +113,11 @@ def sample_masks(
     k_t = th * tw
     target_idx = targets.float().topk(k_t, dim=2).indices.sort(dim=2).values  # each block has exactly k_t
     return context_idx, target_idx
+
+
+def draw(masking, batch_size: int, grid: Grid) -> Tuple[Tensor, Tensor]:
+    """``masking=multiblock``'s entry in :data:`jepa_zoo.masks.schema.MASKINGS`: :func:`sample_masks` with
+    the keys of a :class:`~jepa_zoo.masks.schema.MultiBlockMasking`."""
+    m = masking
+    return sample_masks(batch_size, grid, num_targets=m.num_targets, target_scale=m.target_scale,
+                        target_aspect=m.target_aspect, context_scale=m.context_scale, min_keep=m.min_keep)

@@ -97,3 +97,11 @@ def sample_mask_types(batch_size: int, grid: Sequence[int], mask_types: Sequence
                       generator: Optional[torch.Generator] = None) -> List[Tuple[Tensor, Tensor]]:
     """One ``(context, targets)`` pair per mask type (each a mapping of :func:`sample_masks_3d`'s keywords)."""
     return [sample_masks_3d(batch_size, grid, generator=generator, **dict(m)) for m in mask_types]
+
+
+def draw(masking, batch_size: int, grid: Sequence[int]) -> List[Tuple[Tensor, Tensor]]:
+    """``masking=multiblock3d``'s entry in :data:`jepa_zoo.masks.schema.MASKINGS`: one pair per mask type
+    of a :class:`~jepa_zoo.masks.schema.MultiBlock3DMasking`."""
+    types = [dict(num_blocks=t.num_blocks, spatial_scale=tuple(t.spatial_scale), temporal_scale=tuple(t.temporal_scale),
+                  aspect=tuple(t.aspect)) for t in masking.mask_types]
+    return sample_mask_types(batch_size, grid, types)

@@ -127,3 +127,17 @@ def random_masks(
     ctx = order[:, k_t:].sort(dim=1).values
     return ctx, tgt[:, None, :]
 
+
+
+# The entries of jepa_zoo.masks.schema.MASKINGS: each ablation from its schema's keys (one target).
+def draw_rasterized(masking, batch_size: int, grid: Grid) -> Tuple[Tensor, Tensor]:
+    return rasterized_masks(batch_size, grid)
+
+
+def draw_block(masking, batch_size: int, grid: Grid) -> Tuple[Tensor, Tensor]:
+    return block_masks(batch_size, grid, num_targets=1, target_scale=masking.target_scale,
+                       target_aspect=masking.target_aspect)
+
+
+def draw_random(masking, batch_size: int, grid: Grid) -> Tuple[Tensor, Tensor]:
+    return random_masks(batch_size, grid, target_scale=masking.target_scale)

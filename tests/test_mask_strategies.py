@@ -135,3 +135,16 @@ def test_each_masking_has_its_schema_and_the_collators_refuse_the_others():
         MaskCollator((8, 8), masking_config("none"))
     with pytest.raises(ValueError, match="no clip masks"):
         VideoMaskCollator((2, 4, 4), masking_config("multiblock"))
+
+
+def test_a_checkpoint_from_the_one_schema_days_loads(compose_cfg):
+    """Configs saved when every masking shared one schema hold keys the masking never read: dropped on load."""
+    import dataclasses
+
+    from jepa_zoo.config import validate, validate_saved
+
+    saved = dataclasses.asdict(validate(compose_cfg("method=ijepa", "data=fake", "masking=block")))
+    saved["masking"].update(num_targets=1, context_scale=[0.85, 1.0], min_keep=10)  # "unused" then
+    tc = validate_saved(saved)
+    assert tc.masking.name == "block" and tc.masking.target_scale == [0.6, 0.6]
+    assert not hasattr(tc.masking, "min_keep")

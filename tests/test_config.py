@@ -14,57 +14,89 @@ def options(group: str) -> list[str]:
 
 
 GROUP_EXTRAS = {("backbone", "timm"): ["backbone.name=convnext_atto"]}
-# combinations that must be refused with a clear message, not composed into a broken run
-INCOMPATIBLE = {
-    ("lejepa", "masking", "multiblock"): "masking",
-    ("lejepa", "masking", "rasterized"): "masking",
-    ("lejepa", "masking", "block"): "masking",
-    ("lejepa", "masking", "random"): "masking",
-    ("ijepa", "masking", "none"): "masking",
-    ("ijepa", "backbone", "resnet18"): "ViT backbone",
-    ("ijepa", "backbone", "resnet50"): "ViT backbone",
-    ("ijepa", "backbone", "timm"): "ViT backbone",
-    ("iwm", "masking", "none"): "masking",
-    ("iwm", "backbone", "resnet18"): "ViT backbone",
-    ("iwm", "backbone", "resnet50"): "ViT backbone",
-    ("iwm", "backbone", "timm"): "ViT backbone",
-    **{(m, "masking", "multiblock3d"): "masking" for m in ("lejepa", "ijepa", "iwm")},
-    **{(m, "data", d): "trains on images" for m in ("lejepa", "ijepa", "iwm") for d in ("moving_shapes", "video_folder")},
-    **{("vjepa", "masking", o): "masking" for o in ("none", "multiblock", "rasterized", "block", "random")},
-    **{("vjepa", "data", d): "needs video" for d in ("cifar10", "fake", "folder", "imagenet", "synthetic")},
-    **{("vjepa", "backbone", b): "video ViT" for b in ("resnet18", "resnet50", "timm")},
-}
-METHOD_DATA = {"vjepa": ["data=moving_shapes"]}  # a video method composes with clips unless the data group is tested
+
+
+def refusal(method: str, group: str, option: str, tc_raw) -> str | None:
+    """What validating ``method`` with ``group=option`` must refuse (a word of the message), derived from
+    the method's MethodSpec (its maskings and their grids, clips or images) and the composed option."""
+    from jepa_zoo.data.schema import VIDEO_DATA
+    from jepa_zoo.masks.schema import MASKINGS
+    from jepa_zoo.registry import method_spec
+
+    spec = method_spec(method)
+    grids = {MASKINGS[m].grid for m in spec.maskings}
+    if group == "masking" and option not in spec.maskings:
+        return "masking"
+    if group == "data" and (tc_raw.data.name in VIDEO_DATA) != spec.video:
+        return "needs video" if spec.video else "trains on images"
+    if group == "backbone" and tc_raw.backbone.kind != "vit":
+        return "video ViT" if "clip" in grids else "ViT backbone" if "image" in grids else None
+    return None
+
+
+def preset_module(preset: str) -> str:
+    """The method a ``conf/method/<preset>.yaml`` selects (its ``name``, through its defaults)."""
+    import yaml
+
+    data = yaml.safe_load((CONF_DIR / "method" / f"{preset}.yaml").read_text()) or {}
+    if "name" in data or "method" in data:
+        return data.get("name") or data["method"]["name"]
+    parents = [d for d in data.get("defaults", []) if isinstance(d, str) and d != "_self_" and not d.startswith("/")]
+    if parents:
+        return preset_module(parents[0])
+    schema = next(d for d in data.get("defaults", []) if isinstance(d, str) and d.startswith("/schema/method/"))
+    return schema.split("/")[3].split("@")[0]
+
+
+def default_data(method: str) -> list[str]:
+    """A video method composes with clips unless the data group is the one tested."""
+    from jepa_zoo.registry import method_spec
+
+    return ["data=moving_shapes"] if method_spec(method).video else []
 
 
 def test_every_group_has_options():
-    for group in ("method", "backbone", "masking", "data", "hardware", "logger", "experiment"):
+    for group in ("method", "backbone", "masking", "data", "hardware", "logger", "experiment", "collapse"):
         assert options(group), group
     assert {"vit_t", "vit_s", "vit_b", "vit_l", "vit_h", "resnet18", "resnet50", "timm"} <= set(options("backbone"))
     assert {"cpu", "gpu", "gpu_bf16", "multinode"} <= set(options("hardware"))
     assert {"csv", "tensorboard", "wandb"} <= set(options("logger"))
 
 
-@pytest.mark.parametrize("method", builtin_methods())
+@pytest.mark.parametrize("method", options("method"))  # every preset yaml, over its module
 @pytest.mark.parametrize(
     "group,option",
-    [(g, o) for g in ("backbone", "masking", "data", "hardware", "logger", "experiment") for o in options(g)],
+    [(g, o) for g in ("backbone", "masking", "data", "collapse") for o in options(g)],
 )
 def test_every_group_option_composes_with_every_method(compose_cfg, method, group, option):
+    from jepa_zoo.registry import method_spec
+
     extra = GROUP_EXTRAS.get((group, option), [])
-    chosen = [] if group == "experiment" else [f"method={method}"]  # experiments choose their method
-    if group not in ("experiment", "data"):
-        chosen += METHOD_DATA.get(method, [])
+    name = preset_module(method)  # the module a preset (vjepa2, iwm_inv) is a yaml over
+    chosen = [f"method={method}"] + (default_data(name) if group != "data" else [])
     cfg = compose_cfg(*chosen, f"{group}={option}", "data.root=/nonexistent", *extra)
-    refused = INCOMPATIBLE.get((method, group, option))
+    refused = refusal(name, group, option, cfg)
+    if group == "collapse" and option != "default" and option not in method_spec(name).collapses:
+        refused = "collapse"
     if refused:
         with pytest.raises(ConfigError, match=refused):
             validate(cfg)
         return
     tc = validate(cfg)
+    assert isinstance(tc, TrainConfig) and tc.method.name == name
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in ("hardware", "logger") for o in options(g)])
+def test_every_method_independent_option_composes(compose_cfg, group, option):
+    """Hardware and loggers set no method's keys: each once, with the default method."""
+    assert isinstance(validate(compose_cfg(f"{group}={option}", "data.root=/nonexistent")), TrainConfig)
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes(compose_cfg, experiment):
+    """Each experiment once: it chooses its method."""
+    tc = validate(compose_cfg(f"experiment={experiment}", "data.root=/nonexistent"))
     assert isinstance(tc, TrainConfig)
-    if group != "experiment":
-        assert tc.method.name == method
 
 
 def test_default_is_lejepa_paper_recipe(compose_cfg):

@@ -61,7 +61,8 @@ class BackboneConfig:
                   f"{self.num_frames} frames are not a whole number of {self.tubelet_size}-frame tubelets")
         check(self.pos in ("sincos", "rope"), "backbone.pos", f"must be 'sincos' or 'rope', got {self.pos!r}")
         check(self.pos == "sincos" or self.video, "backbone.pos",
-              "rope needs a video backbone (backbone.num_frames > 1)")
+              f"rope is for a video ViT (backbone=vit_t ... vit_h with backbone.num_frames > 1: a video data group "
+              f"sets it), got backbone {self.name} with {self.num_frames} frame(s)")
         check(self.rope_layout in ("vjepa2", "interleaved"), "backbone.rope_layout",
               f"must be 'vjepa2' or 'interleaved', got {self.rope_layout!r}")
         try:

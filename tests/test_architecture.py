@@ -91,7 +91,10 @@ def test_every_method_module_declares_itself():
     from jepa_zoo.methods.base import JEPAModule
     from jepa_zoo.registry import builtin_methods, method_spec
 
-    assert builtin_methods() == ["ijepa", "iwm", "lejepa", "vjepa"]
+    from test_config import options, preset_module
+
+    # every method module has a yaml, and every yaml is a preset over a method module
+    assert builtin_methods() == sorted({preset_module(p) for p in options("method")})
     for name in builtin_methods():
         spec = method_spec(name)
         assert spec.name == name and issubclass(spec.module, JEPAModule) and issubclass(spec.schema, MethodConfig)
@@ -129,6 +132,7 @@ def test_a_method_defined_outside_the_package_trains_through_the_entry_point(tmp
     assert json.loads(e.stdout.strip().splitlines()[-1])["train_images"] == 64
 
 
+@pytest.mark.integration
 def test_a_module_that_drops_the_required_callbacks_is_refused(monkeypatch, compose_cfg):
     import jepa_zoo.train as train
     from jepa_zoo.methods.lejepa import LeJEPA
@@ -140,6 +144,7 @@ def test_a_module_that_drops_the_required_callbacks_is_refused(monkeypatch, comp
                               "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"))
 
 
+@pytest.mark.integration
 def test_the_schemas_import_neither_torch_nor_lightning():
     """Configs are checked (and Hydra composes) before any heavy import; the schemas are dependency-free."""
     code = ("import sys, jepa_zoo.config, jepa_zoo.registry\n"

@@ -40,18 +40,21 @@ def check_step(out: dict, method: str) -> None:
     assert out["mfu"] is None  # CPU: no peak table
 
 
+@pytest.mark.integration
 def test_lejepa_step(tmp_path):
     out = result(bench(tmp_path, *LEJEPA))
     check_step(out, "lejepa")
     assert out["patch_size"] == 8 and out["img_size"] == 32
 
 
+@pytest.mark.integration
 def test_ijepa_step_carries_masks(tmp_path):
     out = result(bench(tmp_path, *IJEPA))
     check_step(out, "ijepa")
     assert 10 <= out["context_patches"] < 64 and 1 <= out["target_block_patches"] < 64  # 8x8 grid
 
 
+@pytest.mark.integration
 def test_flops_scale_with_the_batch(tmp_path):
     """The counter sees the real model: twice the batch, twice the FLOPs (LeJEPA has no masks: exact)."""
     a = result(bench(tmp_path / "a", *LEJEPA, "bench.steps=1", "bench.warmup=0"))
@@ -59,6 +62,7 @@ def test_flops_scale_with_the_batch(tmp_path):
     assert b["flops_per_step"] == pytest.approx(2 * a["flops_per_step"], rel=0.02)
 
 
+@pytest.mark.integration
 def test_data_pipeline_on_fake_data(tmp_path):
     out = result(bench(tmp_path, "method=ijepa", "bench.what=data", "data=fake", "data.batch_size=8",
                        "bench.steps=3", "bench.warmup=1"))
@@ -67,6 +71,7 @@ def test_data_pipeline_on_fake_data(tmp_path):
     assert out["decode_views_ms_per_image"] > 0 and out["mask_ms_per_batch"] is not None
 
 
+@pytest.mark.integration
 def test_data_pipeline_with_photometric_on_device(tmp_path):
     """LeJEPA with views.photometric=device: the workers crop, the batched ops are timed apart."""
     out = result(bench(tmp_path, "method=lejepa", "method.views.num_local=2", "bench.what=data", "data=fake",
@@ -85,6 +90,7 @@ def test_data_pipeline_with_photometric_on_device(tmp_path):
         ("method.lambd=7", "method.lambd"),
     ],
 )
+@pytest.mark.integration
 def test_bad_input_exits_2(tmp_path, override, needle):
     r = bench(tmp_path, "data=fake", override)
     assert r.returncode == 2, r.stderr[-2000:]

@@ -95,6 +95,7 @@ def missing(sections, header: set, images: set, hparams: dict) -> list:
             + [k for k in ("method.name", *config_keys(sections)) if not has(k)])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("method", ["lejepa", "ijepa", "iwm"])
 def test_every_panel_key_is_logged_by_a_real_run(runs, method, tmp_path):
     header, images, hparams = logged(runs[method])
@@ -113,6 +114,7 @@ def test_every_panel_key_is_logged_by_a_real_run(runs, method, tmp_path):
         assert f"cfg.value.{key}" in text, key
 
 
+@pytest.mark.integration
 def test_a_renamed_metric_is_caught(runs):
     """The check above fails when a panel names a metric no run logs (a rename on either side)."""
     header, images, hparams = logged(runs["lejepa"])
@@ -135,6 +137,7 @@ def test_the_gpu_only_perf_key_is_the_one_perf_monitor_logs():
     assert set(metric_keys(PANELS, conditional=True)) <= logged_keys and "perf/mfu" in logged_keys
 
 
+@pytest.mark.integration
 def test_offline_spec_sketch_and_rerun(tmp_path):
     r = dashboard(tmp_path, "entity=me", "project=p")
     assert r.returncode == 0, r.stderr
@@ -154,6 +157,7 @@ def test_offline_spec_sketch_and_rerun(tmp_path):
     assert r.returncode == 2 and "no W&B API key" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.integration
 def test_sweep_workspace_and_report_offline(runs, tmp_path):
     sweep = runs["sweep"]
     r = dashboard(tmp_path, "entity=me", "project=p", f"sweep={sweep}")
@@ -284,6 +288,7 @@ def test_a_failed_publication_writes_the_specification_and_exits_1(fake_wandb, t
     (["entity=me", "project=p", "report=maybe"], "report"),
     (["entity=me", "project=p", "publish=missing.json"], "publish: cannot read"),
 ])
+@pytest.mark.integration
 def test_bad_input_is_one_line(tmp_path, args, message):
     r = dashboard(tmp_path, *args)
     assert r.returncode == 2 and message in r.stderr, r.stderr

@@ -158,6 +158,7 @@ def toy_loaders(n=256, seed=0):
     return DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True), DataLoader(TensorDataset(x, y), batch_size=64)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kind", ["linear", "attentive"])
 def test_probe_grid_learns_a_separable_task(kind):
     import lightning as L
@@ -259,6 +260,7 @@ def test_export_refuses_a_cifar_stem_and_round_trips_a_resnet():
         assert torch.allclose(stock(x), enc(x), atol=1e-5)
 
 
+@pytest.mark.integration
 def test_finetune_trains_the_encoder_with_layer_decay():
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset

@@ -83,6 +83,7 @@ ARGS = {**METHOD, "iwm": ["method=iwm", "method.pred_depth=1", "method.mrr.enabl
                                       "method.views.photometric=device"]}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("method", sorted(ARGS))
 def test_no_host_reads_between_logging_steps(monkeypatch, compose_cfg, method):
     args = ARGS[method]
@@ -91,6 +92,7 @@ def test_no_host_reads_between_logging_steps(monkeypatch, compose_cfg, method):
     assert not probe.hits, dict(probe.hits)
 
 
+@pytest.mark.integration
 def test_the_probe_sees_the_progress_bar_reads(monkeypatch, compose_cfg):
     probe = fit_with_probe(monkeypatch, compose_cfg, *METHOD["ijepa"], "progress_every_n_steps=1")
     assert probe.probed_steps >= 4 and sum(probe.hits.values()) >= probe.probed_steps, dict(probe.hits)

@@ -64,3 +64,16 @@ def test_bad_arguments():
         sample_masks(2, 8, target_scale=(0.3, 0.2))
     with pytest.raises(ValueError, match="batch_size"):
         sample_masks(0, 8)
+
+
+def test_the_context_is_one_block_minus_the_targets():
+    """The context is drawn inside one block of ``context_scale`` (its patches fit that block's height and
+    width), not anywhere the targets leave: a mutation that picks free patches at random fails here."""
+    gen = torch.Generator().manual_seed(0)
+    grid = (14, 14)
+    ctx, _ = sample_masks(64, grid, generator=gen, num_targets=1, target_scale=(0.05, 0.05),
+                          context_scale=(0.3, 0.3), min_keep=4)
+    ch, cw = block_size(0.3, 1.0, grid)
+    rows, cols = ctx // grid[1], ctx % grid[1]
+    assert ((rows.max(1).values - rows.min(1).values) < ch).all()
+    assert ((cols.max(1).values - cols.min(1).values) < cw).all()

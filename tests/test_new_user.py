@@ -56,6 +56,7 @@ def test_swept_keys_and_job_names():
     assert job_dirname(0, ["c=3"], []) == "0"
 
 
+@pytest.mark.integration
 def test_a_cnn_that_cannot_take_the_small_views_is_refused_by_name(tmp_path):
     r = train(tmp_path, "backbone=timm", "backbone.name=convnext_atto", "data=fake", "trainer.max_steps=1")  # 32/16 px
     out = r.stdout + r.stderr
@@ -197,6 +198,7 @@ def test_a_run_shorter_than_the_log_interval_still_logs_and_validates(tmp_path):
     (["jepa_zoo.eval", "ckpt=multirun/lejepa/d/0_method.lambd=0.05/checkpoints/last.ckpt"],
      "quote it: \"ckpt='multirun/lejepa/d/0_method.lambd=0.05/checkpoints/last.ckpt'\""),
 ], ids=["train-typo", "iwm-typo", "eval-typo", "wrong-type", "ijepa-mrr", "eval-unquoted-path"])
+@pytest.mark.integration
 def test_a_typo_or_an_unquoted_sweep_path_gets_a_hint(tmp_path, cmd, needle):
     r = run(*cmd, cwd=tmp_path)
     out = (r.stdout + r.stderr).strip()

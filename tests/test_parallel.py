@@ -77,6 +77,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.integration
 def test_reduce_every_micro_batch_false_defers_the_reduce_scatter():
     """fsdp.reduce_every_micro_batch=false: no gradient reduction in the blocked backward (Lightning
     blocks all micro-batches of an accumulation but the last), and sync is restored for the last.

@@ -38,6 +38,7 @@ def fit(tmp_path, accumulate: int, steps: int = 5, skip_intervals: int = 0):
     return monitor, rows
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_flops_are_one_optimiser_step_and_intervals_are_whole_steps(tmp_path, accumulate):
     monitor, rows = fit(tmp_path, accumulate)
@@ -52,6 +53,7 @@ def test_flops_are_one_optimiser_step_and_intervals_are_whole_steps(tmp_path, ac
     assert "perf/mfu" not in rows[0]  # no known peak for a CPU
 
 
+@pytest.mark.integration
 def test_the_compile_interval_can_be_left_out(tmp_path):
     _, rows = fit(tmp_path, 1, skip_intervals=1)
     assert [int(r["step"]) for r in rows] == list(range(2, 5))  # step 1's interval (compilation) is not logged
@@ -74,6 +76,7 @@ class Spike(L.Callback):
             del big
 
 
+@pytest.mark.integration
 def test_each_interval_reports_its_own_peak_memory(tmp_path):
     data = DataLoader(TensorDataset(torch.randn(256, 32), torch.zeros(256, dtype=torch.long)), batch_size=4)
     logger = CSVLogger(tmp_path)

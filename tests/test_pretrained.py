@@ -98,6 +98,7 @@ def run_eval(tmp_path, *args):
                           timeout=900)
 
 
+@pytest.mark.integration
 @needs_fixture
 def test_eval_runs_knn_and_a_linear_probe_on_official_weights(tmp_path):
     """python -m jepa_zoo.eval ckpt=<official .pth.tar> data=...: the encoder the command names is

@@ -17,6 +17,7 @@ def env() -> dict:
     return {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
 
 
+@pytest.mark.integration
 @pytest.mark.data
 @pytest.mark.parametrize("preset", RECIPES)
 def test_each_recipe_preset_trains_two_steps(preset, shared_data, tmp_path):
@@ -41,6 +42,7 @@ def test_the_20_minute_recipe_is_the_10_minute_one_with_twice_the_budget(compose
     assert ten == twenty
 
 
+@pytest.mark.integration
 def test_the_recipe_benchmark_prints_one_json_line(tmp_path):
     """benchmarks/recipe.py on fake data for 2 steps: trains, evaluates trained and random init."""
     r = subprocess.run([sys.executable, "benchmarks/recipe.py", "experiment=lejepa_cifar10_quick", f"out={tmp_path}",
@@ -57,6 +59,7 @@ def test_the_recipe_benchmark_prints_one_json_line(tmp_path):
     assert rec["train_wall_s"] > 0 and "cores" in rec["machine"]
 
 
+@pytest.mark.integration
 def test_the_recipe_benchmark_refuses_bad_arguments(tmp_path):
     r = subprocess.run([sys.executable, "benchmarks/recipe.py", "experimnt=x"], cwd=REPO, capture_output=True,
                        text=True, timeout=60)
@@ -68,6 +71,7 @@ def test_the_recipe_benchmark_refuses_bad_arguments(tmp_path):
     assert r.returncode == 2 and "holds a run already" in r.stderr  # an earlier run's figures are never mixed in
 
 
+@pytest.mark.integration
 def test_the_collapse_benchmark_reads_a_runs_tokens(tmp_path):
     """benchmarks/collapse.py on a 2-step I-JEPA run: one JSON line for the encoder at init, one trained."""
     from test_train_entry import train

@@ -78,6 +78,7 @@ def test_sigterm_saves_and_exits_then_resumes(tmp_path):
     assert saved_step(ckpt_dir / "last.ckpt") == at + 2
 
 
+@pytest.mark.integration
 def test_resume_refuses_another_method_or_a_missing_file(tmp_path):
     r = train(tmp_path, *FAST, "trainer.max_steps=1")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
@@ -91,6 +92,7 @@ def test_resume_refuses_another_method_or_a_missing_file(tmp_path):
     assert r.returncode == 2 and "no such checkpoint file" in r.stdout + r.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mode", ["stop", "skip"])
 def test_nonfinite_loss_stops_or_skips(tmp_path, mode):
     # an absurd learning rate makes the loss overflow after the first update
@@ -237,12 +239,14 @@ def test_resume_auto_takes_the_newest_of_last_and_hpc_checkpoints(tmp_path):
     assert resolve_resume("auto", ckpt_dir) == str(last)
 
 
+@pytest.mark.integration
 def test_the_final_step_is_checkpointed_when_n_does_not_divide_it(tmp_path):
     r = train(tmp_path, *FAST[:6], *FAST[7:], "trainer.max_steps=5", "checkpoint.every_n_train_steps=3")
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert saved_step(tmp_path / "checkpoints" / "last.ckpt") == 5
 
 
+@pytest.mark.integration
 def test_keep_the_k_most_recent_step_checkpoints(tmp_path):
     r = train(tmp_path, *FAST[:6], *FAST[7:], "trainer.max_steps=4", "checkpoint.every_n_train_steps=1",
               "checkpoint.save_top_k=2")
@@ -287,6 +291,7 @@ def test_a_refused_relaunch_keeps_the_earlier_runs_status_and_a_fresh_one_leaves
     assert r.returncode == 2 and (user_dir / "notes.log").read_text() == "my notes\n"  # never someone else's files
 
 
+@pytest.mark.integration
 def test_a_method_that_overrides_hooks_without_super_still_skips_nonfinite_steps(monkeypatch, compose_cfg):
     """Skipping lives in a callback (jepa_zoo.callbacks.nonfinite), not in hooks a method may override."""
     import lightning as L

@@ -221,6 +221,7 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.integration
 def test_cli(sweep, tmp_path):
     ok = _cli(sweep, "--out", tmp_path / "cli")
     assert ok.returncode == 0, ok.stderr

@@ -140,6 +140,7 @@ def test_wandb_multirun_jobs_get_their_own_runs_in_one_group(tmp_path):
         ("data=cifar10 data.root=/does/not/exist", "CIFAR-10 not found"),
     ],
 )
+@pytest.mark.integration
 def test_bad_input_fails_cleanly(tmp_path, override, needle):
     r = train(tmp_path, "data=fake", *override.split(), "trainer.max_steps=1")
     assert r.returncode == 2
@@ -147,6 +148,7 @@ def test_bad_input_fails_cleanly(tmp_path, override, needle):
     assert needle in out and "Traceback" not in out
 
 
+@pytest.mark.integration
 def test_unknown_group_option_lists_the_allowed_ones(tmp_path):
     """Hydra's compose errors (before our code runs) exit 1 with its message, not a traceback."""
     r = train(tmp_path, "method=nope")
@@ -181,6 +183,7 @@ def test_sweep_dir_names_stay_short_and_unique():
     assert len(a) == 180 and a != b
 
 
+@pytest.mark.integration
 def test_lr_scales_with_the_global_batch(tmp_path):
     r = train(tmp_path, *FAST[:6], "trainer.max_steps=1", *FAST[7:], "data.batch_size=16",
               "method.optim.ref_batch_size=8", "method.optim.warmup_steps=0")

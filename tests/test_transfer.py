@@ -39,6 +39,7 @@ def clusters(n: int, seed: int, dim: int = 16, classes: int = 4, noise: float = 
     return centres[y] + noise * torch.randn(n, dim, generator=g), y
 
 
+@pytest.mark.integration
 def test_a_cached_linear_probe_matches_the_probe_on_the_frozen_encoder_given_the_same_features():
     """The same features, the same grid and schedule: the cached heads (tensors) and ProbeModule
     (Lightning, the encoder run every step) reach the same accuracy within noise."""

@@ -88,6 +88,7 @@ def test_clip_indices():
     assert clip_indices(10, 8, 4, short="loop")[0][0].tolist() == [0, 4, 8, 0, 4, 8, 0, 4]
 
 
+@pytest.mark.integration
 def test_real_clips_decode_with_labels_and_multi_clip(weizmann):
     ds = VideoClips(weizmann, num_frames=8, frame_step=2)
     assert len(ds) == 72 and ds.classes == ["class_0", "class_1", "class_3", "class_4"]
@@ -102,6 +103,7 @@ def test_real_clips_decode_with_labels_and_multi_clip(weizmann):
     assert (fps.step_for(25.0), fps.step_for(29.97), fps.step_for(15.0)) == (6, 7, 3)
 
 
+@pytest.mark.integration
 def test_corrupt_and_truncated_files_are_skipped_and_counted(weizmann, tmp_path, caplog):
     root = tmp_path / "clips"
     shutil.copytree(weizmann / "class_0", root / "a")
@@ -143,6 +145,7 @@ def write_mp4(path, frames: int) -> None:
             c.mux(packet)
 
 
+@pytest.mark.integration
 def test_short_videos_are_padded_with_a_counted_warning(weizmann):
     ds = VideoClips(weizmann, num_frames=16, frame_step=8)  # 121 frames: longer than every clip
     with pytest.warns(UserWarning, match=r"shorter than a 16-frame clip .* repeated \(1 short videos"):
@@ -187,6 +190,7 @@ VIDEO_FAST = ["data=moving_shapes", "data.fake_size=32", "+backbone.kwargs.depth
               "trainer.max_steps=3", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("method", ["vjepa", "vjepa2"])
 def test_vjepa_trains_through_the_entry_point_and_evaluates(tmp_path, method):
     r = train(tmp_path, f"method={method}", *VIDEO_FAST)
@@ -229,6 +233,7 @@ def check_hf_export(ckpt, out):
     assert main([str(ckpt), "--out", str(out.parent / "x.safetensors")]) == 2  # timm: image encoders only
 
 
+@pytest.mark.integration
 def test_video_method_on_image_data_is_one_line(tmp_path):
     r = train(tmp_path, "method=vjepa", "data=fake")
     assert r.returncode == 2
@@ -252,6 +257,7 @@ def test_one_mask_token_for_every_type_leaves_the_others_out_of_training(compose
     assert tokens[0].grad is not None and tokens[1].grad is None
 
 
+@pytest.mark.integration
 def test_cross_validation_keeps_mirrored_twins_in_one_fold(weizmann):
     """The Weizmann set holds each of 36 videos twice, once mirrored (files 2k and 2k+1): the folds
     group them, so a clip is never tested against its own mirror image; without the groups most
@@ -297,6 +303,7 @@ def test_the_video_encoder_takes_images_and_several_clips(pos):
         enc.forward_tokens(torch.stack([a, b], dim=1), torch.arange(4).expand(2, -1))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("preset", ["vjepa_moving_shapes_cpu", "vjepa_weizmann_cpu"])
 def test_each_video_cpu_preset_trains_two_steps(preset, weizmann, tmp_path):
     extra = [f"data.root={shared_data_dir() / 'weizmann-actions-mp4.tar'}"] if "weizmann" in preset else []
@@ -320,6 +327,7 @@ def test_each_video_cpu_preset_trains_two_steps(preset, weizmann, tmp_path):
     assert len(list((tmp_path / "checkpoints").glob("eval_attentive_cv2_*_2clips_s*_trained.json"))) == 1  # s*: probe
 
 
+@pytest.mark.integration
 def test_seeking_gives_the_frames_of_decoding_in_order(weizmann, tmp_path):
     """A clip late in a video seeks to the keyframe before it: the frames are exactly those decoding
     from the start gives, on the real H.264 clips and on a long MPEG-4 file with B-frames (the

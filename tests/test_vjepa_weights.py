@@ -195,6 +195,7 @@ def test_the_method_built_from_the_file_reproduces_the_loss(official):
     torch.testing.assert_close(out.loss, ref["loss"], **CLOSE)
 
 
+@pytest.mark.integration
 @needs_fixtures
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_training_starts_from_official_weights(tmp_path, name):

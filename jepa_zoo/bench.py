@@ -147,7 +147,7 @@ def data_module(tc: TrainConfig, compile_: bool = False):
 
     cls = get_method(tc.method.name, tc.method.module)
     dm = JEPADataModule(tc.data, cls.train_transform(tc), cls.collate_fn(tc), seed=tc.seed,
-                        compile_photometric=compile_)
+                        compile_photometric=compile_, val_transform=cls.val_transform(tc))
     dm.prepare_data()
     dm.setup("fit")
     return dm

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from jepa_zoo.data.schema import DATA_NAMES, VIDEO_DATA, DataConfig, IWMViewsConfig, ViewsConfig
+from jepa_zoo.data.schema import DATA_NAMES, DATA_SOURCES, DataConfig, IWMViewsConfig, ViewsConfig
 from jepa_zoo.errors import ConfigError, check as _check
 from jepa_zoo.masks.schema import MASKINGS, PATCH_MASKINGS, VIDEO_MASKINGS, MaskingConfig
 from jepa_zoo.models.parts import COLLAPSES, CollapseConfig
@@ -252,9 +252,9 @@ def validate(cfg: DictConfig) -> TrainConfig:
     assert isinstance(raw, dict)
     method = raw.get("method") if isinstance(raw.get("method"), dict) else {}
     spec = method_spec(method.get("name"), method.get("module"))
-    data_name = raw["data"].get("name") if isinstance(raw.get("data"), dict) else None
-    if data_name in DATA_NAMES:  # before the sections' own checks, which would name a symptom (backbone.pos)
-        _check_data_kind(spec, data_name)
+    data = raw["data"] if isinstance(raw.get("data"), dict) else {}
+    if data.get("name") in DATA_NAMES and not data.get("module"):  # before the sections' own checks, which
+        _check_data_kind(spec, data["name"], DATA_SOURCES[data["name"]].sample)  # would name a symptom (backbone.pos)
     try:
         schema = OmegaConf.structured(TrainConfig)
         schema.method = OmegaConf.structured(spec.schema)
@@ -275,7 +275,7 @@ def validate(cfg: DictConfig) -> TrainConfig:
     allowed = spec.maskings
     _check(out.masking.name in allowed, "masking",
            f"method={out.method.name} uses masking={'|'.join(allowed)}, got {out.masking.name}")
-    _check_data_kind(spec, out.data.name)
+    _check_data_kind(spec, out.data.name, out.data.source.sample)
     out.collapse = resolve_collapse(out.collapse, out.method, spec)
     _check_combination(out)
     return out
@@ -303,13 +303,21 @@ def resolve_collapse(c: CollapseConfig, method: Any, spec: Any) -> CollapseConfi
     return CollapseConfig(name=name, **values)
 
 
-def _check_data_kind(spec: Any, data_name: str) -> None:
-    """A video method on image data, or an image method on clips: one line naming ``data``."""
-    video = data_name in VIDEO_DATA
-    _check(video == spec.video, "data",
-           f"method={spec.name} trains on {'clips' if spec.video else 'images'}: "
-           + ("it needs video: data=video_folder (or data=moving_shapes)" if spec.video else
-              f"data={data_name} gives clips (video methods: method=vjepa, method=vjepa2)"))
+SAMPLE_OF_INPUTS = {"images": "image", "views": "image", "pair": "image", "clip": "clip", "frames": "episode"}
+
+
+def _check_data_kind(spec: Any, data_name: str, sample: str) -> None:
+    """A method given samples of another kind (a video method on images, ...): one line naming ``data``."""
+    wanted = SAMPLE_OF_INPUTS[spec.inputs]
+    if sample == wanted:
+        return
+    if wanted == "clip":
+        raise ConfigError(f"data: method={spec.name} trains on clips: it needs video: data=video_folder (or "
+                          "data=moving_shapes)")
+    if wanted == "image":
+        raise ConfigError(f"data: method={spec.name} trains on images: data={data_name} gives {sample}s "
+                          "(video methods: method=vjepa, method=vjepa2)")
+    raise ConfigError(f"data: method={spec.name} trains on {wanted}s, data={data_name} gives {sample}s")
 
 
 def _check_combination(c: TrainConfig) -> None:

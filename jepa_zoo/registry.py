@@ -25,6 +25,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from jepa_zoo.errors import ConfigError
 
 PACKAGE = "jepa_zoo.methods"
+# what a method with a target encoder and a predictor takes (I-JEPA, IWM, V-JEPA): its paper's EMA first
+COLLAPSES_WITH_TARGETS = ("ema", "frozen", "sigreg", "vicreg")
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class MethodSpec:
     panels: Tuple[Any, ...] = ()  # its own dashboard sections (jepa_zoo.panels.Section), beside its metrics
     video: bool = False  # it trains on clips (a video data group), not on images
     inputs: str = "images"  # its batch: images | views | pair | clip | frames (jepa_zoo.models.parts.INPUT_KINDS)
-    collapses: Tuple[str, ...] = ("ema", "frozen", "sigreg", "vicreg")  # the collapse=... it takes, its default first
+    collapses: Tuple[str, ...] = ("none",)  # the collapse=... it takes, its default first (none: its own business)
     collapse_refusals: Dict[str, str] = field(default_factory=dict)  # collapse=<name> it refuses: why (the error says)
 
 

@@ -55,7 +55,7 @@ def run(cfg: DictConfig) -> Dict[str, float]:
     model = build_model(tc, num_classes=tc.data.num_classes)  # seeds first
     method_cls = get_method(tc.method.name, tc.method.module)
     dm = JEPADataModule(tc.data, method_cls.train_transform(tc), method_cls.collate_fn(tc), seed=tc.seed,
-                        compile_photometric=tc.compile)
+                        compile_photometric=tc.compile, val_transform=method_cls.val_transform(tc))
     smallest = min(method_cls.input_sizes(tc).values())
     if tc.backbone.name.startswith("resnet") and not tc.backbone.cifar_stem and smallest <= 64:
         log.warning("backbone %s at %d px: its 7x7/2 stem and max-pool leave a %d-px map for the first block; "

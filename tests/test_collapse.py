@@ -141,3 +141,18 @@ def test_ijepa_with_sigreg_trains_and_saves_no_teacher(compose_cfg, tmp_path):
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert not any(k.startswith("target_encoder.") for k in ckpt["state_dict"])
     assert ckpt["hyper_parameters"]["cfg"]["collapse"]["name"] == "sigreg"
+
+
+def test_a_method_that_declares_no_collapse_gets_none(monkeypatch):
+    """A method of one's own (tests/toy) that prevents collapse itself is given no EMA teacher."""
+    from conftest import REPO
+    from jepa_zoo.config import TrainConfig
+    from jepa_zoo.models.schema import BackboneConfig
+
+    monkeypatch.syspath_prepend(str(REPO / "tests" / "toy"))
+    from toy_method import ToyConfig
+
+    model = build_model(TrainConfig(method=ToyConfig(module="toy_method"),
+                                    backbone=BackboneConfig(img_size=32, patch_size=8, kwargs={"depth": 1})))
+    assert model.cfg.collapse.name == "none" and model.target_encoder is None and model.sigreg is None
+    assert model.parts().target == "none" and model.eval_encoder is model.backbone

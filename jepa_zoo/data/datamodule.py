@@ -15,8 +15,9 @@ the very next batch.
 
 from __future__ import annotations
 
-import shutil
+import importlib
 import logging
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -30,7 +31,6 @@ from jepa_zoo.data.datasets import (
     DataError,
     SkipUnreadable,
     count_classes,
-    fake_dataset,
     HELD_OUT_SPLITS,
     find_held_out,
     find_split,
@@ -41,7 +41,6 @@ from jepa_zoo.data.datasets import (
 from jepa_zoo.data.batch import collate
 from jepa_zoo.data.photometric import DevicePhotometric
 from jepa_zoo.data.sampling import ResumableLoader, ResumableSampler
-from jepa_zoo.data.moving_shapes import MovingShapes
 from jepa_zoo.data.video import VideoClips
 from jepa_zoo.data.video_views import video_eval_transform
 from jepa_zoo.data.views import eval_transform
@@ -76,14 +75,17 @@ class TookBatch(L.Callback):
 class JEPADataModule(L.LightningDataModule):
     def __init__(self, cfg: DataConfig, train_transform: Optional[Callable], collate_fn: Optional[Callable] = None,
                  seed: int = 0, compile_photometric: bool = False, evaluation: bool = False,
-                 drop_unreadable: bool = False):
+                 drop_unreadable: bool = False, val_transform: Optional[Callable] = None):
         """``train_transform`` with ``photometric == "device"`` (LeJEPA, IWM under
         ``views.photometric=device``) leaves its photometric ops to :meth:`on_after_batch_transfer`,
         compiled with ``compile_photometric`` (``compile=true``).  ``evaluation``: every split as
         evaluation sees it (the evaluation transform, and for clips the evaluation sampling:
         ``data.eval_clips`` fixed clips per video), whatever ``train_transform`` is.  ``evaluation``
         or ``drop_unreadable``: under ``data.bad_images=skip`` an unreadable sample is returned as
-        :class:`jepa_zoo.data.datasets.Unreadable` (dropped and counted) instead of being replaced."""
+        :class:`jepa_zoo.data.datasets.Unreadable` (dropped and counted) instead of being replaced.
+        ``val_transform``: the validation transform (default: the evaluation transform of the data
+        source's samples, centre crops of images or clips).  The data source (``data.name``, or
+        ``data.module``'s) is read from :data:`jepa_zoo.data.schema.DATA_SOURCES`."""
         super().__init__()
         self.evaluation = evaluation
         self.unreadable = "drop" if (evaluation or drop_unreadable) and cfg.bad_images == "skip" else cfg.bad_images
@@ -96,8 +98,11 @@ class JEPADataModule(L.LightningDataModule):
                 self.device_photometric.compile_()
         self.collate_fn = collate_fn
         self.seed = seed
-        make_eval = video_eval_transform if cfg.video else eval_transform
-        self.val_transform = make_eval(cfg.img_size, cfg.eval_crop_ratio, cfg.mean, cfg.std)
+        self.source = cfg.source  # its jepa_zoo.data.schema.DataSource
+        if val_transform is None:  # the evaluation transform of the source's samples (a method may give its own)
+            make_eval = video_eval_transform if self.source.sample == "clip" else eval_transform
+            val_transform = make_eval(cfg.img_size, cfg.eval_crop_ratio, cfg.mean, cfg.std)
+        self.val_transform = val_transform
         if evaluation:
             self.train_transform = self.val_transform
         self.train_set: Optional[Dataset] = None
@@ -118,7 +123,7 @@ class JEPADataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Local rank 0: extract archives once; for CIFAR-10 without a JPEG tree, download it."""
-        if self.cfg.name in ("fake", "moving_shapes"):
+        if self.source.build is not None:  # no folders to find
             return
         try:
             self._root()
@@ -140,7 +145,7 @@ class JEPADataModule(L.LightningDataModule):
             return None
         path = find_split(root, split)
         if path is None and required:
-            if self.cfg.name in ("folder", "video_folder"):
+            if self.source.bare_root:
                 return root  # a bare folder of class folders is its own training split
             raise DataError(f"data.root {root} has no '{split}/' folder (data={self.cfg.name})")
         return path
@@ -149,17 +154,11 @@ class JEPADataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         c = self.cfg
-        if c.name == "fake":
-            n_cls = c.num_classes or 10
-            self.train_set = fake_dataset(c.fake_size, c.img_size, n_cls, self.train_transform, self.seed)
-            # FakeData draws image i from seed offset + i: the validation images follow the training ones
-            self.val_set = fake_dataset(max(c.fake_size // 4, 1), c.img_size, n_cls, self.val_transform,
-                                        self.seed + c.fake_size)
-            return
-        if c.name == "moving_shapes":  # validation clips follow the training ones (other seeds)
-            self.train_set = MovingShapes(c.fake_size, c.num_frames, c.img_size, self.seed, self.train_transform)
-            self.val_set = MovingShapes(max(c.fake_size // 4, 4), c.num_frames, c.img_size, self.seed + 1,
-                                        self.val_transform)
+        if self.source.build is not None:  # a source without folders: its build makes both splits
+            module, _, fn = self.source.build.partition(":")
+            build = getattr(importlib.import_module(module), fn)
+            self.train_set = build(c, self.train_transform, self.seed, True)
+            self.val_set = build(c, self.val_transform, self.seed, False)
             return
         try:
             root = self._root()
@@ -188,7 +187,7 @@ class JEPADataModule(L.LightningDataModule):
     def _folder(self, path: Path, transform: Optional[Callable], train: bool) -> Dataset:
         """The images (or, for video data, the clips) under ``path``."""
         c = self.cfg
-        if c.name != "video_folder":
+        if self.source.sample != "clip":
             return image_folder(path, transform)
         return VideoClips(path, c.num_frames, c.frame_step, c.fps, clips=1 if train else c.eval_clips, train=train,
                           short=c.short_clips, transform=transform)

@@ -284,6 +284,16 @@ def fake_dataset(size: int, img_size: int, num_classes: int, transform: Optional
     )
 
 
+def fake_split(data: Any, transform: Optional[Callable], seed: int, train: bool) -> Dataset:
+    """``data=fake``'s :class:`~jepa_zoo.data.schema.DataSource` build: ``data.fake_size`` random images for
+    training; a quarter as many for validation, drawn after them (FakeData draws image i from seed
+    offset + i)."""
+    n_cls = data.num_classes or 10
+    if train:
+        return fake_dataset(data.fake_size, data.img_size, n_cls, transform, seed)
+    return fake_dataset(max(data.fake_size // 4, 1), data.img_size, n_cls, transform, seed + data.fake_size)
+
+
 def count_classes(ds: Dataset) -> int:
     classes = getattr(ds, "classes", None)
     if classes is not None:

@@ -73,3 +73,11 @@ class MovingShapes(Dataset):
     def __getitem__(self, i: int):
         clip = self.clip(i)
         return (self.transform(clip) if self.transform else clip), i % len(CLASSES)
+
+
+def split(data, transform: Optional[Callable], seed: int, train: bool) -> Dataset:
+    """``data=moving_shapes``'s :class:`~jepa_zoo.data.schema.DataSource` build: ``data.fake_size`` clips for
+    training, a quarter as many (at least 4) for validation, from other seeds."""
+    if train:
+        return MovingShapes(data.fake_size, data.num_frames, data.img_size, seed, transform)
+    return MovingShapes(max(data.fake_size // 4, 4), data.num_frames, data.img_size, seed + 1, transform)

@@ -3,13 +3,47 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from jepa_zoo.errors import check, check_range
 
 
-VIDEO_DATA = ("video_folder", "moving_shapes")
-DATA_NAMES = ("folder", "cifar10", "imagenet", "fake", *VIDEO_DATA)
+@dataclass(frozen=True)
+class DataSource:
+    """One ``data=<name>``: what its samples are and how they are found; every reader of a data source
+    (the datamodule, the evaluation's splits, the config checks) takes these from :data:`DATA_SOURCES`.
+
+    ``sample``: ``image``, ``clip`` (``[C, T, H, W]`` of ``data.num_frames`` frames) or ``episode`` (frames
+    with actions and states, a trajectory batch); ``root``: ``data.root`` is required; ``held_out``: it
+    has folder splits, among which the evaluation looks for its test split (``val``, ``test``, ...);
+    ``bare_root``: a folder of class folders is its own training split; ``named_by_root``: records
+    and tables name it by its folder; ``build``: for a source without that folder layout,
+    ``"module:function"`` of ``build(data, transform, seed, train) -> Dataset`` (``train``: the training
+    split, else the validation one), which the datamodule calls instead of reading folders.
+
+    A data source outside this package is a module that declares ``SOURCE = DataSource(...)`` (with a
+    ``build``), named by ``data.module``; its own settings go in ``data.kwargs``.
+    """
+
+    sample: str = "image"
+    root: bool = True
+    held_out: bool = False
+    bare_root: bool = False
+    named_by_root: bool = False
+    build: Optional[str] = None
+
+
+SAMPLES = ("image", "clip", "episode")
+DATA_SOURCES: Dict[str, DataSource] = {
+    "folder": DataSource("image", held_out=True, bare_root=True, named_by_root=True),
+    "cifar10": DataSource("image"),  # its JPEG tree, or torchvision's pickled batches (jepa_zoo.data.datamodule)
+    "imagenet": DataSource("image", held_out=True),
+    "fake": DataSource("image", root=False, build="jepa_zoo.data.datasets:fake_split"),
+    "video_folder": DataSource("clip", held_out=True, bare_root=True, named_by_root=True),
+    "moving_shapes": DataSource("clip", root=False, build="jepa_zoo.data.moving_shapes:split"),
+}
+VIDEO_DATA = tuple(n for n, d in DATA_SOURCES.items() if d.sample == "clip")
+DATA_NAMES = tuple(DATA_SOURCES)
 
 
 @dataclass
@@ -18,6 +52,8 @@ class DataConfig:
     moving_shapes (clips of ``num_frames`` frames, :mod:`jepa_zoo.data.video`)."""
 
     name: str = "fake"
+    module: Optional[str] = None  # a data source outside the package: the module that declares SOURCE
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # that source's own settings
     root: Optional[str] = None
     cache_dir: Optional[str] = None
     train_split: str = "train"
@@ -44,9 +80,11 @@ class DataConfig:
     std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
 
     def __post_init__(self) -> None:
-        check(self.name in DATA_NAMES, "data.name", f"must be one of {', '.join(DATA_NAMES)}; got {self.name!r}")
-        check(self.name in ("fake", "moving_shapes") or bool(self.root), "data.root",
-               f"is required for data={self.name} (a directory, or a .tar/.tar.gz archive)")
+        check(self.module is not None or self.name in DATA_NAMES, "data.name",
+              f"must be one of {', '.join(DATA_NAMES)} (or a source of your own: data.module=<module>); "
+              f"got {self.name!r}")
+        check(self.module is not None or not DATA_SOURCES[self.name].root or bool(self.root), "data.root",
+              f"is required for data={self.name} (a directory, or a .tar/.tar.gz archive)")
         check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
         check(self.img_size > 0 and self.local_img_size > 0, "data.img_size", "sizes must be > 0")
@@ -62,8 +100,13 @@ class DataConfig:
               f"must be 'pad' or 'loop', got {self.short_clips!r}")
 
     @property
+    def source(self) -> DataSource:
+        """This section's :class:`DataSource` (``data.module``'s ``SOURCE``, else the built-in one)."""
+        return data_source(self.name, self.module)
+
+    @property
     def video(self) -> bool:
-        return self.name in VIDEO_DATA
+        return self.source.sample == "clip"
 
 
 @dataclass
@@ -123,3 +166,29 @@ class IWMViewsConfig(PhotometricConfig):
 
     blur_p: float = 0.2
     solarize_p: float = 0.1
+
+
+def data_source(name: str, module: Optional[str] = None) -> DataSource:
+    """The :class:`DataSource` of ``data=<name>``, or the ``SOURCE`` that ``module`` declares (a
+    ConfigError naming ``data.module`` / ``data.name`` when there is none)."""
+    from jepa_zoo.errors import ConfigError
+
+    if module is None:
+        if name not in DATA_SOURCES:
+            raise ConfigError(f"data.name: must be one of {', '.join(DATA_NAMES)}; got {name!r}")
+        return DATA_SOURCES[name]
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is None or not (module == e.name or module.startswith(e.name + ".")):
+            raise
+        raise ConfigError(f"data.module: no module {module} (an importable module that declares SOURCE = "
+                          "DataSource(...))") from None
+    source = getattr(mod, "SOURCE", None)
+    if not isinstance(source, DataSource):
+        raise ConfigError(f"data.module: {module} declares no SOURCE = DataSource(...)")
+    check(source.build is not None and source.sample in SAMPLES, "data.module",
+          f"{module}'s SOURCE needs a build ('module:function') and a sample of {', '.join(SAMPLES)}")
+    return source

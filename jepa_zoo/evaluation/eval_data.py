@@ -39,7 +39,7 @@ log = logging.getLogger("jepa_zoo.eval")
 
 def find_test_split(data: DataConfig) -> DataConfig:
     """``data`` with ``val_split`` set to the split this evaluation reports on (logged)."""
-    if data.name not in ("folder", "imagenet", "video_folder"):
+    if not data.source.held_out:
         return data
     root = resolve_root(data.root, data.cache_dir)
     wanted = [s for s in (data.val_split, *TEST_SPLITS) if s]
@@ -106,7 +106,7 @@ def check_labels(train: Dataset, test: Dataset, labels: Sequence[int], root: Opt
 def root_name(data: DataConfig) -> str:
     """A short name of the dataset for file names and tables: a folder's (or archive's) name, else the
     group name (cifar10, imagenet, fake)."""
-    if data.name not in ("folder", "video_folder") or not data.root:
+    if not data.source.named_by_root or not data.root:
         return data.name
     stem = Path(str(data.root)).name
     for ext in (".tar.gz", ".tgz", ".tar"):
@@ -130,7 +130,7 @@ def build_sets(data: DataConfig, seed: int, folds: Optional[int] = None) -> Tupl
         raise DataError(f"data.root {data.root} has no test split '{data.val_split}' (folds=<K> cross-validates "
                         "on the training split instead)")
     labels = labels_of(clean.train_set)
-    test_labels = labels_of(clean.val_set) if data.name in ("folder", "imagenet", "video_folder") else ()
+    test_labels = labels_of(clean.val_set) if data.source.held_out else ()
     num_classes = check_labels(clean.train_set, clean.val_set, labels, data.root, test_labels)
     num_classes = data.num_classes or num_classes
     return data, EvalSets(clean.train_set, clean.val_set, labels, num_classes,

@@ -35,7 +35,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from jepa_zoo.config import ConfigError, TrainConfig, resolve_collapse, validate_saved
 from jepa_zoo.methods.collapse import Collapse
-from jepa_zoo.models.backbones import build_backbone
+from jepa_zoo.models.backbones import build_backbone, check_input_sizes
 from jepa_zoo.models.heads import linear_probe
 from jepa_zoo.models.parts import Parts
 from jepa_zoo.optim import cosine_ramp, lr_schedule, param_groups, time_budget, time_horizon, warmup_length
@@ -54,23 +54,6 @@ PANELS = (
         Line(("probe/train_loss", "probe/val_loss"), "online linear probe: loss", smoothing=0.6),
     )),
 )
-
-
-def check_input_sizes(backbone: nn.Module, cfg: TrainConfig, sizes: Dict[str, int]) -> None:
-    """Refuse, before training, image sizes that a CNN backbone cannot take: a ConfigError naming the
-    key, the size and the smallest of size, 2·size, 4·size, ... that the backbone takes."""
-    from jepa_zoo.models.backbones import TimmEncoder
-
-    if not isinstance(backbone, TimmEncoder) or not sizes:
-        return
-    key, size = min(sizes.items(), key=lambda kv: kv[1])
-    if not backbone.accepts(size):
-        least = backbone.min_size(size)
-        tried = f"of {size}, {2 * size}, {4 * size}, ... px it takes {least} px" if least else "up to 1024 px: none"
-        follows = {"method.views.global_size": " (it follows data.img_size)",
-                   "method.views.local_size": " (it follows data.local_img_size)"}.get(key, "")
-        raise ConfigError(f"{key}: backbone {cfg.backbone.name} cannot take {size}-px images (the smallest {tried}); "
-                          f"raise {key}{follows}, or pick another backbone")
 
 
 @dataclass
@@ -95,7 +78,7 @@ class JEPAModule(L.LightningModule):
         # plain types only: `load_from_checkpoint` calls __init__(cfg=..., num_classes=...) with them
         self.save_hyperparameters({"cfg": dataclasses.asdict(cfg), "num_classes": num_classes})
         self.backbone = build_backbone(cfg.backbone)
-        check_input_sizes(self.backbone, cfg, self.input_sizes(cfg))
+        check_input_sizes(self.backbone, cfg.backbone.name, self.input_sizes(cfg))
         self.collapse = Collapse(cfg.collapse)
         self.target_encoder = self.collapse.make_target(self.backbone)  # None: targets from the online encoder
         self.sigreg = self.collapse.make_sigreg(cfg.seed)
@@ -114,6 +97,11 @@ class JEPAModule(L.LightningModule):
 
     @staticmethod
     def collate_fn(cfg: TrainConfig) -> Optional[Callable]:
+        return None
+
+    @staticmethod
+    def val_transform(cfg: TrainConfig) -> Optional[Callable]:
+        """The validation transform; None: the data source's evaluation transform (centre crops)."""
         return None
 
     def step(self, batch: Any) -> StepOutput:

@@ -39,7 +39,7 @@ from jepa_zoo.models.backbones import gather_tokens, ViTEncoder
 from jepa_zoo.models.parts import Parts
 from jepa_zoo.models.predictor import Predictor
 from jepa_zoo.panels import Bar, Line, Media, Section
-from jepa_zoo.registry import MethodSpec
+from jepa_zoo.registry import COLLAPSES_WITH_TARGETS, MethodSpec
 
 
 @dataclass
@@ -162,4 +162,5 @@ PANELS = (
     ), sweep=True),
 )
 
-METHOD = MethodSpec("ijepa", IJEPA, IJEPAConfig, maskings=PATCH_MASKINGS, retired=("mrr",), panels=PANELS)
+METHOD = MethodSpec("ijepa", IJEPA, IJEPAConfig, maskings=PATCH_MASKINGS, retired=("mrr",), panels=PANELS,
+                    collapses=COLLAPSES_WITH_TARGETS)

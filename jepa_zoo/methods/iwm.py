@@ -39,7 +39,7 @@ from jepa_zoo.methods.ijepa import IJEPA, IJEPAConfig
 from jepa_zoo.models.parts import Parts
 from jepa_zoo.models.predictor import Predictor
 from jepa_zoo.panels import Line, Media, Parallel, Scatter, Section
-from jepa_zoo.registry import MethodSpec
+from jepa_zoo.registry import COLLAPSES_WITH_TARGETS, MethodSpec
 
 
 @dataclass
@@ -139,4 +139,5 @@ PANELS = (
     ), sweep=True),
 )
 
-METHOD = MethodSpec("iwm", IWM, IWMConfig, maskings=PATCH_MASKINGS, panels=PANELS, inputs="pair")
+METHOD = MethodSpec("iwm", IWM, IWMConfig, maskings=PATCH_MASKINGS, panels=PANELS, inputs="pair",
+                    collapses=COLLAPSES_WITH_TARGETS)

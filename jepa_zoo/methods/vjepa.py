@@ -49,7 +49,7 @@ from jepa_zoo.models.parts import Parts
 from jepa_zoo.models.video import VideoViTEncoder
 from jepa_zoo.models.video_predictor import VideoPredictor
 from jepa_zoo.panels import Line, Section
-from jepa_zoo.registry import MethodSpec
+from jepa_zoo.registry import COLLAPSES_WITH_TARGETS, MethodSpec
 
 
 @dataclass
@@ -162,4 +162,5 @@ PANELS = (
     )),
 )
 
-METHOD = MethodSpec("vjepa", VJEPA, VJEPAConfig, maskings=VIDEO_MASKINGS, panels=PANELS, video=True, inputs="clip")
+METHOD = MethodSpec("vjepa", VJEPA, VJEPAConfig, maskings=VIDEO_MASKINGS, panels=PANELS, video=True, inputs="clip",
+                    collapses=COLLAPSES_WITH_TARGETS)

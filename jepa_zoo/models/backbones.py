@@ -27,6 +27,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from jepa_zoo.errors import ConfigError
 from jepa_zoo.models.posembed import sincos_2d
 from jepa_zoo.models.schema import BackboneConfig
 from jepa_zoo.models.video import VideoViTEncoder
@@ -157,3 +158,18 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
     if cfg.video:
         return VideoViTEncoder(cfg)
     return ViTEncoder(cfg) if cfg.kind == "vit" else TimmEncoder(cfg)
+
+
+def check_input_sizes(backbone: nn.Module, name: str, sizes: Dict[str, int]) -> None:
+    """Refuse, before training, image sizes that a CNN backbone cannot take: a ConfigError naming the
+    key, the size and the smallest of size, 2·size, 4·size, ... that the backbone takes."""
+    if not isinstance(backbone, TimmEncoder) or not sizes:
+        return
+    key, size = min(sizes.items(), key=lambda kv: kv[1])
+    if not backbone.accepts(size):
+        least = backbone.min_size(size)
+        tried = f"of {size}, {2 * size}, {4 * size}, ... px it takes {least} px" if least else "up to 1024 px: none"
+        follows = {"method.views.global_size": " (it follows data.img_size)",
+                   "method.views.local_size": " (it follows data.local_img_size)"}.get(key, "")
+        raise ConfigError(f"{key}: backbone {name} cannot take {size}-px images (the smallest {tried}); "
+                          f"raise {key}{follows}, or pick another backbone")

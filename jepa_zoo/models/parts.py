@@ -47,6 +47,7 @@ COLLAPSES: Dict[str, CollapseKind] = {
     "frozen": CollapseKind("frozen", None, ()),
     "sigreg": CollapseKind("none", "sigreg", ("weight", "mix", "num_slices", "t_max", "num_points")),
     "vicreg": CollapseKind("none", "vicreg", ("var_weight", "cov_weight", "idm_weight")),
+    "none": CollapseKind("none", None, ()),  # the method prevents collapse itself (or does not): nothing added
 }
 MIXES = ("convex", "additive")  # loss = (1 − λ)·pred + λ·reg (LeJEPA) | pred + λ·reg (LeWM)
 
@@ -88,7 +89,7 @@ class CollapseConfig:
 
     @property
     def kind(self) -> CollapseKind:
-        return COLLAPSES[self.name or "ema"]
+        return COLLAPSES[self.name or "none"]
 
 
 @dataclass(frozen=True)

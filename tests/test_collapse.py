@@ -156,3 +156,20 @@ def test_a_method_that_declares_no_collapse_gets_none(monkeypatch):
                                     backbone=BackboneConfig(img_size=32, patch_size=8, kwargs={"depth": 1})))
     assert model.cfg.collapse.name == "none" and model.target_encoder is None and model.sigreg is None
     assert model.parts().target == "none" and model.eval_encoder is model.backbone
+
+
+def test_a_method_builds_its_own_encoder_and_the_target_follows(compose_cfg):
+    """``build_encoder``: the hook a method with another shape of encoder overrides; the EMA target copies it."""
+    from jepa_zoo.methods.ijepa import IJEPA as IJEPAModule
+    from jepa_zoo.models.backbones import build_backbone
+
+    built = []
+
+    class Mine(IJEPAModule):
+        def build_encoder(self, cfg):
+            built.append(build_backbone(cfg.backbone))
+            return built[-1]
+
+    model = Mine(validate(compose_cfg(*IJEPA)))
+    assert model.backbone is built[0] and model.parts().encoder is built[0]
+    assert type(model.target_encoder) is type(built[0]) and model.target_encoder is not built[0]

@@ -77,7 +77,7 @@ class JEPAModule(L.LightningModule):
         self.cfg = cfg
         # plain types only: `load_from_checkpoint` calls __init__(cfg=..., num_classes=...) with them
         self.save_hyperparameters({"cfg": dataclasses.asdict(cfg), "num_classes": num_classes})
-        self.backbone = build_backbone(cfg.backbone)
+        self.backbone = self.build_encoder(cfg)
         check_input_sizes(self.backbone, cfg.backbone.name, self.input_sizes(cfg))
         self.collapse = Collapse(cfg.collapse)
         self.target_encoder = self.collapse.make_target(self.backbone)  # None: targets from the online encoder
@@ -91,6 +91,10 @@ class JEPAModule(L.LightningModule):
             self._build_probe(num_classes)
 
     # -- hooks for subclasses -------------------------------------------------------
+    def build_encoder(self, cfg: TrainConfig) -> nn.Module:
+        """The encoder (``self.backbone``): ``backbone:`` as configured, or a method's own shape of encoder."""
+        return build_backbone(cfg.backbone)
+
     @staticmethod
     def train_transform(cfg: TrainConfig) -> Callable:
         raise NotImplementedError
@@ -108,9 +112,8 @@ class JEPAModule(L.LightningModule):
         raise NotImplementedError
 
     def parts(self) -> Parts:
-        """What this method is made of (:class:`~jepa_zoo.models.parts.Parts`): a method with a predictor
-        or heads returns ``self.declare(inputs=..., predictor=..., <head>=...)``; this default declares
-        the encoder and the collapse part only, with the inputs its ``MethodSpec`` names."""
+        """What this method is made of (:class:`~jepa_zoo.models.parts.Parts`): by default the encoder and
+        the collapse part, with its ``MethodSpec.inputs``; a method with a predictor or heads declares them."""
         from jepa_zoo.registry import method_spec
 
         return self.declare(inputs=method_spec(self.cfg.method.name, self.cfg.method.module).inputs)
@@ -158,8 +161,7 @@ class JEPAModule(L.LightningModule):
         return PANELS, collapse_panels(collapse)
 
     def initial_copy(self) -> "JEPAModule":
-        """This method as built before training: seeded with the run's seed first, as
-        :func:`jepa_zoo.methods.build_model` builds it (the caller keeps its random state around it)."""
+        """This method as built before training (seeded first, as :func:`jepa_zoo.methods.build_model`)."""
         L.seed_everything(self.cfg.seed, workers=True)
         return type(self)(self.cfg, num_classes=self.cfg.data.num_classes)
 

@@ -59,22 +59,6 @@ class RasterizedMasking(MaskingConfig):
 
 
 @dataclass
-class BlockMasking(MaskingConfig):
-    """The paper's ablation: one target block per image, the context its complement."""
-
-    name: str = "block"
-    target_scale: List[float] = field(default_factory=lambda: [0.6, 0.6])
-    target_aspect: List[float] = field(default_factory=lambda: [0.75, 1.5])
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_range(self.target_scale, "masking.target_scale", 1e-6, 1.0)
-        check(self.target_scale[1] < 1.0, "masking.target_scale",
-              f"masking={self.name} needs a scale below 1 (the context is what the targets leave)")
-        check_range(self.target_aspect, "masking.target_aspect", 1e-6, 100.0)
-
-
-@dataclass
 class RandomMasking(MaskingConfig):
     """The paper's ablation: one target of uniformly drawn patches, the context the others."""
 
@@ -86,6 +70,18 @@ class RandomMasking(MaskingConfig):
         check_range(self.target_scale, "masking.target_scale", 1e-6, 1.0)
         check(self.target_scale[1] < 1.0, "masking.target_scale",
               f"masking={self.name} needs a scale below 1 (the context is what the targets leave)")
+
+
+@dataclass
+class BlockMasking(RandomMasking):
+    """The paper's ablation: one target block per image (scale and aspect), the context its complement."""
+
+    name: str = "block"
+    target_aspect: List[float] = field(default_factory=lambda: [0.75, 1.5])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range(self.target_aspect, "masking.target_aspect", 1e-6, 100.0)
 
 
 @dataclass

@@ -20,11 +20,10 @@ print one per job); logs go to stderr and the run dir's ``bench.log``.
   one-process cost per image, and the collation and mask cost per batch; with
   ``method.views.photometric=device`` (LeJEPA, IWM) the workers only crop, and the batched photometric
   ops the device takes over are timed on the bench's device (``device_photometric_ms_per_batch``;
-  compiled with ``bench.compile=true``).
-  Use real JPEGs: ``data=folder data.root=../shared/data/imagenet-sample-1k.tar``.
+  compiled with ``bench.compile=true``).  Use real JPEGs: ``data=folder data.root=<imagenet-sample-1k.tar>``.
 
-Not in the timed step: Lightning's loop (hooks, ``self.log``), the weight-decay schedule and the
-EMA momentum schedule (host-side scalars; the momentum is held at its start value).
+Not in the timed step: Lightning's loop (hooks, ``self.log``), the weight-decay and EMA momentum
+schedules (host-side scalars; the momentum is held at its start value).
 """
 
 from __future__ import annotations
@@ -147,7 +146,7 @@ def data_module(tc: TrainConfig, compile_: bool = False):
 
     cls = get_method(tc.method.name, tc.method.module)
     dm = JEPADataModule(tc.data, cls.train_transform(tc), cls.collate_fn(tc), seed=tc.seed,
-                        compile_photometric=compile_, val_transform=cls.val_transform(tc))
+                        compile_photometric=compile_)  # training batches only: no validation transform
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -163,17 +162,15 @@ def build_batches(dm, n: int, batch_size: int) -> List[Any]:
 
 
 def compile_model(model, dm: Any = None) -> None:
-    """``torch.compile`` what training's ``compile=true`` compiles: the module's blocks
-    (:meth:`JEPAModule.compile_`) and the datamodule's device photometric ops, if any."""
+    """``torch.compile`` what ``compile=true`` compiles: the module's blocks and the device photometric ops."""
     model.compile_()
     if dm is not None and dm.device_photometric is not None:
         dm.device_photometric.compile_()
 
 
 def make_train_step(model, tc: TrainConfig, autocast: Callable[[], Any], dm: Any = None) -> Tuple[Callable[[Any], Any], Any]:
-    """A closure doing one optimiser step as Lightning's automatic optimisation does, with the training
-    module's own computation (:meth:`~jepa_zoo.methods.base.JEPAModule.forward_loss`, then
-    :meth:`~jepa_zoo.methods.base.JEPAModule.after_optimizer_step`); and the optimiser."""
+    """A closure doing one optimiser step as Lightning's automatic optimisation does (the module's
+    ``forward_loss``, backward, the optimiser, ``after_optimizer_step``); and the optimiser."""
     model.fixed_schedule = (10**6, 0)  # no Trainer: the schedules' horizon (the step's cost does not depend on it)
     conf = model.configure_optimizers()
     opt = conf["optimizer"] if isinstance(conf, dict) else conf

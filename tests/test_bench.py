@@ -104,8 +104,10 @@ def test_bench_node_is_split_off_before_validation():
 
     from jepa_zoo.bench import BenchConfig, split_config
     from jepa_zoo.config import validate
+    from jepa_zoo.train import register_resolvers
     from conftest import CONF_DIR
 
+    register_resolvers()  # the schemas the yamls extend, as python -m jepa_zoo.bench registers them
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("bench", overrides=["run_dir=.", "method=ijepa", "bench.steps=7"])
     train_cfg, b = split_config(cfg)

@@ -44,6 +44,11 @@ class MethodSpec:
     collapses: Tuple[str, ...] = ("none",)  # the collapse=... it takes, its default first (none: its own business)
     collapse_refusals: Dict[str, str] = field(default_factory=dict)  # collapse=<name> it refuses: why (the error says)
 
+    def __post_init__(self) -> None:  # video=True (declared before inputs existed) and inputs="clip" say one thing
+        if self.video and self.inputs == "images":
+            object.__setattr__(self, "inputs", "clip")
+        object.__setattr__(self, "video", self.inputs == "clip")
+
 
 def builtin_methods() -> List[str]:
     """The names of the methods in ``jepa_zoo.methods`` (every module there that declares ``METHOD``)."""

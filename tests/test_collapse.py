@@ -9,6 +9,7 @@ import torch
 from jepa_zoo.config import ConfigError, validate, validate_saved
 from jepa_zoo.losses.vicreg import covariance_loss, variance_loss, vicreg_terms
 from jepa_zoo.masks.collator import MaskCollator, VideoMaskCollator
+from jepa_zoo.masks.schema import masking_config
 from jepa_zoo.methods import build_model
 
 IJEPA = ("method=ijepa", "data=fake", "+backbone.kwargs.depth=1", "method.pred_depth=1", "data.img_size=32",
@@ -88,7 +89,11 @@ def test_frozen_keeps_its_target_and_vicreg_adds_its_terms(compose_cfg):
     frozen.fixed_schedule = (10, 0)  # (total, warm-up) steps without a Trainer
     frozen.after_optimizer_step()  # an EMA would move the target towards the changed encoder
     assert all(torch.equal(a, b) for a, b in zip(before, frozen.target_encoder.parameters()))
-    assert frozen.eval_encoder is frozen.backbone and frozen.parts().target == "frozen"
+    # the probe trains on the frozen encoder's pooled features, and validation reads the same encoder
+    assert frozen.eval_encoder is frozen.target_encoder and frozen.parts().target == "frozen"
+    batch = ijepa_batch(frozen)
+    with torch.no_grad():
+        torch.testing.assert_close(frozen.step(batch).features, frozen.eval_encoder(batch.inputs))
 
     vic = build_model(validate(compose_cfg(*IJEPA, "collapse=vicreg")))
     out = vic.step(ijepa_batch(vic))
@@ -173,3 +178,49 @@ def test_a_method_builds_its_own_encoder_and_the_target_follows(compose_cfg):
     model = Mine(validate(compose_cfg(*IJEPA)))
     assert model.backbone is built[0] and model.parts().encoder is built[0]
     assert type(model.target_encoder) is type(built[0]) and model.target_encoder is not built[0]
+
+
+def test_a_config_made_in_code_with_a_named_collapse_gets_its_paper_values():
+    """``TrainConfig(collapse=CollapseConfig(name=...))`` without validate: the null keys are filled as
+    validation fills them (the module resolves them itself)."""
+    from jepa_zoo.config import TrainConfig
+    from jepa_zoo.methods.ijepa import IJEPAConfig
+    from jepa_zoo.models.parts import CollapseConfig
+    from jepa_zoo.models.schema import BackboneConfig
+
+    backbone = BackboneConfig(img_size=32, patch_size=4, kwargs={"depth": 1})
+    for name in ("ema", "sigreg"):
+        model = build_model(TrainConfig(method=IJEPAConfig(pred_depth=1, pred_dim=24), backbone=backbone,
+                                        masking=masking_config("multiblock"), collapse=CollapseConfig(name=name)))
+        assert model.cfg.collapse.momentum == ([0.996, 1.0] if name == "ema" else None)
+        assert model.cfg.collapse.weight == (0.05 if name == "sigreg" else None)
+
+
+def test_a_video_method_declared_the_old_way_takes_clips():
+    from jepa_zoo.config import MethodConfig
+    from jepa_zoo.registry import MethodSpec
+
+    spec = MethodSpec("myvid", object, MethodConfig, video=True)
+    assert spec.inputs == "clip" and MethodSpec("v", object, MethodConfig, inputs="clip").video
+
+
+def test_a_method_keeping_its_own_ema_target_under_collapse_none_still_builds(monkeypatch):
+    """The pattern methods of one's own used before collapse= (models/ema.py): a target encoder of its own."""
+    from conftest import REPO
+    from jepa_zoo.config import TrainConfig
+    from jepa_zoo.models.ema import EMATeacher, make_target
+    from jepa_zoo.models.schema import BackboneConfig
+
+    monkeypatch.syspath_prepend(str(REPO / "tests" / "toy"))
+    from toy_method import Toy, ToyConfig
+
+    class WithTarget(Toy):
+        def __init__(self, cfg, num_classes=None):
+            super().__init__(cfg, num_classes)
+            self.target_encoder = make_target(self.backbone)
+            self.ema = EMATeacher(0.99, 1.0)
+
+    model = WithTarget(TrainConfig(method=ToyConfig(module="toy_method"),
+                                   backbone=BackboneConfig(img_size=32, patch_size=8, kwargs={"depth": 1})))
+    assert model.parts().named(model)["target_encoder"] == "target_encoder"
+    assert model.parts().predictor is model._modules.get("predictor")  # an undeclared predictor is still seen

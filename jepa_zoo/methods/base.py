@@ -69,11 +69,10 @@ class JEPAModule(L.LightningModule):
         super().__init__()
         if not isinstance(cfg, TrainConfig):  # a plain dict from a checkpoint's hyperparameters
             cfg = validate_saved(cfg)
-        if cfg.collapse.name is None:  # a TrainConfig made in code, not validated: the method's default
-            from jepa_zoo.registry import method_spec
+        from jepa_zoo.registry import method_spec  # a TrainConfig made in code: its collapse keys filled (idempotent)
 
-            cfg = dataclasses.replace(cfg, collapse=resolve_collapse(
-                cfg.collapse, cfg.method, method_spec(cfg.method.name, cfg.method.module)))
+        cfg = dataclasses.replace(cfg, collapse=resolve_collapse(
+            cfg.collapse, cfg.method, method_spec(cfg.method.name, cfg.method.module)))
         self.cfg = cfg
         # plain types only: `load_from_checkpoint` calls __init__(cfg=..., num_classes=...) with them
         self.save_hyperparameters({"cfg": dataclasses.asdict(cfg), "num_classes": num_classes})
@@ -116,7 +115,8 @@ class JEPAModule(L.LightningModule):
         the collapse part, with its ``MethodSpec.inputs``; a method with a predictor or heads declares them."""
         from jepa_zoo.registry import method_spec
 
-        return self.declare(inputs=method_spec(self.cfg.method.name, self.cfg.method.module).inputs)
+        own = self._modules.get("predictor")  # an undeclared method's conventional name, as before parts existed
+        return self.declare(inputs=method_spec(self.cfg.method.name, self.cfg.method.module).inputs, predictor=own)
 
     def declare(self, inputs: str, predictor: Optional[nn.Module] = None, **heads: nn.Module) -> Parts:
         """The method's :class:`Parts`: its ``inputs`` kind, ``predictor`` and other trained ``heads``;
@@ -149,9 +149,9 @@ class JEPAModule(L.LightningModule):
 
     @property
     def eval_encoder(self) -> nn.Module:
-        """The encoder that downstream evaluation uses: the EMA target under ``collapse=ema`` (as the
-        papers evaluate), else the trained encoder."""
-        return self.target_encoder if self.collapse.target == "ema" else self.backbone
+        """The encoder that downstream evaluation uses: the target encoder under ``collapse=ema|frozen`` (as
+        the papers evaluate; the pooled features the probe trains on are its), else the trained encoder."""
+        return self.target_encoder if self.collapse.target in ("ema", "frozen") else self.backbone
 
     @classmethod
     def shared_panels(cls, collapse: Optional[str]) -> Tuple[tuple, tuple]:

@@ -44,7 +44,9 @@ def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
 
 
 class EMATeacher:
-    """The EMA schedule and update of a target network, for a method to hold::
+    """The EMA schedule and update of a target network.  ``collapse=ema`` holds one for every method
+    (:mod:`jepa_zoo.methods.collapse`); a method keeping a target of its own (under ``collapse=none``)
+    holds it so::
 
         self.target_encoder = make_target(self.backbone)            # in __init__
         self.ema = EMATeacher(start, end)

@@ -108,9 +108,8 @@ class Parts:
     def __post_init__(self) -> None:
         if self.inputs not in INPUT_KINDS:
             raise ValueError(f"Parts.inputs must be one of {', '.join(INPUT_KINDS)}, got {self.inputs!r}")
-        if (self.target in ("ema", "frozen")) != (self.target_encoder is not None):
-            raise ValueError(f"Parts: target={self.target} {'needs' if self.target != 'none' else 'takes no'} "
-                             "target_encoder")
+        if self.target in ("ema", "frozen") and self.target_encoder is None:  # (under none, a method may
+            raise ValueError(f"Parts: target={self.target} needs a target_encoder")  # keep a target of its own)
 
     def named(self, model: "nn.Module") -> Dict[str, str]:
         """``{part: its name in model}`` for the parts that are modules of ``model`` (the prefix of

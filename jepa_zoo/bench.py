@@ -1,8 +1,7 @@
 """Benchmark harness: ``python -m jepa_zoo.bench method=ijepa backbone=vit_b data.batch_size=128 [bench.*=...]``.
 
-``conf/bench.yaml`` is ``train.yaml`` plus a ``bench:`` node, so a benchmark builds exactly what
-training builds (same validation, model, data module); the ``bench:`` node is split off before
-:func:`jepa_zoo.config.validate`.  Prints ONE JSON line to stdout per configuration (``-m`` sweeps
+``conf/bench.yaml`` is ``train.yaml`` plus a ``bench:`` node (split off before validation), so a benchmark
+builds exactly what training builds.  Prints ONE JSON line to stdout per configuration (``-m`` sweeps
 print one per job); logs go to stderr and the run dir's ``bench.log``.
 
 * ``bench.what=step`` (default, ``data=synthetic``: random 224 px images): a steady-state

@@ -288,7 +288,7 @@ def resolve_collapse(c: CollapseConfig, method: Any, spec: Any) -> CollapseConfi
     the method cannot take and a key another option reads."""
     name = c.name or spec.collapses[0]
     if name not in spec.collapses:
-        why = getattr(spec, "collapse_refusals", {}).get(name, "")
+        why = spec.collapse_refusals.get(name, "")
         raise ConfigError(f"collapse: method={method.name} takes collapse={'|'.join(spec.collapses)}, got {name}"
                           + (f" ({why})" if why else ""))
     keys = COLLAPSES[name].keys

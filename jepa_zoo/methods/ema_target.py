@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jepa_zoo.panels import Line, Section
+from jepa_zoo.methods.collapse import collapse_panels
 
 
 class EMATarget:
@@ -26,8 +26,4 @@ class EMATarget:
             self.log("train/ema_momentum", self.ema.last_momentum)
 
 
-TARGET_PANELS = Section("Targets", (
-    Line(("train/target_std",), "target feature std", collapse="falls towards 0"),
-    Line(("train/pred_cos",), "predictor–target cosine", smoothing=0.6),
-    Line(("train/ema_momentum",), "EMA momentum"),
-))
+TARGET_PANELS = collapse_panels("ema")[0]  # the "Targets" section collapse=ema shows
